@@ -1,0 +1,116 @@
+"""The teacher → assistant → student chain: who teaches whom, and one role trained end to end.
+
+Teacher-assistant distillation (Mirzadeh et al., 2020): a mid-sized assistant bridges the
+capacity gap, so the student learns from a teacher it can imitate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dvclive import Live
+
+from kd_pipeline.data import Normalizer, load_meta, load_split
+from kd_pipeline.evaluation import classification_metrics, predict_logits
+from kd_pipeline.models import count_parameters, create_model, load_checkpoint, move_to_device, save_checkpoint
+from kd_pipeline.params import Params, fingerprint
+from kd_pipeline.training import ResumeFile, fit, resolve_device, seed_everything
+
+TEACHER_OF = {"teacher": None, "assistant": "teacher", "student": "assistant"}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the stages read and write, relative to the project root."""
+
+    prepared: Path = Path("data/prepared")
+    models: Path = Path("models")
+    metrics: Path = Path("metrics")
+    resume: Path = Path(".resume")
+
+    def model_dir(self, role: str) -> Path:
+        return self.models / role
+
+
+def train_role(role: str, params: Params, layout: Layout = Layout(), **fit_kwargs: Any) -> dict[str, float]:
+    """Train one role (distilling from its teacher in the chain) and write its checkpoint.
+
+    Returns the test metrics of the best epoch. dvclive output goes to metrics/<role>/.
+    """
+    role_cfg = params.role(role)
+    cfg = params.train
+    meta = load_meta(layout.prepared)
+    train, val, test = (load_split(layout.prepared, s) for s in ("train", "val", "test"))
+    seed_everything(cfg.seed, cfg.num_threads)
+    device = resolve_device(cfg.device)
+
+    teacher_role = TEACHER_OF[role]
+    teacher = None
+    teacher_hash = None
+    if teacher_role is not None:
+        teacher_dir = layout.model_dir(teacher_role)
+        teacher, teacher_card = load_checkpoint(teacher_dir, num_classes=meta.num_classes)
+        teacher = move_to_device(teacher, device).eval()
+        teacher_hash = teacher_card["params_hash"]
+
+    model = create_model(
+        role_cfg.model, meta.num_classes, role_cfg.pretrained, role_cfg.pretrained_file, role_cfg.model_kwargs
+    )
+    model = move_to_device(model, device)
+    # Pretrained weights expect the normalisation they were trained with.
+    mean, std = meta.mean, meta.std
+    if role_cfg.pretrained or role_cfg.pretrained_file:
+        mean = list(model.pretrained_cfg.get("mean", mean))
+        std = list(model.pretrained_cfg.get("std", std))
+    normalizer = Normalizer(mean, std, device, channels_last=device.type == "cuda")
+    kd = params.kd if teacher is not None else None
+    params_hash = fingerprint(role, role_cfg, cfg, kd, meta.content_hash, teacher_hash)
+
+    with Live(dir=str(layout.metrics / role), save_dvc_exp=False, dvcyaml=False, report=None) as live:
+        live.log_params(
+            {
+                "role": role,
+                "model": role_cfg.model,
+                "teacher": teacher_role or "",
+                "num_parameters": count_parameters(model),
+                "device": device.type,
+                **{f"train.{k}": v for k, v in cfg.model_dump(exclude={"augment"}).items()},
+                **({f"kd.{k}": v for k, v in kd.model_dump().items()} if kd else {}),
+            }
+        )
+        resume = ResumeFile(layout.resume / role / "state.pt", params_hash)
+        result = fit(
+            model, train, val, cfg, normalizer, meta.num_classes,
+            teacher=teacher, kd=kd, live=live, resume=resume, name=role, **fit_kwargs,
+        )
+        test_logits = predict_logits(model, test, normalizer)
+        test_metrics = classification_metrics(test.labels, test_logits.argmax(1).numpy(), meta.num_classes)
+        live.log_metric("best_epoch", result.best_epoch, plot=False)
+        for key, value in result.best.items():
+            if key.startswith("val/"):
+                live.log_metric(key, value, plot=False)  # the summary shows the kept epoch
+        for key, value in test_metrics.items():
+            live.log_metric(f"test/{key}", value, plot=False)
+
+    card = {
+        "role": role,
+        "timm_name": role_cfg.model,
+        "model_kwargs": role_cfg.model_kwargs,
+        "num_classes": meta.num_classes,
+        "class_names": meta.class_names,
+        "input_size": [3, meta.image_size, meta.image_size],
+        "mean": mean,
+        "std": std,
+        "num_parameters": count_parameters(model),
+        "teacher": teacher_role,
+        "best_epoch": result.best_epoch,
+        "val_metrics": {k.removeprefix("val/"): v for k, v in result.best.items() if k.startswith("val/")},
+        "test_metrics": test_metrics,
+        "params_hash": params_hash,
+        "data_hash": meta.content_hash,
+    }
+    save_checkpoint(model, layout.model_dir(role), card)
+    resume.clear()
+    return test_metrics

@@ -1,0 +1,174 @@
+"""Typed schema for params.yaml, checked before any stage does work.
+
+Every stage validates the whole file first, so a typo in any group fails fast with one
+line that names the key, the value and what is allowed, and nothing is written.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kd_pipeline.errors import ParamsError
+
+ROLES = ("teacher", "assistant", "student")
+
+
+class _Group(BaseModel):
+    """A params group: unknown keys are errors, and types are not coerced from strings."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class DataParams(_Group):
+    name: Literal["digits"] = "digits"
+    root: str | None = None
+    download: bool = False
+    image_size: int = Field(32, ge=8, le=1024)
+    val_fraction: float = Field(0.15, gt=0, lt=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    seed: int = Field(42, ge=0)
+
+    @model_validator(mode="after")
+    def _fractions_leave_training_data(self) -> DataParams:
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ValueError(
+                f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction:g}"
+                " leaves too little training data; keep the sum below 0.9"
+            )
+        return self
+
+
+@functools.cache
+def _timm_model_names() -> tuple[str, ...]:
+    import timm
+
+    return tuple(timm.list_models())
+
+
+class ModelParams(_Group):
+    model: str
+    pretrained: bool = False
+    pretrained_file: str | None = None
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("model")
+    @classmethod
+    def _known_to_timm(cls, name: str) -> str:
+        import timm
+
+        architecture = name.split(".", 1)[0]
+        if not timm.is_model(architecture):
+            close = difflib.get_close_matches(architecture, _timm_model_names(), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models()"
+            raise ValueError(f"not a timm model name{hint}")
+        return name
+
+
+class AugmentParams(_Group):
+    color_jitter: bool = False
+    brightness: float = Field(0.2, ge=0, le=1)
+    contrast: float = Field(0.2, ge=0, le=1)
+    saturation: float = Field(0.2, ge=0, le=1)
+
+
+class TrainParams(_Group):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adamw"
+    lr: float = Field(0.003, gt=0, le=10)
+    weight_decay: float = Field(0.0005, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    scheduler: Literal["cosine", "step", "plateau", "none"] = "cosine"
+    step_size: int = Field(5, ge=1)
+    gamma: float = Field(0.1, gt=0, le=1)
+    plateau_patience: int = Field(2, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    early_stopping_patience: int = Field(0, ge=0)
+    monitor: Literal["accuracy", "f1", "loss"] = "accuracy"
+    class_weights: bool = False
+    augment: AugmentParams = Field(default_factory=AugmentParams)
+    seed: int = Field(0, ge=0)
+    num_threads: int = Field(0, ge=0)
+
+
+class KDParams(_Group):
+    alpha: float = Field(0.7, ge=0, le=1)
+    temperature: float = Field(4.0, gt=0)
+
+
+class Params(_Group):
+    data: DataParams = Field(default_factory=DataParams)
+    teacher: ModelParams = Field(default_factory=lambda: ModelParams(model="resnet50"))
+    assistant: ModelParams = Field(default_factory=lambda: ModelParams(model="resnet34"))
+    student: ModelParams = Field(default_factory=lambda: ModelParams(model="resnet18"))
+    train: TrainParams = Field(default_factory=TrainParams)
+    kd: KDParams = Field(default_factory=KDParams)
+
+    def role(self, role: str) -> ModelParams:
+        """The model params of one chain role (teacher, assistant or student)."""
+        if role not in ROLES:
+            raise ParamsError(f"unknown role {role!r}; allowed: {', '.join(ROLES)}")
+        return getattr(self, role)
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(part) for part in first["loc"])
+    value = first.get("input")
+    if first["type"] == "extra_forbidden":
+        parent = _model_at(first["loc"][:-1])
+        allowed = ", ".join(parent.model_fields) if parent else "see params.yaml"
+        return f"{source}: unknown key '{key}'; allowed keys here: {allowed}"
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{source}: {key} = {value!r} is not allowed: {message}"
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = Params
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def parse_params(raw: Any, source: str = "params.yaml") -> Params:
+    """Validate a params mapping; raise ParamsError with one line on the first problem."""
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping of groups, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise ParamsError(_format_error(err, source)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: file not found (run from the project root)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+    return parse_params(raw, str(path))
+
+
+def fingerprint(*parts: Any) -> str:
+    """A stable hash of params groups and other JSON-able values, for resume and model cards."""
+    def to_plain(value: Any) -> Any:
+        return value.model_dump() if isinstance(value, BaseModel) else value
+
+    blob = json.dumps([to_plain(p) for p in parts], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -1,0 +1,320 @@
+"""The training loop shared by every role: plain training for the teacher, distillation for the rest.
+
+What it adds over a bare loop, and why:
+- teacher logits computed once for the whole training set when augmentation is off
+  (the teacher's forward pass is most of a distillation step's cost);
+- early stopping on a validation metric, with the best epoch's weights kept;
+- resume: the full state (model, optimizer, scheduler, early stopping, RNG, history) is
+  saved atomically after every epoch outside DVC's outputs, so a killed stage picks up at
+  its last completed epoch and ends with the same metrics as an uninterrupted run;
+- dvclive logging per epoch, replayed from the saved history on resume.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from kd_pipeline.data import Normalizer, Split, batches, class_weights, color_jitter
+from kd_pipeline.distillation import kd_loss
+from kd_pipeline.evaluation import classification_metrics, predict_logits
+from kd_pipeline.files import atomic_file
+from kd_pipeline.params import KDParams, TrainParams
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when present; asking for CUDA without one is an error, not a fallback."""
+    from kd_pipeline.errors import ParamsError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ParamsError("train.device = 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+def seed_everything(seed: int, num_threads: int = 0) -> None:
+    """Seed every RNG and ask for deterministic kernels, so equal params give equal metrics."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    if num_threads > 0:
+        torch.set_num_threads(num_threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+
+
+def build_optimizer(model: nn.Module, cfg: TrainParams) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0
+        )
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainParams) -> Any:
+    if cfg.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    if cfg.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+    if cfg.scheduler == "plateau":
+        mode = "min" if cfg.monitor == "loss" else "max"
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode=mode, factor=cfg.gamma, patience=cfg.plateau_patience
+        )
+    return None
+
+
+@dataclass
+class EarlyStopping:
+    """Tracks the best validation score; `patience` 0 means never stop early."""
+
+    patience: int
+    mode: str
+    best: float | None = None
+    best_epoch: int = 0
+    bad_epochs: int = 0
+
+    def update(self, value: float, epoch: int) -> bool:
+        """Record an epoch's score; True when it is the best so far."""
+        better = self.best is None or (value < self.best if self.mode == "min" else value > self.best)
+        if better:
+            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
+        else:
+            self.bad_epochs += 1
+        return better
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience > 0 and self.bad_epochs >= self.patience
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    epochs_run: int
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def best(self) -> dict[str, float]:
+        return self.history[self.best_epoch - 1]
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak allocated GPU memory on CUDA, else the process's peak RSS."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class ResumeFile:
+    """The per-epoch training state, kept outside DVC's outputs so it survives a re-run.
+
+    Loaded with `weights_only=True`: tensors and plain containers only, never code.
+    A state made with other params or data (a different fingerprint) is ignored.
+    """
+
+    def __init__(self, path: str | Path | None, fingerprint: str):
+        self.path = Path(path) if path else None
+        self.fingerprint = fingerprint
+
+    def load(self) -> dict[str, Any] | None:
+        if self.path is None or not self.path.is_file():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as err:  # a damaged state costs a restart, never the run
+            tqdm.write(f"resume: ignoring unreadable {self.path} ({type(err).__name__})")
+            return None
+        if state.get("fingerprint") != self.fingerprint:
+            tqdm.write(f"resume: {self.path} was made with other params or data; starting over")
+            return None
+        return state
+
+    def save(self, state: dict[str, Any]) -> None:
+        if self.path is None:
+            return
+        with atomic_file(self.path) as tmp:
+            torch.save({**state, "fingerprint": self.fingerprint}, tmp)
+
+    def clear(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+def _monitor_value(metrics: dict[str, float], monitor: str) -> float:
+    return metrics[f"val/{monitor}"]
+
+
+def fit(
+    model: nn.Module,
+    train: Split,
+    val: Split,
+    cfg: TrainParams,
+    normalizer: Normalizer,
+    num_classes: int,
+    *,
+    teacher: nn.Module | None = None,
+    kd: KDParams | None = None,
+    live: Any = None,
+    resume: ResumeFile | None = None,
+    name: str = "model",
+    on_epoch_end: Callable[[int], None] | None = None,
+) -> FitResult:
+    """Train `model` (distilling from `teacher` when given) and leave it at its best epoch.
+
+    `on_epoch_end(epoch)` runs after each epoch's state is saved (tests stop a run there).
+    """
+    device = normalizer.device
+    use_amp = device.type == "cuda"
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg)
+    stopper = EarlyStopping(cfg.early_stopping_patience, "min" if cfg.monitor == "loss" else "max")
+    weights = class_weights(train.labels, num_classes).to(device) if cfg.class_weights else None
+    history: list[dict[str, float]] = []
+    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    start_epoch = 1
+
+    resume = resume or ResumeFile(None, "")
+    saved = resume.load()
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(saved["scheduler"])
+        stopper = EarlyStopping(**saved["early_stopping"])
+        best_state = saved["best_state"]
+        history = saved["history"]
+        torch.set_rng_state(saved["rng"])
+        start_epoch = len(history) + 1
+        tqdm.write(f"{name}: resuming after epoch {len(history)} from {resume.path}")
+        for row in history:  # DVC removed the old dvclive output: write the curves again
+            _log_epoch(live, row)
+
+    cached_teacher_logits = None
+    if teacher is not None and not cfg.augment.color_jitter:
+        cached_teacher_logits = predict_logits(teacher, train, normalizer).to(device)
+
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        if stopper.should_stop:
+            break
+        started = time.perf_counter()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        model.train()
+        jitter_rng = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        loss_sum, preds, targets = 0.0, [], []
+        progress = tqdm(
+            batches(train, cfg.batch_size, shuffle=True, seed=cfg.seed * 100_003 + epoch),
+            total=-(-len(train) // cfg.batch_size),
+            desc=f"{name} {epoch}/{cfg.epochs}",
+            leave=False,
+            disable=None,
+        )
+        for idx, images, labels in progress:
+            if cfg.augment.color_jitter:
+                images = color_jitter(images, cfg.augment, jitter_rng)
+            x = normalizer(images)
+            y = labels.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                logits = model(x)
+            if teacher is not None and kd is not None:
+                if cached_teacher_logits is not None:
+                    teacher_logits = cached_teacher_logits[torch.from_numpy(idx).to(device)]
+                else:
+                    with torch.inference_mode(), torch.autocast(
+                        device.type, dtype=torch.bfloat16, enabled=use_amp
+                    ):
+                        teacher_logits = teacher(x).float()
+                loss = kd_loss(
+                    logits, teacher_logits, y, kd.alpha, kd.temperature, weights, cfg.label_smoothing
+                )
+            else:
+                loss = F.cross_entropy(logits.float(), y, weight=weights, label_smoothing=cfg.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item() * len(labels)
+            preds.append(logits.detach().argmax(1).cpu())
+            targets.append(labels)
+            progress.set_postfix(loss=f"{loss.item():.3f}")
+
+        lr = optimizer.param_groups[0]["lr"]
+        row: dict[str, float] = {"epoch": float(epoch), "train/loss": loss_sum / len(train)}
+        train_metrics = classification_metrics(torch.cat(targets).numpy(), torch.cat(preds).numpy(), num_classes)
+        row.update({f"train/{k}": v for k, v in train_metrics.items()})
+        val_logits = predict_logits(model, val, normalizer)
+        val_labels = torch.from_numpy(val.labels)
+        row["val/loss"] = float(F.cross_entropy(val_logits, val_labels).item())
+        val_metrics = classification_metrics(val.labels, val_logits.argmax(1).numpy(), num_classes)
+        row.update({f"val/{k}": v for k, v in val_metrics.items()})
+        row["lr"] = lr
+        row["epoch_time_s"] = time.perf_counter() - started
+        row["peak_memory_mb"] = peak_memory_mb(device)
+
+        if stopper.update(_monitor_value(row, cfg.monitor), epoch):
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(_monitor_value(row, cfg.monitor))
+        elif scheduler is not None:
+            scheduler.step()
+        history.append(row)
+        _log_epoch(live, row)
+        tqdm.write(_summary_line(name, epoch, cfg.epochs, row, best=stopper.best_epoch == epoch))
+        resume.save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else {},
+                "early_stopping": stopper.__dict__.copy(),
+                "best_state": best_state,
+                "history": history,
+                "rng": torch.get_rng_state(),
+            }
+        )
+        if on_epoch_end is not None:
+            on_epoch_end(epoch)
+
+    if stopper.should_stop and len(history) < cfg.epochs:
+        tqdm.write(
+            f"{name}: early stop after epoch {len(history)}: val/{cfg.monitor} has not improved"
+            f" for {cfg.early_stopping_patience} epochs"
+        )
+    model.load_state_dict(best_state)
+    return FitResult(best_epoch=stopper.best_epoch, epochs_run=len(history), history=history)
+
+
+def _log_epoch(live: Any, row: dict[str, float]) -> None:
+    if live is None:
+        return
+    for key, value in row.items():
+        if key != "epoch":
+            live.log_metric(key, value)
+    live.next_step()
+
+
+def _summary_line(name: str, epoch: int, epochs: int, row: dict[str, float], best: bool) -> str:
+    return (
+        f"{name} epoch {epoch}/{epochs}"
+        f" | train loss {row['train/loss']:.4f} acc {row['train/accuracy']:.4f}"
+        f" | val loss {row['val/loss']:.4f} acc {row['val/accuracy']:.4f} f1 {row['val/f1']:.4f}"
+        f" | lr {row['lr']:.2e} | {row['epoch_time_s']:.1f}s | {row['peak_memory_mb']:.0f} MB"
+        + (" *best" if best else "")
+    )
+
+
+def default_num_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

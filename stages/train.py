@@ -1,0 +1,20 @@
+"""Stages train_teacher, distill_assistant, distill_student: `python stages/train.py ROLE`."""
+
+import sys
+
+from kd_pipeline.chain import train_role
+from kd_pipeline.errors import ParamsError, exit_on_pipeline_error
+from kd_pipeline.params import ROLES, load_params
+
+
+@exit_on_pipeline_error
+def main(argv: list[str]) -> None:
+    if len(argv) != 1 or argv[0] not in ROLES:
+        raise ParamsError(f"usage: python stages/train.py ROLE, ROLE one of {', '.join(ROLES)}")
+    params = load_params()
+    test = train_role(argv[0], params)
+    print(f"{argv[0]}: test accuracy {test['accuracy']:.4f}, macro F1 {test['f1']:.4f}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
