@@ -1,0 +1,40 @@
+"""Shared fixtures: small data made on the fly, tiny timm models, never the network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from kd_pipeline.data import prepare
+from kd_pipeline.params import DataParams, Params, parse_params
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_MODEL = "test_resnet"  # timm's own 0.4M-parameter test network
+
+
+def tiny_params(**overrides: dict) -> Params:
+    """Default params with tiny models, small images and few epochs, plus group overrides."""
+    raw: dict = {
+        "data": {"image_size": 16},
+        "teacher": {"model": TINY_MODEL},
+        "assistant": {"model": TINY_MODEL},
+        "student": {"model": TINY_MODEL},
+        "train": {"epochs": 2, "batch_size": 64, "device": "cpu", "num_threads": 1},
+    }
+    for group, values in overrides.items():
+        raw.setdefault(group, {}).update(values)
+    return parse_params(raw)
+
+
+@pytest.fixture(scope="session")
+def prepared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("prepared") / "prepared"
+    prepare(DataParams(image_size=16), out)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)

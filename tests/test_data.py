@@ -1,0 +1,95 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kd_pipeline.data import (
+    batches,
+    class_weights,
+    color_jitter,
+    load_meta,
+    load_split,
+    resize_images,
+    stratified_split,
+)
+from kd_pipeline.errors import DataError
+from kd_pipeline.params import AugmentParams
+
+
+def test_split_is_stratified_seeded_and_disjoint() -> None:
+    labels = np.repeat(np.arange(4), [100, 50, 30, 20])
+    parts = stratified_split(labels, 0.15, 0.2, seed=3)
+    all_idx = np.concatenate(list(parts.values()))
+    assert len(all_idx) == len(labels) == len(np.unique(all_idx))
+    for name, fraction in (("test", 0.2), ("val", 0.15)):
+        counts = np.bincount(labels[parts[name]], minlength=4)
+        expected = np.bincount(labels) * fraction
+        assert np.all(np.abs(counts - expected) <= 1.5), (name, counts, expected)
+    again = stratified_split(labels, 0.15, 0.2, seed=3)
+    other = stratified_split(labels, 0.15, 0.2, seed=4)
+    assert all(np.array_equal(parts[k], again[k]) for k in parts)
+    assert not np.array_equal(parts["test"], other["test"])
+
+
+def test_split_refuses_classes_too_small_to_split() -> None:
+    labels = np.array([0] * 20 + [1] * 2)
+    with pytest.raises(DataError, match="classes 1 have fewer than 3"):
+        stratified_split(labels, 0.15, 0.2, seed=0)
+
+
+def test_prepared_folder_layout(prepared_dir: Path) -> None:
+    meta = load_meta(prepared_dir)
+    assert meta.num_classes == 10 and meta.image_size == 16
+    sizes = {s: len(load_split(prepared_dir, s)) for s in ("train", "val", "test")}
+    assert sum(sizes.values()) == 1797
+    assert sizes == {s: sum(meta.counts[s].values()) for s in sizes}
+    train = load_split(prepared_dir, "train")
+    assert isinstance(train.images, np.memmap)
+    assert train.images.shape[1:] == (16, 16, 3) and train.images.dtype == np.uint8
+    assert json.loads((prepared_dir / "meta.json").read_text())["content_hash"] == meta.content_hash
+    assert not list(prepared_dir.parent.glob(".prepared.*")), "temporary folder left behind"
+
+
+def test_missing_prepared_data_names_the_file(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"meta.json: not found; run the prepare stage"):
+        load_meta(tmp_path)
+    with pytest.raises(DataError, match=r"images.npy: not found"):
+        load_split(tmp_path, "train")
+
+
+def test_resize_makes_three_channels() -> None:
+    grey = np.random.default_rng(0).integers(0, 256, (5, 8, 8, 1), dtype=np.uint8)
+    out = resize_images(grey, 24)
+    assert out.shape == (5, 24, 24, 3) and out.dtype == np.uint8
+    assert np.array_equal(out[..., 0], out[..., 2])
+    with pytest.raises(DataError, match="channels"):
+        resize_images(np.zeros((1, 8, 8, 2), np.uint8), 8)
+
+
+def test_batches_cover_split_in_seeded_order(prepared_dir: Path) -> None:
+    split = load_split(prepared_dir, "val")
+    seen = []
+    for idx, images, labels in batches(split, 32, shuffle=True, seed=7):
+        assert np.array_equal(images.numpy(), split.images[idx])
+        assert np.array_equal(labels.numpy(), split.labels[idx])
+        seen.append(idx)
+    order = np.concatenate(seen)
+    assert sorted(order.tolist()) == list(range(len(split)))
+    again = np.concatenate([idx for idx, _, _ in batches(split, 32, shuffle=True, seed=7)])
+    assert np.array_equal(order, again)
+
+
+def test_color_jitter_changes_colour_only() -> None:
+    images = torch.randint(0, 256, (8, 16, 16, 3), dtype=torch.uint8)
+    out = color_jitter(images, AugmentParams(color_jitter=True), torch.Generator().manual_seed(0))
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    assert not torch.equal(out, images)
+    same = color_jitter(images, AugmentParams(brightness=0, contrast=0, saturation=0), torch.Generator())
+    assert (same.int() - images.int()).abs().max() <= 1
+
+
+def test_class_weights_are_inverse_frequency() -> None:
+    weights = class_weights(np.array([0, 0, 0, 1]), 2)
+    assert weights.tolist() == pytest.approx([4 / 6, 2.0])

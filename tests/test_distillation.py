@@ -1,0 +1,48 @@
+import math
+
+import pytest
+import torch
+
+from kd_pipeline.distillation import kd_loss
+
+
+def _softmax(row: list[float], t: float) -> list[float]:
+    exps = [math.exp(v / t) for v in row]
+    return [e / sum(exps) for e in exps]
+
+
+def test_kd_loss_matches_hand_computation() -> None:
+    student = [[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]]
+    teacher = [[2.0, 1.0, 0.0], [0.5, 0.5, 2.0]]
+    targets = [1, 2]
+    alpha, t = 0.3, 2.0
+
+    kl = 0.0
+    for s_row, t_row in zip(student, teacher, strict=True):
+        p, q = _softmax(t_row, t), _softmax(s_row, t)
+        kl += sum(pi * math.log(pi / qi) for pi, qi in zip(p, q, strict=True))
+    kl /= len(student)
+    ce = 0.0
+    for s_row, y in zip(student, targets, strict=True):
+        ce -= math.log(_softmax(s_row, 1.0)[y])
+    ce /= len(student)
+    expected = alpha * t * t * kl + (1 - alpha) * ce
+
+    got = kd_loss(torch.tensor(student), torch.tensor(teacher), torch.tensor(targets), alpha, t)
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_alpha_zero_is_cross_entropy_and_identical_logits_have_no_soft_loss() -> None:
+    logits = torch.randn(4, 5)
+    targets = torch.tensor([0, 1, 2, 3])
+    ce = torch.nn.functional.cross_entropy(logits, targets)
+    assert kd_loss(logits, torch.randn(4, 5), targets, 0.0, 4.0).item() == pytest.approx(ce.item())
+    assert kd_loss(logits, logits.clone(), targets, 1.0, 4.0).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_gradient_flows_to_student_only() -> None:
+    student = torch.randn(3, 4, requires_grad=True)
+    teacher = torch.randn(3, 4, requires_grad=True)
+    kd_loss(student, teacher.detach(), torch.tensor([0, 1, 2]), 0.5, 3.0).backward()
+    assert student.grad is not None and student.grad.abs().sum() > 0
+    assert teacher.grad is None

@@ -1,0 +1,107 @@
+"""The real `dvc repro` on a tiny configuration, in a temporary git repository."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, TINY_MODEL
+
+ROLES = ("teacher", "assistant", "student")
+
+
+def _run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = str(cwd)
+    env["DVC_NO_ANALYTICS"] = "1"
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def _write_params(repo: Path, **changes: dict) -> None:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"]["image_size"] = 16
+    for role in ROLES:
+        params[role]["model"] = TINY_MODEL
+    params["train"].update({"epochs": 1, "batch_size": 128, "num_threads": 1, "device": "cpu"})
+    for group, values in changes.items():
+        params[group].update(values)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repo = tmp_path_factory.mktemp("kd-e2e")
+    for name in ("dvc.yaml", ".gitignore"):
+        shutil.copy(ROOT / name, repo / name)
+    for folder in ("stages", "kd_pipeline"):
+        shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    _write_params(repo)
+    _run(["git", "init", "-q"], repo)
+    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "x"], repo)
+    _run(["dvc", "init", "-q"], repo)
+    return repo
+
+
+def test_repro_writes_every_output(repo: Path) -> None:
+    _run(["dvc", "repro"], repo)
+    meta = json.loads((repo / "data/prepared/meta.json").read_text())
+    assert meta["class_names"] == [str(d) for d in range(10)]
+    for split in ("train", "val", "test"):
+        assert (repo / f"data/prepared/{split}/images.npy").is_file()
+    for role in ROLES:
+        card = json.loads((repo / f"models/{role}/model.json").read_text())
+        assert card["timm_name"] == TINY_MODEL and card["num_classes"] == 10
+        assert card["input_size"] == [3, 16, 16]
+        assert (repo / f"models/{role}/model.safetensors").stat().st_size > 0
+        metrics = json.loads((repo / f"metrics/{role}/metrics.json").read_text())
+        assert 0.0 <= metrics["test"]["accuracy"] <= 1.0
+        assert {"loss", "accuracy", "precision", "recall", "f1"} <= set(metrics["val"])
+        plots = repo / f"metrics/{role}/plots/metrics"
+        for name in ("train/loss", "val/accuracy", "val/f1", "lr", "epoch_time_s", "peak_memory_mb"):
+            assert (plots / f"{name}.tsv").is_file(), name
+    assert json.loads((repo / "models/student/model.json").read_text())["teacher"] == "assistant"
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    assert set(lock["stages"]) == {"prepare", "train_teacher", "distill_assistant", "distill_student"}
+    assert not (repo / ".resume/student/state.pt").exists(), "resume state left after success"
+
+    shown = _run(["dvc", "metrics", "show", "--json"], repo).stdout
+    assert "metrics/student/metrics.json" in shown
+
+    started = time.perf_counter()
+    again = _run(["dvc", "repro"], repo)
+    assert "up to date" in again.stdout
+    assert time.perf_counter() - started < 30
+
+
+def test_bad_param_fails_in_one_line_and_good_params_restore_from_cache(repo: Path) -> None:
+    _write_params(repo, kd={"alpha": 2})
+    proc = _run(["dvc", "repro"], repo, check=False)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: params.yaml")]
+    assert errors == ["error: params.yaml: kd.alpha = 2 is not allowed: Input should be less than or equal to 1"]
+    assert "Traceback" not in proc.stderr
+
+    _write_params(repo)
+    restored = _run(["dvc", "repro"], repo)
+    assert "epoch" not in restored.stdout, "a stage retrained instead of restoring from the run cache"
+    assert (repo / "models/student/model.safetensors").is_file()
+
+
+def test_two_runs_same_metrics(repo: Path) -> None:
+    before = json.loads((repo / "metrics/student/metrics.json").read_text())
+    _run(["dvc", "repro", "--force", "distill_student"], repo)
+    after = json.loads((repo / "metrics/student/metrics.json").read_text())
+    for key in ("test", "val"):
+        assert before[key] == after[key]

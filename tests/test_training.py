@@ -1,0 +1,85 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+from kd_pipeline.data import Normalizer, load_meta, load_split
+from kd_pipeline.models import create_model
+from kd_pipeline.training import EarlyStopping, FitResult, ResumeFile, fit, seed_everything
+from tests.conftest import TINY_MODEL, tiny_params
+
+TIMING_KEYS = {"epoch_time_s", "peak_memory_mb"}
+
+
+class Killed(Exception):
+    pass
+
+
+def _run(prepared_dir: Path, state: Path | None, kill_after: int | None = None) -> tuple[FitResult, dict]:
+    params = tiny_params(train={"epochs": 3, "augment": {"color_jitter": True}})
+    meta = load_meta(prepared_dir)
+    train, val = load_split(prepared_dir, "train"), load_split(prepared_dir, "val")
+    seed_everything(0)
+    teacher = create_model(TINY_MODEL, 10).eval()
+    model = create_model(TINY_MODEL, 10)
+    normalizer = Normalizer(meta.mean, meta.std, torch.device("cpu"), channels_last=False)
+
+    def kill(epoch: int) -> None:
+        if kill_after is not None and epoch == kill_after:
+            raise Killed
+
+    result = fit(
+        model, train, val, params.train, normalizer, 10,
+        teacher=teacher, kd=params.kd, resume=ResumeFile(state, "fp-1") if state else None,
+        on_epoch_end=kill,
+    )
+    return result, model.state_dict()
+
+
+def _comparable(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in history]
+
+
+def test_resume_after_kill_matches_uninterrupted_run(prepared_dir: Path, tmp_path: Path) -> None:
+    full, full_weights = _run(prepared_dir, None)
+    state = tmp_path / "resume" / "state.pt"
+    with pytest.raises(Killed):
+        _run(prepared_dir, state, kill_after=1)
+    assert state.is_file()
+    saved = torch.load(state, weights_only=True)
+    assert len(saved["history"]) == 1
+    resumed, resumed_weights = _run(prepared_dir, state)
+    assert resumed.epochs_run == full.epochs_run == 3
+    assert _comparable(resumed.history) == _comparable(full.history)
+    assert resumed.best_epoch == full.best_epoch
+    for key, value in full_weights.items():
+        assert torch.equal(value, resumed_weights[key]), key
+
+
+def test_same_seed_same_metrics(prepared_dir: Path) -> None:
+    first, _ = _run(prepared_dir, None)
+    second, _ = _run(prepared_dir, None)
+    assert _comparable(first.history) == _comparable(second.history)
+
+
+def test_state_from_other_params_is_ignored(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "state.pt"
+    ResumeFile(path, "old").save({"history": []})
+    assert ResumeFile(path, "new").load() is None
+    assert "other params" in capsys.readouterr().out
+    path.write_bytes(b"not a checkpoint")
+    assert ResumeFile(path, "old").load() is None
+
+
+def test_early_stopping() -> None:
+    stopper = EarlyStopping(patience=2, mode="max")
+    for epoch, value in enumerate([0.5, 0.7, 0.6, 0.65], start=1):
+        stopper.update(value, epoch)
+    assert stopper.best == 0.7 and stopper.best_epoch == 2 and stopper.should_stop
+    assert not EarlyStopping(patience=0, mode="min", bad_epochs=10).should_stop
+
+
+def test_training_learns(prepared_dir: Path) -> None:
+    result, _ = _run(prepared_dir, None)
+    assert result.history[-1]["train/loss"] < result.history[0]["train/loss"]
+    assert result.best["val/accuracy"] > 0.3  # ten classes: chance is 0.1
