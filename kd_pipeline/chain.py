@@ -13,12 +13,16 @@ from typing import Any
 from dvclive import Live
 
 from kd_pipeline.data import Normalizer, load_meta, load_split
+from kd_pipeline.errors import ParamsError
 from kd_pipeline.evaluation import classification_metrics, predict_logits
 from kd_pipeline.models import count_parameters, create_model, load_checkpoint, move_to_device, save_checkpoint
 from kd_pipeline.params import Params, fingerprint
 from kd_pipeline.training import ResumeFile, fit, resolve_device, seed_everything
 
-TEACHER_OF = {"teacher": None, "assistant": "teacher", "student": "assistant"}
+TEACHER_OF = {"teacher": None, "assistant": "teacher", "student": "assistant", "baseline": None}
+# The baseline is the student's architecture trained without a teacher: it measures what
+# distillation adds, on the same data and budget.
+ARCHITECTURE_OF = {"baseline": "student"}
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,9 @@ def train_role(role: str, params: Params, layout: Layout = Layout(), **fit_kwarg
 
     Returns the test metrics of the best epoch. dvclive output goes to metrics/<role>/.
     """
-    role_cfg = params.role(role)
+    if role not in TEACHER_OF:
+        raise ParamsError(f"unknown role {role!r}; allowed: {', '.join(TEACHER_OF)}")
+    role_cfg = params.role(ARCHITECTURE_OF.get(role, role))
     cfg = params.train
     meta = load_meta(layout.prepared)
     train, val, test = (load_split(layout.prepared, s) for s in ("train", "val", "test"))

@@ -1,10 +1,34 @@
-"""Predictions and classification metrics (scikit-learn's, not hand-written formulas)."""
+"""Predictions, classification metrics (scikit-learn's) and CPU cost of each model variant.
+
+Every variant is measured on the same held-out test split with the same code, so the
+numbers in one table are comparable: accuracy from scikit-learn, latency as the median of
+timed repeats after warm-up with a fixed thread count, size as bytes on disk.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
+import statistics
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
 import numpy as np
+import psutil
 import torch
-from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
 from torch import nn
 
 from kd_pipeline.data import Normalizer, Split, batches
@@ -36,3 +60,155 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: 
         "recall": float(recall),
         "f1": float(f1),
     }
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+@dataclass
+class TestReport:
+    """Everything measured from one variant's test predictions."""
+
+    summary: dict[str, float]
+    per_class: dict[str, dict[str, float]]
+    confusion: list[list[int]]
+    warnings: list[str] = field(default_factory=list)
+
+
+def full_metrics(y_true: np.ndarray, logits: np.ndarray, class_names: list[str]) -> TestReport:
+    """Summary, per-class and confusion metrics from logits; problems become warnings, not crashes."""
+    labels = list(range(len(class_names)))
+    y_pred = logits.argmax(axis=1)
+    notes: list[str] = []
+    summary = classification_metrics(y_true, y_pred, len(labels))
+    present = np.unique(y_true)
+    missing = [class_names[k] for k in labels if k not in present]
+    if missing:
+        notes.append(f"test split has no samples of classes {', '.join(missing)}: their recall is undefined")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        summary["balanced_accuracy"] = float(balanced_accuracy_score(y_true, y_pred))
+    probs = softmax(logits.astype(np.float64))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if len(labels) == 2:
+                auc = float(roc_auc_score(y_true, probs[:, 1]))
+            else:
+                auc = float(roc_auc_score(y_true, probs, multi_class="ovr", labels=labels))
+        if np.isfinite(auc):
+            summary["roc_auc"] = auc
+        else:
+            notes.append("ROC AUC not computed: undefined for this test split")
+    except ValueError as err:
+        notes.append(f"ROC AUC not computed: {err}")
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, average=None, zero_division=0
+    )
+    per_class = {
+        name: {
+            "precision": float(precision[k]),
+            "recall": float(recall[k]),
+            "f1": float(f1[k]),
+            "support": int(support[k]),
+        }
+        for k, name in enumerate(class_names)
+    }
+    confusion = confusion_matrix(y_true, y_pred, labels=labels).tolist()
+    return TestReport(summary=summary, per_class=per_class, confusion=confusion, warnings=notes)
+
+
+@dataclass(frozen=True)
+class Timing:
+    latency_ms: float  # batch 1, median
+    throughput: float  # images per second at the throughput batch size, median
+
+
+def _median_seconds(run: Callable[[], Any], warmup: int, repeats: int) -> float:
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def release_freed_memory() -> None:
+    """Hand freed heap back to the OS, so the next PeakRSS block starts from a true baseline."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+class PeakRSS:
+    """Samples this process's RSS in a thread: peak memory of a block, as growth over its start."""
+
+    def __init__(self, interval_s: float = 0.002):
+        self.interval_s = interval_s
+        self.process = psutil.Process()
+        self.start = self.peak = 0
+        self._stop = threading.Event()
+
+    def __enter__(self) -> PeakRSS:
+        self.start = self.peak = self.process.memory_info().rss
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            self._stop.wait(self.interval_s)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.process.memory_info().rss)
+
+    @property
+    def growth_mb(self) -> float:
+        return (self.peak - self.start) / 2**20
+
+
+def time_model(
+    run_batch: Callable[[np.ndarray], Any],
+    sample: np.ndarray,
+    batch_size: int,
+    warmup: int,
+    repeats: int,
+) -> Timing:
+    """Batch-1 latency and batch-N throughput of `run_batch` (uint8 NHWC in), medians of repeats."""
+    one = np.array(sample[:1])  # writable copies: memory-mapped splits are read-only
+    many = np.resize(np.array(sample), (batch_size, *sample.shape[1:]))
+    latency = _median_seconds(lambda: run_batch(one), warmup, repeats)
+    batch_time = _median_seconds(lambda: run_batch(many), max(1, warmup // 5), max(3, repeats // 5))
+    return Timing(latency_ms=latency * 1000.0, throughput=batch_size / batch_time)
+
+
+def torch_runner(model: nn.Module, mean: list[float], std: list[float]) -> Callable[[np.ndarray], np.ndarray]:
+    """uint8 NHWC batch → logits with an eager PyTorch model on the CPU."""
+    normalizer = Normalizer(mean, std, torch.device("cpu"), channels_last=False)
+    model = model.eval().to("cpu")
+
+    @torch.inference_mode()
+    def run(images: np.ndarray) -> np.ndarray:
+        return model(normalizer(torch.from_numpy(images))).float().numpy()
+
+    return run
+
+
+def count_macs(model: nn.Module, input_size: list[int]) -> int:
+    """Multiply-accumulates of one forward pass at batch 1 (Torch-Pruning's counter)."""
+    import torch_pruning as tp
+
+    macs, _ = tp.utils.count_ops_and_params(model.eval(), torch.zeros(1, *input_size))
+    return int(macs)
+
+
+def file_size_mb(path: str | Path) -> float:
+    return Path(path).stat().st_size / 2**20

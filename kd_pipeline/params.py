@@ -105,6 +105,25 @@ class KDParams(_Group):
     temperature: float = Field(4.0, gt=0)
 
 
+class EvaluateParams(_Group):
+    num_threads: int = Field(1, ge=1)
+    warmup: int = Field(10, ge=0)
+    repeats: int = Field(50, ge=1)
+    throughput_batch: int = Field(64, ge=1)
+
+
+class TargetsParams(_Group):
+    """Checked for the deployed variant against the teacher."""
+
+    max_accuracy_drop: float = Field(0.05, ge=0, le=1)
+    min_speedup: float = Field(0.40, ge=0)  # 0.40: batch-1 latency at least 1.4x lower
+    min_size_reduction: float = Field(0.30, ge=0, lt=1)  # 0.30: file at least 30% smaller
+
+
+class ExportParams(_Group):
+    select: Literal["smallest", "fastest", "most_accurate"] = "smallest"
+
+
 class Params(_Group):
     data: DataParams = Field(default_factory=DataParams)
     teacher: ModelParams = Field(default_factory=lambda: ModelParams(model="resnet50"))
@@ -112,6 +131,9 @@ class Params(_Group):
     student: ModelParams = Field(default_factory=lambda: ModelParams(model="resnet18"))
     train: TrainParams = Field(default_factory=TrainParams)
     kd: KDParams = Field(default_factory=KDParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    targets: TargetsParams = Field(default_factory=TargetsParams)
+    export: ExportParams = Field(default_factory=ExportParams)
 
     def role(self, role: str) -> ModelParams:
         """The model params of one chain role (teacher, assistant or student)."""

@@ -1,16 +1,16 @@
-"""Stages train_teacher, distill_assistant, distill_student: `python stages/train.py ROLE`."""
+"""Stages train_teacher, distill_assistant, distill_student, train_baseline: `train.py ROLE`."""
 
 import sys
 
-from kd_pipeline.chain import train_role
+from kd_pipeline.chain import TEACHER_OF, train_role
 from kd_pipeline.errors import ParamsError, exit_on_pipeline_error
-from kd_pipeline.params import ROLES, load_params
+from kd_pipeline.params import load_params
 
 
 @exit_on_pipeline_error
 def main(argv: list[str]) -> None:
-    if len(argv) != 1 or argv[0] not in ROLES:
-        raise ParamsError(f"usage: python stages/train.py ROLE, ROLE one of {', '.join(ROLES)}")
+    if len(argv) != 1 or argv[0] not in TEACHER_OF:
+        raise ParamsError(f"usage: python stages/train.py ROLE, ROLE one of {', '.join(TEACHER_OF)}")
     params = load_params()
     test = train_role(argv[0], params)
     print(f"{argv[0]}: test accuracy {test['accuracy']:.4f}, macro F1 {test['f1']:.4f}")

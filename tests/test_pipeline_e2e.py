@@ -16,6 +16,7 @@ import yaml
 from tests.conftest import ROOT, TINY_MODEL
 
 ROLES = ("teacher", "assistant", "student")
+STAGES = {"prepare", "train_teacher", "distill_assistant", "distill_student", "train_baseline", "evaluate"}
 
 
 def _run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -35,6 +36,7 @@ def _write_params(repo: Path, **changes: dict) -> None:
     for role in ROLES:
         params[role]["model"] = TINY_MODEL
     params["train"].update({"epochs": 1, "batch_size": 128, "num_threads": 1, "device": "cpu"})
+    params["evaluate"].update({"warmup": 1, "repeats": 3, "throughput_batch": 8})
     for group, values in changes.items():
         params[group].update(values)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -60,7 +62,7 @@ def test_repro_writes_every_output(repo: Path) -> None:
     assert meta["class_names"] == [str(d) for d in range(10)]
     for split in ("train", "val", "test"):
         assert (repo / f"data/prepared/{split}/images.npy").is_file()
-    for role in ROLES:
+    for role in (*ROLES, "baseline"):
         card = json.loads((repo / f"models/{role}/model.json").read_text())
         assert card["timm_name"] == TINY_MODEL and card["num_classes"] == 10
         assert card["input_size"] == [3, 16, 16]
@@ -73,11 +75,23 @@ def test_repro_writes_every_output(repo: Path) -> None:
             assert (plots / f"{name}.tsv").is_file(), name
     assert json.loads((repo / "models/student/model.json").read_text())["teacher"] == "assistant"
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"prepare", "train_teacher", "distill_assistant", "distill_student"}
+    assert set(lock["stages"]) == STAGES
+    evaluation = json.loads((repo / "metrics/evaluate.json").read_text())
+    assert set(evaluation["variants"]) == {*ROLES, "baseline"}
+    assert "distillation_gain" in evaluation and "targets" in evaluation
+    summary = (repo / "reports/summary.md").read_text()
+    for name in (*ROLES, "baseline"):
+        assert f"| {name} |" in summary
+    assert (repo / "plots/tradeoff.png").is_file()
+    assert (repo / "plots/confusion/student.json").is_file()
     assert not (repo / ".resume/student/state.pt").exists(), "resume state left after success"
 
     shown = _run(["dvc", "metrics", "show", "--json"], repo).stdout
     assert "metrics/student/metrics.json" in shown
+
+    html = _run(["dvc", "plots", "show", "--out", "plots_html"], repo)
+    page = (repo / "plots_html/index.html").read_text()
+    assert "vega" in page.lower() and "confusion" in page, html.stdout
 
     started = time.perf_counter()
     again = _run(["dvc", "repro"], repo)

@@ -1,0 +1,140 @@
+"""Every variant side by side on one test split: what each step bought and what it cost."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from kd_pipeline.data import Meta, Split
+from kd_pipeline.errors import PipelineError
+from kd_pipeline.evaluation import (
+    PeakRSS,
+    count_macs,
+    file_size_mb,
+    full_metrics,
+    release_freed_memory,
+    time_model,
+    torch_runner,
+)
+from kd_pipeline.models import WEIGHTS_FILE, count_parameters, load_checkpoint
+from kd_pipeline.params import Params
+from kd_pipeline.targets import check_targets, ratios_vs_teacher, select_variant
+
+# The variants evaluate looks for, in report order, and the folder each lives in under models/.
+TORCH_VARIANTS = ("teacher", "assistant", "student", "baseline")
+
+
+@dataclass
+class Variant:
+    """A model ready to measure: a uint8-NHWC-in, logits-out runner and its static costs."""
+
+    name: str
+    run: Callable[[np.ndarray], np.ndarray]
+    size_mb: float
+    parameters: int
+    macs: int | None
+    kind: str
+
+
+def load_torch_variant(name: str, ckpt_dir: Path, meta: Meta) -> Variant:
+    model, card = load_checkpoint(ckpt_dir, num_classes=meta.num_classes)
+    return Variant(
+        name=name,
+        run=torch_runner(model, card["mean"], card["std"]),
+        size_mb=file_size_mb(ckpt_dir / WEIGHTS_FILE),
+        parameters=count_parameters(model),
+        macs=count_macs(model, card["input_size"]),
+        kind="pytorch fp32",
+    )
+
+
+def predict_split(variant: Variant, split: Split, batch_size: int = 256) -> np.ndarray:
+    chunks = [
+        variant.run(np.array(split.images[start : start + batch_size]))  # a writable copy
+        for start in range(0, len(split), batch_size)
+    ]
+    return np.concatenate(chunks)
+
+
+def compare(
+    loaders: dict[str, Callable[[], Variant]], test: Split, meta: Meta, params: Params
+) -> dict[str, Any]:
+    """Measure each variant; a variant that cannot load is reported missing, not fatal.
+
+    Returns the evaluation: per-variant metrics, per-class and confusion data, the gain from
+    distillation, ratios against the teacher, the deployed variant and its target checks.
+    """
+    cfg = params.evaluate
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.num_threads)
+    variants: dict[str, dict[str, float]] = {}
+    details: dict[str, Any] = {}
+    missing: dict[str, str] = {}
+    notes: list[str] = []
+    try:
+        for name, load in tqdm(loaders.items(), desc="evaluate", leave=False, disable=None):
+            release_freed_memory()
+            try:
+                with PeakRSS() as memory:  # loading and running the variant
+                    variant = load()
+                    timing = time_model(variant.run, test.images[:8], cfg.throughput_batch, cfg.warmup, cfg.repeats)
+            except PipelineError as err:
+                missing[name] = str(err)
+                tqdm.write(f"warning: {name} not evaluated: {err}")
+                continue
+            logits = predict_split(variant, test)
+            report = full_metrics(test.labels, logits, meta.class_names)
+            notes.extend(f"{name}: {note}" for note in report.warnings)
+            variants[name] = {
+                **report.summary,
+                "parameters": variant.parameters,
+                **({"macs": variant.macs} if variant.macs is not None else {}),
+                "size_mb": variant.size_mb,
+                "latency_ms": timing.latency_ms,
+                "throughput": timing.throughput,
+                "peak_memory_mb": memory.growth_mb,
+            }
+            details[name] = {
+                "kind": variant.kind,
+                "per_class": report.per_class,
+                "confusion": report.confusion,
+                "predictions": logits.argmax(axis=1).tolist(),
+            }
+            tqdm.write(
+                f"{name}: accuracy {report.summary['accuracy']:.4f} | {variant.size_mb:.2f} MB"
+                f" | {timing.latency_ms:.2f} ms batch-1 | {timing.throughput:.0f} img/s batch-{cfg.throughput_batch}"
+            )
+    finally:
+        torch.set_num_threads(previous_threads)
+
+    if "teacher" not in variants:
+        raise PipelineError(f"the teacher could not be evaluated: {missing.get('teacher', 'not listed')}")
+    for measured in variants.values():
+        measured.update({f"{k}_vs_teacher": v for k, v in ratios_vs_teacher(measured, variants["teacher"]).items()})
+
+    evaluation: dict[str, Any] = {"variants": variants}
+    if "student" in variants and "baseline" in variants:
+        evaluation["distillation_gain"] = {
+            key: variants["student"][key] - variants["baseline"][key]
+            for key in ("accuracy", "balanced_accuracy", "f1")
+        }
+    selection = select_variant(variants, params.targets, params.export)
+    evaluation["deployed"] = selection.variant
+    evaluation["deployed_reason"] = selection.reason
+    if selection.variant is not None:
+        ratios = ratios_vs_teacher(variants[selection.variant], variants["teacher"])
+        evaluation["targets"] = check_targets(ratios, params.targets)
+    else:
+        evaluation["targets"] = {}
+    evaluation["targets_passed"] = bool(evaluation["targets"]) and all(
+        t["pass"] for t in evaluation["targets"].values()
+    )
+    evaluation["missing"] = missing
+    evaluation["warnings"] = notes
+    return {"evaluation": evaluation, "details": details}

@@ -1,0 +1,153 @@
+"""Evaluation outputs for people and for DVC: metrics file, plot data, a picture and a Markdown report.
+
+Everything here renders measured numbers only; nothing is typed in by hand.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kd_pipeline.files import atomic_dir, atomic_file, write_json
+from kd_pipeline.params import Params
+
+COLUMNS = (
+    ("accuracy", "accuracy", "{:.4f}"),
+    ("balanced_accuracy", "bal. acc.", "{:.4f}"),
+    ("f1", "macro F1", "{:.4f}"),
+    ("roc_auc", "ROC AUC", "{:.4f}"),
+    ("parameters", "params (M)", "{:.2f}", 1e-6),
+    ("macs", "MMACs", "{:.1f}", 1e-6),
+    ("size_mb", "size (MB)", "{:.2f}"),
+    ("latency_ms", "latency b1 (ms)", "{:.2f}"),
+    ("throughput", "img/s b64", "{:.0f}"),
+    ("latency_ratio_vs_teacher", "× faster", "{:.2f}"),
+    ("size_ratio_vs_teacher", "× smaller", "{:.2f}"),
+)
+
+
+def _cell(measured: dict[str, float], column: tuple) -> str:
+    key, _, fmt, *scale = column
+    if key not in measured:
+        return "–"
+    return fmt.format(measured[key] * (scale[0] if scale else 1))
+
+
+def write_plot_data(result: dict[str, Any], class_names: list[str], test_labels: list[int], plots_dir: Path) -> None:
+    """Confusion rows and per-class F1 per variant, the trade-off table, and a PNG of it."""
+    evaluation, details = result["evaluation"], result["details"]
+    for folder in ("confusion", "per_class_f1"):
+        with atomic_dir(plots_dir / folder) as tmp:
+            for name, detail in details.items():
+                if folder == "confusion":
+                    rows = [
+                        {"actual": class_names[a], "predicted": class_names[p]}
+                        for a, p in zip(test_labels, detail["predictions"], strict=True)
+                    ]
+                else:
+                    rows = [{"class": c, "f1": v["f1"]} for c, v in detail["per_class"].items()]
+                write_json(tmp / f"{name}.json", rows)
+    tradeoff = [
+        {"variant": name, "accuracy": m["accuracy"], "latency_ms": m["latency_ms"], "size_mb": m["size_mb"]}
+        for name, m in evaluation["variants"].items()
+    ]
+    write_json(plots_dir / "tradeoff.json", tradeoff)
+    _tradeoff_png(tradeoff, evaluation.get("deployed"), plots_dir / "tradeoff.png")
+
+
+def _tradeoff_png(rows: list[dict[str, Any]], deployed: str | None, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    for ax, key, label in ((axes[0], "latency_ms", "batch-1 CPU latency (ms)"), (axes[1], "size_mb", "file size (MB)")):
+        for row in rows:
+            marker = "*" if row["variant"] == deployed else "o"
+            ax.scatter(row[key], row["accuracy"], s=160 if marker == "*" else 50, marker=marker)
+            ax.annotate(row["variant"], (row[key], row["accuracy"]), textcoords="offset points", xytext=(5, 5))
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("test accuracy")
+        ax.grid(True, alpha=0.3)
+    fig.suptitle("Accuracy against cost (★ deployed)")
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def render_summary(result: dict[str, Any], params: Params) -> str:
+    """The Markdown report: comparison table, distillation gain, targets, recommendations."""
+    evaluation = result["evaluation"]
+    variants = evaluation["variants"]
+    lines = ["# Evaluation summary", ""]
+    lines.append(
+        f"All variants on the same held-out test split, CPU, {params.evaluate.num_threads} thread(s),"
+        f" median of {params.evaluate.repeats} timed runs after {params.evaluate.warmup} warm-up runs."
+    )
+    lines += ["", "| variant | kind | " + " | ".join(c[1] for c in COLUMNS) + " |"]
+    lines.append("|---|---|" + "---|" * len(COLUMNS))
+    for name, measured in variants.items():
+        kind = result["details"][name]["kind"]
+        lines.append(f"| {name} | {kind} | " + " | ".join(_cell(measured, c) for c in COLUMNS) + " |")
+    if evaluation["missing"]:
+        lines += ["", "Missing variants:"] + [f"- **{n}**: {r}" for n, r in evaluation["missing"].items()]
+
+    gain = evaluation.get("distillation_gain")
+    lines += ["", "## Gain from distillation", ""]
+    if gain:
+        lines.append(
+            f"Student (distilled) minus baseline (same architecture, no teacher, same data and budget):"
+            f" accuracy {gain['accuracy']:+.4f}, balanced accuracy {gain['balanced_accuracy']:+.4f},"
+            f" macro F1 {gain['f1']:+.4f}."
+        )
+    else:
+        lines.append("Not measured: the student or the baseline is missing.")
+
+    lines += ["", "## Targets", ""]
+    deployed = evaluation["deployed"]
+    lines.append(f"Deployed variant: **{deployed or 'none'}** ({evaluation['deployed_reason']}).")
+    if evaluation["targets"]:
+        lines += ["", "| target | value | limit | result |", "|---|---|---|---|"]
+        for name, t in evaluation["targets"].items():
+            bound = "≤" if name == "accuracy_drop" else "≥"
+            lines.append(
+                f"| {name} | {t['value']:.4f} | {bound} {t['limit']:.4f} | {'pass' if t['pass'] else '**FAIL**'} |"
+            )
+
+    lines += ["", "## Recommendation", ""]
+    budget = params.targets.max_accuracy_drop
+    teacher_acc = variants["teacher"]["accuracy"]
+    ok = {n: m for n, m in variants.items() if n != "teacher" and teacher_acc - m["accuracy"] <= budget + 1e-12}
+    if ok:
+        smallest = min(ok, key=lambda n: ok[n]["size_mb"])
+        fastest = min(ok, key=lambda n: ok[n]["latency_ms"])
+        lines.append(f"Within {budget:g} accuracy of the teacher:")
+        lines.append(f"- smallest on disk: **{smallest}** ({ok[smallest]['size_mb']:.2f} MB)")
+        lines.append(f"- fastest at batch 1: **{fastest}** ({ok[fastest]['latency_ms']:.2f} ms)")
+    best = max(variants, key=lambda n: variants[n]["accuracy"])
+    lines.append(f"- most accurate overall: **{best}** ({variants[best]['accuracy']:.4f})")
+    if deployed:
+        lines += ["", f"### Per-class F1 of {deployed}", "", "| class | precision | recall | F1 | support |"]
+        lines.append("|---|---|---|---|---|")
+        for cls, m in result["details"][deployed]["per_class"].items():
+            lines.append(f"| {cls} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |")
+    if evaluation["warnings"]:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in evaluation["warnings"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(
+    result: dict[str, Any],
+    params: Params,
+    class_names: list[str],
+    test_labels: list[int],
+    metrics_path: Path,
+    plots_dir: Path,
+    report_path: Path,
+) -> None:
+    write_json(metrics_path, result["evaluation"])
+    write_plot_data(result, class_names, test_labels, plots_dir)
+    with atomic_file(report_path) as tmp:
+        tmp.write_text(render_summary(result, params))

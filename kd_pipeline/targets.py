@@ -1,0 +1,129 @@
+"""Which variant to deploy, and whether it meets the targets; `python -m kd_pipeline.targets` for CI.
+
+Definitions, all against the teacher on the same test split and CPU:
+- accuracy drop     = teacher accuracy − variant accuracy               (≤ max_accuracy_drop)
+- speedup           = teacher batch-1 latency / variant latency − 1     (≥ min_speedup)
+- size reduction    = 1 − variant file size / teacher file size         (≥ min_size_reduction)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kd_pipeline.errors import PipelineError, exit_on_pipeline_error
+from kd_pipeline.params import ExportParams, TargetsParams, load_params
+
+SELECT_KEY = {"smallest": ("size_mb", min), "fastest": ("latency_ms", min), "most_accurate": ("accuracy", max)}
+
+
+def ratios_vs_teacher(variant: dict[str, float], teacher: dict[str, float]) -> dict[str, float]:
+    return {
+        "accuracy_drop": teacher["accuracy"] - variant["accuracy"],
+        "speedup": teacher["latency_ms"] / variant["latency_ms"] - 1.0,
+        "size_reduction": 1.0 - variant["size_mb"] / teacher["size_mb"],
+        "latency_ratio": teacher["latency_ms"] / variant["latency_ms"],
+        "size_ratio": teacher["size_mb"] / variant["size_mb"],
+    }
+
+
+@dataclass(frozen=True)
+class Selection:
+    variant: str | None
+    reason: str
+
+
+def select_variant(
+    variants: dict[str, dict[str, float]], targets: TargetsParams, rule: ExportParams
+) -> Selection:
+    """The variant the rule picks among those within the accuracy budget (never the teacher)."""
+    teacher = variants["teacher"]
+    candidates = {name: m for name, m in variants.items() if name != "teacher"}
+    if not candidates:
+        return Selection(None, "no variant besides the teacher was measured")
+    allowed = {
+        name: m for name, m in candidates.items()
+        if teacher["accuracy"] - m["accuracy"] <= targets.max_accuracy_drop + 1e-12
+    }
+    if not allowed:
+        closest = max(candidates, key=lambda n: candidates[n]["accuracy"])
+        drop = teacher["accuracy"] - candidates[closest]["accuracy"]
+        return Selection(
+            None,
+            f"no variant is within targets.max_accuracy_drop = {targets.max_accuracy_drop:g} of the teacher;"
+            f" closest: {closest} (drop {drop:.4f})",
+        )
+    key, pick = SELECT_KEY[rule.select]
+    chosen = pick(allowed, key=lambda n: allowed[n][key])
+    return Selection(
+        chosen,
+        f"{rule.select} variant within {targets.max_accuracy_drop:g} accuracy of the teacher ({key} "
+        f"{allowed[chosen][key]:.4g})",
+    )
+
+
+def check_targets(ratios: dict[str, float], targets: TargetsParams) -> dict[str, dict[str, Any]]:
+    """Each target's value, limit and pass/fail."""
+    return {
+        "accuracy_drop": {
+            "value": ratios["accuracy_drop"],
+            "limit": targets.max_accuracy_drop,
+            "pass": ratios["accuracy_drop"] <= targets.max_accuracy_drop + 1e-12,
+        },
+        "speedup": {
+            "value": ratios["speedup"],
+            "limit": targets.min_speedup,
+            "pass": ratios["speedup"] >= targets.min_speedup,
+        },
+        "size_reduction": {
+            "value": ratios["size_reduction"],
+            "limit": targets.min_size_reduction,
+            "pass": ratios["size_reduction"] >= targets.min_size_reduction,
+        },
+    }
+
+
+def failures(evaluation: dict[str, Any]) -> list[str]:
+    """One line per missed target (by how much), from metrics/evaluate.json."""
+    deployed = evaluation.get("deployed")
+    if not deployed:
+        return [f"no variant deployed: {evaluation.get('deployed_reason', 'unknown reason')}"]
+    lines = []
+    for name, result in evaluation["targets"].items():
+        if not result["pass"]:
+            bound = "at most" if name == "accuracy_drop" else "at least"
+            lines.append(
+                f"{name}: {result['value']:.4f} for {deployed}, needs {bound} {result['limit']:.4f}"
+                f" (off by {abs(result['value'] - result['limit']):.4f})"
+            )
+    return lines
+
+
+@exit_on_pipeline_error
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Exit non-zero when the deployed variant misses a target.")
+    parser.add_argument("--metrics", default="metrics/evaluate.json")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    load_params(args.params)  # a broken params file is reported before anything else
+    path = Path(args.metrics)
+    if not path.is_file():
+        raise PipelineError(f"{path}: not found; run `dvc repro evaluate` first")
+    evaluation = json.loads(path.read_text())
+    missed = failures(evaluation)
+    for name, result in evaluation.get("targets", {}).items():
+        print(f"{'PASS' if result['pass'] else 'FAIL'} {name}: {result['value']:.4f} (limit {result['limit']:.4f})")
+    if missed:
+        for line in missed:
+            print(f"target missed: {line}", file=sys.stderr)
+        return 1
+    print(f"all targets met by {evaluation['deployed']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,31 @@
+"""Stage evaluate: every variant on the same test split → metrics, plots, reports/summary.md."""
+
+from pathlib import Path
+
+from kd_pipeline.comparison import TORCH_VARIANTS, compare, load_torch_variant
+from kd_pipeline.data import load_meta, load_split
+from kd_pipeline.errors import exit_on_pipeline_error
+from kd_pipeline.params import load_params
+from kd_pipeline.report import write_outputs
+
+
+@exit_on_pipeline_error
+def main() -> None:
+    params = load_params()
+    meta = load_meta("data/prepared")
+    test = load_split("data/prepared", "test")
+    loaders = {
+        name: (lambda name=name: load_torch_variant(name, Path("models") / name, meta)) for name in TORCH_VARIANTS
+    }
+    result = compare(loaders, test, meta, params)
+    write_outputs(
+        result, params, meta.class_names, test.labels.tolist(),
+        Path("metrics/evaluate.json"), Path("plots"), Path("reports/summary.md"),
+    )
+    evaluation = result["evaluation"]
+    print(f"deployed: {evaluation['deployed']} ({evaluation['deployed_reason']}); targets passed:"
+          f" {evaluation['targets_passed']}")
+
+
+if __name__ == "__main__":
+    main()

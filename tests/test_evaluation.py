@@ -1,0 +1,149 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
+
+from kd_pipeline.comparison import Variant, compare
+from kd_pipeline.data import Split, load_meta, load_split
+from kd_pipeline.errors import CheckpointError, PipelineError
+from kd_pipeline.evaluation import full_metrics, softmax, time_model
+from kd_pipeline.params import ExportParams, TargetsParams, parse_params
+from kd_pipeline.report import render_summary, write_outputs
+from kd_pipeline.targets import check_targets, failures, main, ratios_vs_teacher, select_variant
+
+Y_TRUE = np.array([0, 0, 1, 1, 2, 2, 2, 0])
+LOGITS = np.array([[3, 1, 0], [0, 2, 1], [0, 3, 0], [1, 2, 0], [0, 0, 4], [2, 0, 1], [0, 1, 3], [4, 0, 0]], dtype=float)
+
+
+def test_metrics_agree_with_scikit_learn_and_hand_count() -> None:
+    report = full_metrics(Y_TRUE, LOGITS, ["a", "b", "c"])
+    y_pred = LOGITS.argmax(1)
+    assert report.summary["accuracy"] == pytest.approx(6 / 8)
+    assert report.summary["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(Y_TRUE, y_pred))
+    assert report.summary["f1"] == pytest.approx(f1_score(Y_TRUE, y_pred, average="macro"))
+    assert report.summary["roc_auc"] == pytest.approx(roc_auc_score(Y_TRUE, softmax(LOGITS), multi_class="ovr"))
+    assert report.confusion == [[2, 1, 0], [0, 2, 0], [1, 0, 2]]
+    assert report.per_class["c"]["recall"] == pytest.approx(2 / 3)
+    assert report.per_class["a"]["support"] == 3
+    assert report.warnings == []
+
+
+def test_class_without_test_samples_is_a_warning_not_a_crash() -> None:
+    report = full_metrics(np.array([0, 1, 0, 1]), np.eye(3)[[0, 1, 1, 1]], ["a", "b", "c"])
+    assert report.per_class["c"]["support"] == 0
+    assert any("no samples of classes c" in w for w in report.warnings)
+
+
+def _variants(student_acc: float = 0.97, student_ms: float = 2.0, student_mb: float = 10.0) -> dict:
+    return {
+        "teacher": {"accuracy": 0.98, "latency_ms": 10.0, "size_mb": 100.0},
+        "assistant": {"accuracy": 0.975, "latency_ms": 6.0, "size_mb": 50.0},
+        "student": {"accuracy": student_acc, "latency_ms": student_ms, "size_mb": student_mb},
+    }
+
+
+def test_selection_rules_and_closest_when_none_qualifies() -> None:
+    targets = TargetsParams(max_accuracy_drop=0.02)
+    assert select_variant(_variants(), targets, ExportParams(select="smallest")).variant == "student"
+    assert select_variant(_variants(), targets, ExportParams(select="most_accurate")).variant == "assistant"
+    none = select_variant(_variants(student_acc=0.5), TargetsParams(max_accuracy_drop=0.001), ExportParams())
+    assert none.variant is None and "closest: assistant" in none.reason
+
+
+def test_target_check_fails_when_missed_and_passes_when_met() -> None:
+    targets = TargetsParams(max_accuracy_drop=0.02, min_speedup=0.4, min_size_reduction=0.3)
+    met = check_targets(ratios_vs_teacher(_variants()["student"], _variants()["teacher"]), targets)
+    assert all(t["pass"] for t in met.values())
+    slow = _variants(student_ms=9.0, student_mb=80.0)["student"]
+    missed = check_targets(ratios_vs_teacher(slow, _variants()["teacher"]), targets)
+    assert not missed["speedup"]["pass"] and not missed["size_reduction"]["pass"]
+    lines = failures({"deployed": "student", "targets": missed})
+    assert len(lines) == 2 and "speedup: 0.1111 for student, needs at least 0.4000" in lines[0]
+
+
+def test_check_command_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.conftest import ROOT
+
+    targets = TargetsParams()
+    good = {
+        "deployed": "student",
+        "targets": check_targets({"accuracy_drop": 0, "speedup": 1, "size_reduction": 0.5}, targets),
+    }
+    bad = {
+        "deployed": "student",
+        "targets": check_targets({"accuracy_drop": 0.2, "speedup": 1, "size_reduction": 0.5}, targets),
+    }
+    params = str(ROOT / "params.yaml")
+    for data, code in ((good, 0), (bad, 1)):
+        path = tmp_path / "evaluate.json"
+        path.write_text(json.dumps(data))
+        assert main(["--metrics", str(path), "--params", params]) == code
+    assert "target missed: accuracy_drop: 0.2000" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["--metrics", str(tmp_path / "missing.json"), "--params", params])
+    assert info.value.code == 2
+
+
+def _fake_variant(name: str, logits: np.ndarray, ms: float, mb: float) -> Variant:
+    import time
+
+    def run(images: np.ndarray) -> np.ndarray:
+        time.sleep(ms / 1000)
+        return np.resize(logits, (len(images), logits.shape[1]))
+
+    return Variant(name=name, run=run, size_mb=mb, parameters=1000, macs=None, kind="fake")
+
+
+def test_compare_report_lists_every_variant_and_marks_missing(prepared_dir: Path, tmp_path: Path) -> None:
+    meta = load_meta(prepared_dir)
+    test = load_split(prepared_dir, "test")
+    perfect = np.eye(10)[test.labels] * 5
+    params = parse_params({"evaluate": {"warmup": 0, "repeats": 3, "throughput_batch": 4}})
+
+    def broken() -> Variant:
+        raise CheckpointError("models/baseline/model.json: not found")
+
+    loaders = {
+        "teacher": lambda: _fake_variant("teacher", perfect, 2.0, 100.0),
+        "student": lambda: _fake_variant("student", perfect, 0.1, 10.0),
+        "baseline": broken,
+    }
+    fake_test = Split(images=np.array(test.images), labels=test.labels)
+    result = compare(loaders, fake_test, meta, params)
+    evaluation = result["evaluation"]
+    assert set(evaluation["variants"]) == {"teacher", "student"}
+    assert "baseline" in evaluation["missing"]
+    assert evaluation["deployed"] == "student" and evaluation["targets_passed"]
+    assert evaluation["variants"]["student"]["latency_ratio_vs_teacher"] > 1.5
+
+    write_outputs(
+        result,
+        params,
+        meta.class_names,
+        test.labels.tolist(),
+        tmp_path / "evaluate.json",
+        tmp_path / "plots",
+        tmp_path / "summary.md",
+    )
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| teacher |" in summary and "| student |" in summary and "**baseline**: models/baseline" in summary
+    assert json.loads((tmp_path / "plots/confusion/student.json").read_text())[0].keys() == {"actual", "predicted"}
+    assert (tmp_path / "plots/tradeoff.png").read_bytes()[:4] == b"\x89PNG"
+    assert render_summary(result, params) == summary
+
+
+def test_teacher_missing_is_fatal(prepared_dir: Path) -> None:
+    meta = load_meta(prepared_dir)
+
+    def broken() -> Variant:
+        raise CheckpointError("models/teacher/model.json: not found")
+
+    with pytest.raises(PipelineError, match="teacher could not be evaluated"):
+        compare({"teacher": broken}, load_split(prepared_dir, "test"), meta, parse_params({}))
+
+
+def test_time_model_reports_medians() -> None:
+    timing = time_model(lambda x: x.sum(), np.zeros((2, 4, 4, 3), np.uint8), 8, warmup=1, repeats=3)
+    assert timing.latency_ms > 0 and timing.throughput > 0
