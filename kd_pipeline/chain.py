@@ -38,6 +38,9 @@ class Layout:
         return self.models / role
 
 
+DEFAULT_LAYOUT = Layout()
+
+
 def train_role(role: str, params: Params, layout: Layout = Layout(), **fit_kwargs: Any) -> dict[str, float]:
     """Train one role (distilling from its teacher in the chain) and write its checkpoint.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,23 +12,27 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from kd_pipeline.compression import load_compressible_checkpoint
 from kd_pipeline.data import Meta, Split
-from kd_pipeline.errors import PipelineError
+from kd_pipeline.errors import CheckpointError, PipelineError
 from kd_pipeline.evaluation import (
     PeakRSS,
     count_macs,
     file_size_mb,
     full_metrics,
+    onnx_runner,
     release_freed_memory,
     time_model,
     torch_runner,
 )
-from kd_pipeline.models import WEIGHTS_FILE, count_parameters, load_checkpoint
+from kd_pipeline.models import WEIGHTS_FILE, count_parameters
 from kd_pipeline.params import Params
 from kd_pipeline.targets import check_targets, ratios_vs_teacher, select_variant
 
-# The variants evaluate looks for, in report order, and the folder each lives in under models/.
-TORCH_VARIANTS = ("teacher", "assistant", "student", "baseline")
+# The variants evaluate looks for, in report order: float checkpoints in models/<name>/ and
+# int8 ONNX models in models/quantized/<source>.int8.onnx.
+TORCH_VARIANTS = ("teacher", "assistant", "student", "baseline", "pruned")
+INT8_VARIANTS = ("student_int8", "pruned_int8")
 
 
 @dataclass
@@ -43,7 +48,7 @@ class Variant:
 
 
 def load_torch_variant(name: str, ckpt_dir: Path, meta: Meta) -> Variant:
-    model, card = load_checkpoint(ckpt_dir, num_classes=meta.num_classes)
+    model, card = load_compressible_checkpoint(ckpt_dir, num_classes=meta.num_classes)
     return Variant(
         name=name,
         run=torch_runner(model, card["mean"], card["std"]),
@@ -52,6 +57,37 @@ def load_torch_variant(name: str, ckpt_dir: Path, meta: Meta) -> Variant:
         macs=count_macs(model, card["input_size"]),
         kind="pytorch fp32",
     )
+
+
+def load_int8_variant(name: str, onnx_path: Path, meta: Meta, threads: int) -> Variant:
+    card_path = onnx_path.with_suffix(".json")
+    if not onnx_path.is_file() or not card_path.is_file():
+        raise CheckpointError(f"{onnx_path}: not found; run the quantize stage first")
+    card = json.loads(card_path.read_text())
+    if card["num_classes"] != meta.num_classes:
+        raise CheckpointError(
+            f"{onnx_path}: made for {card['num_classes']} classes but the data has {meta.num_classes}"
+        )
+    source = load_compressible_checkpoint(onnx_path.parent.parent / card["source"])[0]
+    return Variant(
+        name=name,
+        run=onnx_runner(onnx_path, card["mean"], card["std"], threads),
+        size_mb=file_size_mb(onnx_path),
+        parameters=count_parameters(source),
+        macs=count_macs(source, card["input_size"]),
+        kind="onnxruntime int8",
+    )
+
+
+def default_loaders(models_dir: Path, meta: Meta, threads: int) -> dict[str, Callable[[], Variant]]:
+    """Every variant evaluate knows, as lazy loaders (a missing one is reported, not fatal)."""
+    loaders: dict[str, Callable[[], Variant]] = {
+        name: (lambda name=name: load_torch_variant(name, models_dir / name, meta)) for name in TORCH_VARIANTS
+    }
+    for name in INT8_VARIANTS:
+        path = models_dir / "quantized" / f"{name.removesuffix('_int8')}.int8.onnx"
+        loaders[name] = lambda name=name, path=path: load_int8_variant(name, path, meta, threads)
+    return loaders
 
 
 def predict_split(variant: Variant, split: Split, batch_size: int = 256) -> np.ndarray:

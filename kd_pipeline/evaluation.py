@@ -212,3 +212,23 @@ def count_macs(model: nn.Module, input_size: list[int]) -> int:
 
 def file_size_mb(path: str | Path) -> float:
     return Path(path).stat().st_size / 2**20
+
+
+def onnx_runner(
+    path: str | Path, mean: list[float], std: list[float], threads: int
+) -> Callable[[np.ndarray], np.ndarray]:
+    """uint8 NHWC batch → logits with ONNX Runtime on the CPU, at a fixed thread count."""
+    import onnxruntime as ort
+
+    from kd_pipeline.compression import normalize_numpy
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def run(images: np.ndarray) -> np.ndarray:
+        return session.run(None, {"input": normalize_numpy(images, mean, std)})[0]
+
+    return run

@@ -105,6 +105,25 @@ class KDParams(_Group):
     temperature: float = Field(4.0, gt=0)
 
 
+class PruneParams(_Group):
+    method: Literal["structured", "unstructured"] = "structured"
+    ratio: float = Field(0.5, gt=0, lt=1)
+    importance: Literal["l1", "l2", "lamp", "fpgm", "random"] = "l2"
+    global_pruning: bool = False
+    keep_layers: list[str] = Field(default_factory=list)
+    iterative_steps: int = Field(1, ge=1)
+    round_to: int = Field(8, ge=0)
+    epochs: int = Field(5, ge=0)
+    lr: float = Field(0.001, gt=0, le=10)
+
+
+class QuantizeParams(_Group):
+    method: Literal["static", "dynamic"] = "static"
+    calibration_batches: int = Field(8, ge=1)
+    calibration_batch_size: int = Field(32, ge=1)
+    per_channel: bool = True
+
+
 class EvaluateParams(_Group):
     num_threads: int = Field(1, ge=1)
     warmup: int = Field(10, ge=0)
@@ -122,6 +141,8 @@ class TargetsParams(_Group):
 
 class ExportParams(_Group):
     select: Literal["smallest", "fastest", "most_accurate"] = "smallest"
+    max_float_diff: float = Field(1e-4, gt=0)  # ONNX vs PyTorch logits, float models
+    min_int8_agreement: float = Field(0.99, ge=0, le=1)  # top-1 agreement with the float source
 
 
 class Params(_Group):
@@ -131,6 +152,8 @@ class Params(_Group):
     student: ModelParams = Field(default_factory=lambda: ModelParams(model="resnet18"))
     train: TrainParams = Field(default_factory=TrainParams)
     kd: KDParams = Field(default_factory=KDParams)
+    prune: PruneParams = Field(default_factory=PruneParams)
+    quantize: QuantizeParams = Field(default_factory=QuantizeParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     targets: TargetsParams = Field(default_factory=TargetsParams)
     export: ExportParams = Field(default_factory=ExportParams)

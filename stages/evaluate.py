@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from kd_pipeline.comparison import TORCH_VARIANTS, compare, load_torch_variant
+from kd_pipeline.comparison import compare, default_loaders
 from kd_pipeline.data import load_meta, load_split
 from kd_pipeline.errors import exit_on_pipeline_error
 from kd_pipeline.params import load_params
@@ -14,9 +14,7 @@ def main() -> None:
     params = load_params()
     meta = load_meta("data/prepared")
     test = load_split("data/prepared", "test")
-    loaders = {
-        name: (lambda name=name: load_torch_variant(name, Path("models") / name, meta)) for name in TORCH_VARIANTS
-    }
+    loaders = default_loaders(Path("models"), meta, params.evaluate.num_threads)
     result = compare(loaders, test, meta, params)
     write_outputs(
         result, params, meta.class_names, test.labels.tolist(),

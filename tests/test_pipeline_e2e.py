@@ -16,7 +16,11 @@ import yaml
 from tests.conftest import ROOT, TINY_MODEL
 
 ROLES = ("teacher", "assistant", "student")
-STAGES = {"prepare", "train_teacher", "distill_assistant", "distill_student", "train_baseline", "evaluate"}
+STAGES = {
+    "prepare", "train_teacher", "distill_assistant", "distill_student", "train_baseline",
+    "prune", "quantize", "evaluate", "export",
+}
+VARIANTS = {*ROLES, "baseline", "pruned", "student_int8", "pruned_int8"}
 
 
 def _run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -37,6 +41,10 @@ def _write_params(repo: Path, **changes: dict) -> None:
         params[role]["model"] = TINY_MODEL
     params["train"].update({"epochs": 1, "batch_size": 128, "num_threads": 1, "device": "cpu"})
     params["evaluate"].update({"warmup": 1, "repeats": 3, "throughput_batch": 8})
+    params["prune"].update({"epochs": 1})
+    params["quantize"].update({"calibration_batches": 2})
+    params["targets"].update({"max_accuracy_drop": 1.0})  # one epoch of training: accuracy is noise
+    params["export"].update({"min_int8_agreement": 0.8})  # near-tied logits of untrained models
     for group, values in changes.items():
         params[group].update(values)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -77,11 +85,15 @@ def test_repro_writes_every_output(repo: Path) -> None:
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     assert set(lock["stages"]) == STAGES
     evaluation = json.loads((repo / "metrics/evaluate.json").read_text())
-    assert set(evaluation["variants"]) == {*ROLES, "baseline"}
+    assert set(evaluation["variants"]) == VARIANTS
     assert "distillation_gain" in evaluation and "targets" in evaluation
     summary = (repo / "reports/summary.md").read_text()
-    for name in (*ROLES, "baseline"):
+    for name in VARIANTS:
         assert f"| {name} |" in summary
+    exported = json.loads((repo / "metrics/export.json").read_text())
+    assert exported["variant"] == evaluation["deployed"]
+    for name in ("model.onnx", "model.safetensors", "labels.json", "preprocessing.json", "MODEL_CARD.md"):
+        assert (repo / "export" / name).is_file(), name
     assert (repo / "plots/tradeoff.png").is_file()
     assert (repo / "plots/confusion/student.json").is_file()
     assert not (repo / ".resume/student/state.pt").exists(), "resume state left after success"
@@ -119,3 +131,26 @@ def test_two_runs_same_metrics(repo: Path) -> None:
     after = json.loads((repo / "metrics/student/metrics.json").read_text())
     for key in ("test", "val"):
         assert before[key] == after[key]
+
+
+def test_predict_matches_evaluation_without_torch(repo: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    deployed = json.loads((repo / "metrics/evaluate.json").read_text())["deployed"]
+    expected = json.loads((repo / f"plots/confusion/{deployed}.json").read_text())
+    images = np.load(repo / "data/prepared/test/images.npy")
+    folder = repo / "to_predict"
+    folder.mkdir(exist_ok=True)
+    for i in range(6):
+        Image.fromarray(images[i]).save(folder / f"{i}.png")
+    (folder / "broken.png").write_bytes(b"not an image")
+    script = (
+        "import sys, runpy; sys.modules['torch'] = None; sys.argv = sys.argv[1:];"
+        " runpy.run_module('kd_pipeline.predict', run_name='__main__')"
+    )
+    proc = _run([sys.executable, "-c", script, "x", "--model", "export", "--json", "to_predict"], repo, check=False)
+    assert proc.returncode == 1, proc.stderr  # one file skipped
+    assert "skipped to_predict/broken.png" in proc.stderr
+    results = {Path(r["path"]).stem: r["class"] for r in json.loads(proc.stdout)}
+    assert results == {str(i): expected[i]["predicted"] for i in range(6)}

@@ -1,0 +1,44 @@
+"""Time every variant on this CPU in one run and print ratios against the teacher.
+
+    python benchmarks/variants.py [--threads 1] [--repeats 100] [--batch 64]
+
+Run after `dvc repro` (it reads models/ and data/prepared/). Fixed threads, warm-up, median
+of repeats: batch-1 latency, batch-N throughput, file size, parameters and MACs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from kd_pipeline.comparison import compare, default_loaders
+from kd_pipeline.data import load_meta, load_split
+from kd_pipeline.params import load_params
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=64)
+    args = parser.parse_args()
+    params = load_params()
+    params = params.model_copy(update={"evaluate": params.evaluate.model_copy(
+        update={"num_threads": args.threads, "repeats": args.repeats, "throughput_batch": args.batch})})
+    meta = load_meta("data/prepared")
+    test = load_split("data/prepared", "test")
+    loaders = default_loaders(Path("models"), meta, args.threads)
+    variants = compare(loaders, test, meta, params)["evaluation"]["variants"]
+    print(f"\n{args.threads} thread(s), median of {args.repeats}; ratios are teacher / variant")
+    print(f"{'variant':14} {'acc':>7} {'params M':>9} {'MMACs':>8} {'MB':>7} {'ms b1':>7} "
+          f"{'img/s':>7} {'x faster':>9} {'x smaller':>10} {'x thruput':>10}")
+    teacher = variants["teacher"]
+    for name, m in variants.items():
+        print(f"{name:14} {m['accuracy']:7.4f} {m['parameters'] / 1e6:9.2f} {m.get('macs', 0) / 1e6:8.1f}"
+              f" {m['size_mb']:7.2f} {m['latency_ms']:7.2f} {m['throughput']:7.0f}"
+              f" {teacher['latency_ms'] / m['latency_ms']:9.2f} {teacher['size_mb'] / m['size_mb']:10.2f}"
+              f" {m['throughput'] / teacher['throughput']:10.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,326 @@
+"""Compression that shows up in bytes and milliseconds: channel pruning and int8 quantization.
+
+- Structured pruning removes whole channels with Torch-Pruning's dependency graph, so the
+  result is a smaller dense network (fewer parameters and MACs, faster on any CPU).
+- Unstructured pruning zeroes single weights; it is reported with its sparsity and does
+  not make dense inference faster (the tensors keep their shapes).
+- Quantization is ONNX Runtime post-training int8 (static QDQ with calibration on training
+  images, or dynamic), which runs integer kernels on x86 CPUs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+
+from kd_pipeline.chain import DEFAULT_LAYOUT, Layout
+from kd_pipeline.data import Normalizer, Split, load_meta, load_split
+from kd_pipeline.errors import CheckpointError, PipelineError
+from kd_pipeline.evaluation import classification_metrics, count_macs, predict_logits
+from kd_pipeline.files import atomic_dir, write_json
+from kd_pipeline.models import count_parameters, load_checkpoint, move_to_device, save_checkpoint
+from kd_pipeline.params import Params, PruneParams, QuantizeParams, fingerprint
+from kd_pipeline.training import fit, resolve_device, seed_everything
+
+
+class CompressionError(PipelineError):
+    """A model or setting the compressor cannot handle."""
+
+
+def _importance(name: str) -> Any:
+    import torch_pruning as tp
+
+    return {
+        "l1": lambda: tp.importance.MagnitudeImportance(p=1),
+        "l2": lambda: tp.importance.MagnitudeImportance(p=2),
+        "lamp": lambda: tp.importance.LAMPImportance(p=2),
+        "fpgm": lambda: tp.importance.FPGMImportance(),
+        "random": lambda: tp.importance.RandomImportance(),
+    }[name]()
+
+
+def layers_to_keep(model: nn.Module, names: list[str]) -> list[nn.Module]:
+    """The classifier plus the named layers; an unknown name is an error that lists real ones."""
+    modules = dict(model.named_modules())
+    unknown = [n for n in names if n not in modules]
+    if unknown:
+        examples = ", ".join(n for n, m in modules.items() if isinstance(m, nn.Conv2d))
+        raise CompressionError(
+            f"prune.keep_layers: no layer named {', '.join(unknown)}; layers with channels: {examples[:300]}"
+        )
+    return [model.get_classifier(), *(modules[n] for n in names)]
+
+
+def prune_channels(model: nn.Module, input_size: list[int], cfg: PruneParams) -> nn.Module:
+    """Remove `cfg.ratio` of the channels (dependency-aware), in `cfg.iterative_steps` steps."""
+    import torch_pruning as tp
+
+    example = torch.zeros(1, *input_size)
+    try:
+        pruner = tp.pruner.MetaPruner(
+            model.eval(),
+            example,
+            importance=_importance(cfg.importance),
+            global_pruning=cfg.global_pruning,
+            pruning_ratio=cfg.ratio,
+            iterative_steps=cfg.iterative_steps,
+            ignored_layers=layers_to_keep(model, cfg.keep_layers),
+            round_to=cfg.round_to or None,
+        )
+        for _ in range(cfg.iterative_steps):
+            pruner.step()
+        model(example)  # the pruned graph must still run
+    except CompressionError:
+        raise
+    except Exception as err:  # Torch-Pruning raises many kinds on graphs it cannot trace
+        raise CompressionError(
+            f"Torch-Pruning cannot prune {type(model).__name__}: {type(err).__name__}: {str(err).splitlines()[0]}"
+            " (try prune.method: unstructured, or list the offending layers in prune.keep_layers)"
+        ) from None
+    return model
+
+
+def prune_weights(model: nn.Module, cfg: PruneParams) -> nn.Module:
+    """Zero the smallest weights of every conv and linear layer (global or per layer), masks kept."""
+    targets = [(m, "weight") for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    if cfg.global_pruning:
+        torch_prune.global_unstructured(targets, pruning_method=torch_prune.L1Unstructured, amount=cfg.ratio)
+    else:
+        for module, name in targets:
+            torch_prune.l1_unstructured(module, name, amount=cfg.ratio)
+    return model
+
+
+def make_pruning_permanent(model: nn.Module) -> nn.Module:
+    """Fold unstructured masks into the weights so the state dict has plain `weight` tensors."""
+    for module in model.modules():
+        if torch_prune.is_pruned(module) and hasattr(module, "weight_mask"):
+            torch_prune.remove(module, "weight")
+    return model
+
+
+def sparsity(model: nn.Module) -> float:
+    """Fraction of exactly-zero weights over conv and linear layers."""
+    total = zeros = 0
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d | nn.Linear):
+            total += module.weight.numel()
+            zeros += int((module.weight == 0).sum())
+    return zeros / max(total, 1)
+
+
+def reshape_like(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
+    """Resize a fresh model's layers to a channel-pruned state dict, so the weights load.
+
+    Pruned checkpoints stay plain safetensors: the architecture is the timm model with the
+    channel counts read off the saved tensor shapes.
+    """
+    for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
+        for key, tensor in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
+            saved = state.get(prefix + key)
+            if saved is None or saved.shape == tensor.shape:
+                continue
+            new = torch.empty(saved.shape, dtype=tensor.dtype)
+            if isinstance(tensor, nn.Parameter):
+                setattr(module, key, nn.Parameter(new, requires_grad=tensor.requires_grad))
+            else:
+                module.register_buffer(key, new)
+        if isinstance(module, nn.Conv2d):
+            module.out_channels = module.weight.shape[0]
+            module.in_channels = module.weight.shape[1] * module.groups
+        elif isinstance(module, nn.BatchNorm2d) and module.weight is not None:
+            module.num_features = module.weight.shape[0]
+        elif isinstance(module, nn.Linear):
+            module.out_features, module.in_features = module.weight.shape
+    return model
+
+
+def export_onnx(model: nn.Module, input_size: list[int], path: str | Path) -> None:
+    """fp32 ONNX with a dynamic batch axis (TorchScript exporter: deterministic, no extra deps)."""
+    model = model.eval().to("cpu")
+    example = torch.zeros(1, *input_size)
+    try:
+        torch.onnx.export(
+            model, (example,), str(path), input_names=["input"], output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False,
+        )
+    except Exception as err:
+        raise CheckpointError(f"ONNX export of {type(model).__name__} failed: {str(err).splitlines()[0]}") from None
+
+
+def normalize_numpy(images: np.ndarray, mean: list[float], std: list[float]) -> np.ndarray:
+    """uint8 NHWC → float32 NCHW, normalised: the exact preprocessing of the PyTorch path."""
+    x = images.astype(np.float32).transpose(0, 3, 1, 2)
+    m = np.asarray(mean, np.float32).reshape(1, 3, 1, 1) * 255.0
+    s = np.asarray(std, np.float32).reshape(1, 3, 1, 1) * 255.0
+    return (x - m) / s
+
+
+class CalibrationImages:
+    """ONNX Runtime CalibrationDataReader over the first batches of the training split."""
+
+    def __init__(self, split: Split, mean: list[float], std: list[float], batches: int, batch_size: int):
+        self._batches: Iterator[dict[str, np.ndarray]] = (
+            {"input": normalize_numpy(np.array(split.images[i : i + batch_size]), mean, std)}
+            for i in range(0, min(len(split), batches * batch_size), batch_size)
+        )
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._batches, None)
+
+
+def quantize_onnx(
+    fp32_path: Path, int8_path: Path, cfg: QuantizeParams, calibration: CalibrationImages | None
+) -> None:
+    """int8 ONNX: static QDQ (u8 activations, s8 weights, calibrated) or dynamic."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = fp32_path.with_suffix(".prep.onnx")
+    quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+    if cfg.method == "dynamic":
+        quantize_dynamic(str(prepared), str(int8_path), per_channel=cfg.per_channel, weight_type=QuantType.QInt8)
+    else:
+        if calibration is None:
+            raise CompressionError("quantize.method static needs calibration images")
+
+        class Reader(CalibrationDataReader):
+            def get_next(self) -> dict[str, np.ndarray] | None:
+                return calibration.get_next()
+
+        quantize_static(
+            str(prepared), str(int8_path), Reader(), quant_format=QuantFormat.QDQ,
+            per_channel=cfg.per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        )
+    prepared.unlink(missing_ok=True)
+
+
+def integer_ops(onnx_path: str | Path) -> list[str]:
+    """Operator types in the file that carry int8 data (proof that it is not a float model)."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path)).graph
+    integer = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
+               "MatMulInteger", "DynamicQuantizeLinear"}
+    return sorted({node.op_type for node in graph.node if node.op_type in integer})
+
+
+def load_compressible_checkpoint(ckpt_dir: str | Path, num_classes: int | None = None) -> tuple[nn.Module, dict]:
+    """Load any float checkpoint of the pipeline, channel-pruned ones included."""
+    from safetensors.torch import load_file
+
+    from kd_pipeline.models import WEIGHTS_FILE, create_model, read_card
+
+    card = read_card(ckpt_dir)
+    if not card.get("channel_pruned"):
+        return load_checkpoint(ckpt_dir, num_classes)
+    if num_classes is not None and card["num_classes"] != num_classes:
+        raise CheckpointError(f"{ckpt_dir}: made for {card['num_classes']} classes but the data has {num_classes}")
+    weights = Path(ckpt_dir) / WEIGHTS_FILE
+    try:
+        state = load_file(str(weights))
+    except Exception as err:
+        raise CheckpointError(f"{weights}: unreadable safetensors file ({err})") from None
+    model = reshape_like(create_model(card["timm_name"], card["num_classes"], model_kwargs=card["model_kwargs"]), state)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        detail = str(err).splitlines()[-1].strip()
+        raise CheckpointError(f"{weights}: does not match pruned {card['timm_name']}: {detail}") from None
+    return model.eval(), card
+
+
+def prune_student(params: Params, layout: Layout = DEFAULT_LAYOUT) -> dict[str, Any]:
+    """Prune the student, fine-tune it by distillation from the assistant, write models/pruned."""
+    from dvclive import Live
+
+    cfg = params.prune
+    meta = load_meta(layout.prepared)
+    train, val, test = (load_split(layout.prepared, s) for s in ("train", "val", "test"))
+    seed_everything(params.train.seed, params.train.num_threads)
+    device = resolve_device(params.train.device)
+    model, card = load_checkpoint(layout.model_dir("student"), num_classes=meta.num_classes)
+    before = {"parameters": count_parameters(model), "macs": count_macs(model, card["input_size"])}
+    if cfg.method == "structured":
+        prune_channels(model, card["input_size"], cfg)
+    else:
+        prune_weights(model, cfg)
+    teacher, _ = load_checkpoint(layout.model_dir("assistant"), num_classes=meta.num_classes)
+    model, teacher = move_to_device(model, device), move_to_device(teacher, device).eval()
+    normalizer = Normalizer(card["mean"], card["std"], device, channels_last=device.type == "cuda")
+    finetune = params.train.model_copy(update={"epochs": max(cfg.epochs, 1), "lr": cfg.lr, "scheduler": "cosine"})
+    with Live(dir=str(layout.metrics / "pruned"), save_dvc_exp=False, dvcyaml=False, report=None) as live:
+        live.log_params({f"prune.{k}": v for k, v in cfg.model_dump().items() if k != "keep_layers"})
+        if cfg.epochs > 0:
+            fit(model, train, val, finetune, normalizer, meta.num_classes,
+                teacher=teacher, kd=params.kd, live=live, name="pruned")
+        model = make_pruning_permanent(model.to("cpu"))
+        test_metrics = classification_metrics(
+            test.labels, predict_logits(model, test, Normalizer(card["mean"], card["std"], torch.device("cpu"), False))
+            .argmax(1).numpy(), meta.num_classes,
+        )
+        after = {"parameters": count_parameters(model), "macs": count_macs(model, card["input_size"])}
+        summary = {
+            "sparsity": sparsity(model),
+            "parameters_before": before["parameters"], "parameters_after": after["parameters"],
+            "macs_before": before["macs"], "macs_after": after["macs"],
+        }
+        for key, value in {**summary, **{f"test/{k}": v for k, v in test_metrics.items()}}.items():
+            live.log_metric(key, value, plot=False)
+    card = {
+        **card,
+        "role": "pruned",
+        "teacher": "assistant",
+        "channel_pruned": cfg.method == "structured",
+        "compression": {"prune": cfg.model_dump(), **summary},
+        "num_parameters": after["parameters"],
+        "test_metrics": test_metrics,
+        "params_hash": fingerprint(card["params_hash"], cfg, params.kd),
+    }
+    save_checkpoint(model, layout.model_dir("pruned"), card)
+    return {**summary, **test_metrics}
+
+
+def quantize_variants(params: Params, sources: tuple[str, ...], layout: Layout = DEFAULT_LAYOUT) -> dict[str, Any]:
+    """int8 ONNX of each source checkpoint into models/quantized/<source>.int8.onnx (+ .json card)."""
+    cfg = params.quantize
+    train = load_split(layout.prepared, "train")
+    if len(train) < cfg.calibration_batch_size:
+        raise CompressionError(
+            f"quantize.calibration_batch_size = {cfg.calibration_batch_size} exceeds the {len(train)} training images"
+        )
+    results = {}
+    with atomic_dir(layout.models / "quantized") as tmp:
+        for source in sources:
+            model, card = load_compressible_checkpoint(layout.model_dir(source))
+            fp32, int8 = tmp / f"{source}.fp32.onnx", tmp / f"{source}.int8.onnx"
+            export_onnx(model, card["input_size"], fp32)
+            calibration = CalibrationImages(
+                train, card["mean"], card["std"], cfg.calibration_batches, cfg.calibration_batch_size
+            )
+            quantize_onnx(fp32, int8, cfg, calibration)
+            ops = integer_ops(int8)
+            if not ops:
+                raise CompressionError(f"{source}: quantized model has no integer operators")
+            result = {"fp32_mb": fp32.stat().st_size / 2**20, "int8_mb": int8.stat().st_size / 2**20, "ops": ops}
+            fp32.unlink()
+            write_json(tmp / f"{source}.int8.json", {
+                **{k: card[k] for k in ("timm_name", "num_classes", "class_names", "input_size", "mean", "std")},
+                "role": f"{source}_int8", "source": source, "quantize": cfg.model_dump(), **result,
+            })
+            results[source] = result
+            print(f"{source}: int8 ONNX {result['int8_mb']:.2f} MB (fp32 {result['fp32_mb']:.2f} MB), ops {ops}")
+    return results

@@ -1,0 +1,97 @@
+"""Classify image files with the exported model: ONNX Runtime, numpy and Pillow only (no torch).
+
+    python -m kd_pipeline.predict --model export image.png folder/ [--json] [--top 3]
+
+Unreadable files are reported on stderr and skipped; the exit code is 1 when any was skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+
+
+class Classifier:
+    """The export bundle: ONNX session, label map and preprocessing, read from one folder."""
+
+    def __init__(self, bundle: str | Path):
+        import onnxruntime as ort
+
+        bundle = Path(bundle)
+        for name in ("model.onnx", "labels.json", "preprocessing.json"):
+            if not (bundle / name).is_file():
+                raise FileNotFoundError(f"{bundle / name}: not found; run `dvc repro export` first")
+        self.labels = json.loads((bundle / "labels.json").read_text())
+        prep = json.loads((bundle / "preprocessing.json").read_text())
+        self.size = tuple(prep["input_size"][1:])
+        self.mean = np.asarray(prep["mean"], np.float32).reshape(1, 3, 1, 1)
+        self.std = np.asarray(prep["std"], np.float32).reshape(1, 3, 1, 1)
+        self.session = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
+
+    def load(self, path: Path) -> np.ndarray:
+        """Any Pillow-readable image → RGB uint8 HWC at the model's input size."""
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            if image.size != (self.size[1], self.size[0]):
+                image = image.resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR)
+            return np.asarray(image, dtype=np.uint8)
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        x = (images.astype(np.float32).transpose(0, 3, 1, 2) / 255.0 - self.mean) / self.std
+        logits = self.session.run(None, {"input": x.astype(np.float32)})[0]
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return exp / exp.sum(axis=1, keepdims=True)
+
+
+def image_files(paths: list[str]) -> list[Path]:
+    """Files as given, and the image files inside any folder given (sorted, recursive)."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        else:
+            found.append(path)
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="+", help="image files or folders")
+    parser.add_argument("--model", default="export", help="the export bundle folder")
+    parser.add_argument("--json", action="store_true", help="one JSON list on stdout")
+    parser.add_argument("--top", type=int, default=1, help="classes per image")
+    args = parser.parse_args(argv)
+    try:
+        classifier = Classifier(args.model)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    results, skipped = [], 0
+    for path in image_files(args.paths):
+        try:
+            image = classifier.load(path)
+        except (OSError, UnidentifiedImageError, ValueError) as err:
+            print(f"skipped {path}: {type(err).__name__}: {err}", file=sys.stderr)
+            skipped += 1
+            continue
+        probs = classifier.probabilities(image[None])[0]
+        order = np.argsort(-probs)[: max(1, args.top)]
+        top = [{"class": classifier.labels[str(k)], "probability": round(float(probs[k]), 6)} for k in order]
+        results.append({"path": str(path), **top[0], "top": top})
+        if not args.json:
+            print(f"{path}\t{top[0]['class']}\t{top[0]['probability']:.4f}")
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 1 if skipped else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

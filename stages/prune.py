@@ -1,0 +1,19 @@
+"""Stage prune: the student, channel- (or weight-) pruned, then fine-tuned by distillation."""
+
+from kd_pipeline.compression import prune_student
+from kd_pipeline.errors import exit_on_pipeline_error
+from kd_pipeline.params import load_params
+
+
+@exit_on_pipeline_error
+def main() -> None:
+    result = prune_student(load_params())
+    print(
+        f"pruned: {result['parameters_before'] / 1e6:.2f}M → {result['parameters_after'] / 1e6:.2f}M parameters,"
+        f" {result['macs_before'] / 1e6:.1f} → {result['macs_after'] / 1e6:.1f} MMACs,"
+        f" sparsity {result['sparsity']:.2f}, test accuracy {result['accuracy']:.4f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from kd_pipeline.compression import (
+    CalibrationImages,
+    CompressionError,
+    export_onnx,
+    integer_ops,
+    load_compressible_checkpoint,
+    make_pruning_permanent,
+    normalize_numpy,
+    prune_channels,
+    prune_weights,
+    quantize_onnx,
+    sparsity,
+)
+from kd_pipeline.data import Split
+from kd_pipeline.models import count_parameters, create_model, save_checkpoint
+from kd_pipeline.params import PruneParams, QuantizeParams
+
+SIZE = [3, 16, 16]
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return create_model("resnet10t", 4).eval()
+
+
+def test_structured_pruning_shrinks_and_round_trips(tmp_path: Path) -> None:
+    model = _model()
+    before = count_parameters(model)
+    prune_channels(model, SIZE, PruneParams(ratio=0.5))
+    after = count_parameters(model)
+    assert after < 0.5 * before
+    x = torch.randn(2, *SIZE)
+    with torch.no_grad():
+        out = model(x)
+    assert out.shape == (2, 4)
+    card = {"timm_name": "resnet10t", "model_kwargs": {}, "num_classes": 4, "channel_pruned": True}
+    save_checkpoint(model, tmp_path / "pruned", card)
+    loaded, _ = load_compressible_checkpoint(tmp_path / "pruned", num_classes=4)
+    assert count_parameters(loaded) == after
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), out, atol=1e-6)
+
+
+def test_kept_layers_are_not_pruned_and_unknown_names_are_errors() -> None:
+    model = _model()
+    width = model.conv1[0].out_channels
+    prune_channels(model, SIZE, PruneParams(ratio=0.5, keep_layers=["conv1.0"]))
+    assert model.conv1[0].out_channels == width
+    with pytest.raises(CompressionError, match="prune.keep_layers: no layer named layer9.conv"):
+        prune_channels(_model(), SIZE, PruneParams(keep_layers=["layer9.conv"]))
+
+
+class _Rigid(nn.Module):
+    """Hard-codes its channel count in forward: channel pruning must break it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3)
+        self.fc = nn.Linear(16, 2)
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x).reshape(x.shape[0], 16, -1).mean(-1))
+
+
+def test_model_the_pruner_cannot_handle_gives_clear_error() -> None:
+    with pytest.raises(CompressionError, match="cannot prune _Rigid"):
+        prune_channels(_Rigid(), SIZE, PruneParams(ratio=0.5, round_to=0))
+
+
+def test_unstructured_pruning_reports_sparsity_and_keeps_shapes() -> None:
+    model = _model()
+    before = count_parameters(model)
+    make_pruning_permanent(prune_weights(model, PruneParams(method="unstructured", ratio=0.6)))
+    assert sparsity(model) == pytest.approx(0.6, abs=0.01)
+    assert count_parameters(model) == before
+    assert all("mask" not in key for key in model.state_dict())
+
+
+@pytest.mark.parametrize("method", ["static", "dynamic"])
+def test_int8_model_has_integer_ops_is_smaller_and_agrees(tmp_path: Path, method: str) -> None:
+    model = _model()
+    fp32, int8 = tmp_path / "m.fp32.onnx", tmp_path / "m.int8.onnx"
+    export_onnx(model, SIZE, fp32)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (64, 16, 16, 3), dtype=np.uint8)
+    mean, std = [0.5] * 3, [0.25] * 3
+    calib = CalibrationImages(Split(images, np.zeros(64, np.int64)), mean, std, batches=2, batch_size=16)
+    quantize_onnx(fp32, int8, QuantizeParams(method=method), calib)
+    ops = integer_ops(int8)
+    assert ops and ("QuantizeLinear" in ops or "DynamicQuantizeLinear" in ops)
+    assert int8.stat().st_size < 0.5 * fp32.stat().st_size
+    x = normalize_numpy(images[:8], mean, std)
+    ref = ort.InferenceSession(str(fp32)).run(None, {"input": x})[0]
+    got = ort.InferenceSession(str(int8)).run(None, {"input": x})[0]
+    assert got.shape == ref.shape
+    assert np.corrcoef(ref.ravel(), got.ravel())[0, 1] > 0.9
