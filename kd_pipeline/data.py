@@ -23,6 +23,7 @@ from sklearn.model_selection import train_test_split
 from kd_pipeline.errors import DataError
 from kd_pipeline.files import atomic_dir, write_json
 from kd_pipeline.params import AugmentParams, DataParams
+from kd_pipeline.sources import load_source
 
 SPLITS = ("train", "val", "test")
 
@@ -55,86 +56,114 @@ class Meta:
         return len(self.class_names)
 
 
-def load_source(cfg: DataParams) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Raw images (uint8 NHWC, any size) and labels of the configured source."""
-    if cfg.name == "digits":
-        return _load_digits()
-    raise DataError(f"data.name: unknown dataset {cfg.name!r}")
-
-
-def _load_digits() -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """scikit-learn's handwritten digits: ships inside the package, so no download."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    # Pixel values are 0..16; scale to the full uint8 range.
-    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
-    return images, digits.target.astype(np.int64), [str(name) for name in digits.target_names]
-
-
-def resize_images(images: np.ndarray, size: int, chunk: int = 512) -> np.ndarray:
+def resize_images(images: np.ndarray, size: int) -> np.ndarray:
     """Resize uint8 NHWC images to size×size×3 (grey becomes 3 identical channels)."""
     n, h, w, c = images.shape
     if c not in (1, 3):
         raise DataError(f"images have {c} channels; expected 1 (grey) or 3 (RGB)")
-    out = np.empty((n, size, size, 3), dtype=np.uint8)
-    for start in range(0, n, chunk):
-        batch = torch.from_numpy(np.ascontiguousarray(images[start : start + chunk]))
-        x = batch.permute(0, 3, 1, 2).float()
-        if (h, w) != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        x = x.round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1)
-        out[start : start + chunk] = x.permute(0, 2, 3, 1).numpy()
-    return out
+    x = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).float()
+    if (h, w) != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    x = x.round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1)
+    return x.permute(0, 2, 3, 1).contiguous().numpy()
 
 
 def stratified_split(
-    labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int
+    labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int, class_names: list[str] | None = None
 ) -> dict[str, np.ndarray]:
-    """Seeded, stratified train/val/test indices that do not overlap."""
+    """Seeded, stratified train/val/test indices that do not overlap, every class in every split."""
+    return _split(labels, {"test": test_fraction, "val": val_fraction}, seed, class_names)
+
+
+def _split(
+    labels: np.ndarray, fractions: dict[str, float], seed: int, class_names: list[str] | None
+) -> dict[str, np.ndarray]:
     counts = np.bincount(labels)
-    too_small = [str(k) for k, n in enumerate(counts) if 0 < n < 3]
+    names = class_names or [str(k) for k in range(len(counts))]
+    needed = len(fractions) + 1
+    too_small = [f"{names[k]} ({n})" for k, n in enumerate(counts) if 0 < n < needed]
     if too_small:
-        raise DataError(f"classes {', '.join(too_small)} have fewer than 3 images; cannot split")
-    indices = np.arange(len(labels))
-    rest, test = train_test_split(
-        indices, test_size=test_fraction, stratify=labels, random_state=seed
-    )
-    train, val = train_test_split(
-        rest,
-        test_size=val_fraction / (1.0 - test_fraction),
-        stratify=labels[rest],
-        random_state=seed,
-    )
-    return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+        raise DataError(
+            f"classes with fewer than {needed} images cannot appear in every split: {', '.join(too_small)};"
+            " add images or remove those class folders"
+        )
+    rest = np.arange(len(labels))
+    parts: dict[str, np.ndarray] = {}
+    remaining = 1.0
+    for name, fraction in fractions.items():
+        rest, taken = train_test_split(
+            rest, test_size=fraction / remaining, stratify=labels[rest], random_state=seed
+        )
+        remaining -= fraction
+        parts[name] = taken
+    parts["train"] = rest
+    # Small classes can miss a split by rounding: move one image there from the largest split.
+    for name in fractions:
+        for k in np.setdiff1d(np.unique(labels), labels[parts[name]]):
+            donor = max(parts, key=lambda p: int((labels[parts[p]] == k).sum()))
+            pick = parts[donor][labels[parts[donor]] == k][0]
+            parts[donor] = parts[donor][parts[donor] != pick]
+            parts[name] = np.append(parts[name], pick)
+    return {name: np.sort(parts[name]) for name in SPLITS if name in parts}
 
 
-def prepare(cfg: DataParams, out_dir: str | Path) -> Meta:
-    """Load the source, resize, split and write the prepared folder atomically."""
-    images, labels, class_names = load_source(cfg)
-    if len(images) != len(labels):
-        raise DataError(f"{len(images)} images but {len(labels)} labels")
-    images = resize_images(images, cfg.image_size)
-    parts = stratified_split(labels, cfg.val_fraction, cfg.test_fraction, cfg.seed)
-    train_float = images[parts["train"]].astype(np.float64) / 255.0
+def prepare(cfg: DataParams, out_dir: str | Path, chunk: int = 1024) -> Meta:
+    """Load the source, resize, split and write the prepared folder atomically.
+
+    Splits are written chunk by chunk into memory-mapped .npy files, so a large source never
+    has to be held in RAM at the prepared size.
+    """
+    raw = load_source(cfg)
+    num_classes = len(raw.class_names)
+    if raw.pool is not None:
+        images, labels = raw.pool
+        parts = stratified_split(labels, cfg.val_fraction, cfg.test_fraction, cfg.seed, raw.class_names)
+        sources = {split: (images, labels, idx) for split, idx in parts.items()}
+    else:
+        sources = {split: (images, labels, np.arange(len(labels))) for split, (images, labels) in raw.splits.items()}
+        if "val" not in sources:  # carve a seeded, stratified validation split from train
+            images, labels, _ = sources["train"]
+            carved = _split(labels, {"val": cfg.val_fraction}, cfg.seed, raw.class_names)
+            sources["train"] = (images, labels, carved["train"])
+            sources["val"] = (images, labels, carved["val"])
     digest = hashlib.sha256()
+    channel_sum = np.zeros(3)
+    channel_sq = np.zeros(3)
+    pixels = 0
+    counts: dict[str, dict[str, int]] = {}
     with atomic_dir(out_dir) as tmp:
-        for split, idx in parts.items():
+        for split in SPLITS:
+            images, labels, idx = sources[split]
+            if len(idx) and (labels[idx].min() < 0 or labels[idx].max() >= num_classes):
+                raise DataError(f"{split} labels outside 0..{num_classes - 1} for {num_classes} class names")
             (tmp / split).mkdir()
-            for name, array in (("images", images[idx]), ("labels", labels[idx])):
-                np.save(tmp / split / f"{name}.npy", array)
-                digest.update(array.tobytes())
+            shape = (len(idx), cfg.image_size, cfg.image_size, 3)
+            out = np.lib.format.open_memmap(tmp / split / "images.npy", mode="w+", dtype=np.uint8, shape=shape)
+            for start in range(0, len(idx), chunk):
+                block = resize_images(images[np.sort(idx[start : start + chunk])], cfg.image_size)
+                out[start : start + len(block)] = block
+                digest.update(block.tobytes())
+                if split == "train":
+                    values = block.reshape(-1, 3).astype(np.float64) / 255.0
+                    channel_sum += values.sum(axis=0)
+                    channel_sq += (values**2).sum(axis=0)
+                    pixels += len(values)
+            out.flush()
+            del out
+            split_labels = labels[np.sort(idx)]
+            np.save(tmp / split / "labels.npy", split_labels)
+            digest.update(split_labels.tobytes())
+            counts[split] = {name: int((split_labels == k).sum()) for k, name in enumerate(raw.class_names)}
+        mean = channel_sum / max(pixels, 1)
+        std = np.sqrt(np.maximum(channel_sq / max(pixels, 1) - mean**2, 0.0))
         meta = Meta(
-            class_names=class_names,
+            class_names=raw.class_names,
             image_size=cfg.image_size,
-            mean=[round(float(v), 6) for v in train_float.mean(axis=(0, 1, 2))],
-            std=[round(max(float(v), 1e-3), 6) for v in train_float.std(axis=(0, 1, 2))],
-            counts={
-                split: {name: int((labels[idx] == k).sum()) for k, name in enumerate(class_names)}
-                for split, idx in parts.items()
-            },
+            mean=[round(float(v), 6) for v in mean],
+            std=[round(max(float(v), 1e-3), 6) for v in std],
+            counts=counts,
             content_hash=digest.hexdigest()[:16],
-            source=cfg.model_dump(),
+            source={**cfg.model_dump(), "skipped_files": raw.skipped},
         )
         write_json(tmp / "meta.json", meta.__dict__)
     return meta
@@ -162,12 +191,20 @@ def load_split(prepared_dir: str | Path, split: str, mmap: bool = True) -> Split
 
 
 def batches(
-    split: Split, batch_size: int, shuffle: bool = False, seed: int = 0
+    split: Split, batch_size: int, shuffle: bool = False, seed: int = 0, balanced: bool = False
 ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
-    """Yield (indices, uint8 NHWC images, labels) batches; the order depends only on seed."""
+    """Yield (indices, uint8 NHWC images, labels) batches; the order depends only on seed.
+
+    `balanced` draws an epoch's worth of indices with replacement, each image weighted by the
+    inverse of its class's size, so every class is seen about equally often.
+    """
+    rng = np.random.default_rng(seed)
     order = np.arange(len(split))
-    if shuffle:
-        order = np.random.default_rng(seed).permutation(len(split))
+    if balanced:
+        weights = 1.0 / np.bincount(split.labels)[split.labels]
+        order = rng.choice(len(split), size=len(split), replace=True, p=weights / weights.sum())
+    elif shuffle:
+        order = rng.permutation(len(split))
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         # Sorted reads are sequential on a memory map; the batch order stays shuffled.

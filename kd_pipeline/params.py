@@ -27,22 +27,36 @@ class _Group(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+MEDMNIST_2D = (
+    "pathmnist", "chestmnist", "dermamnist", "octmnist", "pneumoniamnist", "retinamnist",
+    "breastmnist", "bloodmnist", "tissuemnist", "organamnist", "organcmnist", "organsmnist",
+)
+
+
 class DataParams(_Group):
-    name: Literal["digits"] = "digits"
+    name: Literal["digits", "medmnist", "cifar10", "cifar100", "imagefolder"] = "digits"
+    subset: str | None = None  # the MedMNIST set, e.g. breastmnist
+    medmnist_size: Literal[28, 64, 128, 224] = 28
     root: str | None = None
     download: bool = False
     image_size: int = Field(32, ge=8, le=1024)
+    resize: Literal["stretch", "pad"] = "stretch"  # pad: keep the aspect ratio (image folders)
+    on_corrupt: Literal["skip", "fail"] = "skip"
     val_fraction: float = Field(0.15, gt=0, lt=1)
     test_fraction: float = Field(0.2, gt=0, lt=1)
     seed: int = Field(42, ge=0)
 
     @model_validator(mode="after")
-    def _fractions_leave_training_data(self) -> DataParams:
+    def _consistent(self) -> DataParams:
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ValueError(
                 f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction:g}"
                 " leaves too little training data; keep the sum below 0.9"
             )
+        if self.name == "medmnist" and self.subset not in MEDMNIST_2D:
+            raise ValueError(f"subset {self.subset!r} is not a 2D MedMNIST set; allowed: {', '.join(MEDMNIST_2D)}")
+        if self.name != "medmnist" and self.subset is not None:
+            raise ValueError(f"subset is only for data.name medmnist (name is {self.name!r}); set it to null")
         return self
 
 
@@ -95,6 +109,7 @@ class TrainParams(_Group):
     early_stopping_patience: int = Field(0, ge=0)
     monitor: Literal["accuracy", "f1", "loss"] = "accuracy"
     class_weights: bool = False
+    sampler: Literal["shuffle", "balanced"] = "shuffle"
     augment: AugmentParams = Field(default_factory=AugmentParams)
     seed: int = Field(0, ge=0)
     num_threads: int = Field(0, ge=0)

@@ -219,7 +219,9 @@ def fit(
         jitter_rng = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         loss_sum, preds, targets = 0.0, [], []
         progress = tqdm(
-            batches(train, cfg.batch_size, shuffle=True, seed=cfg.seed * 100_003 + epoch),
+            batches(
+                train, cfg.batch_size, shuffle=True, seed=cfg.seed * 100_003 + epoch, balanced=cfg.sampler == "balanced"
+            ),
             total=-(-len(train) // cfg.batch_size),
             desc=f"{name} {epoch}/{cfg.epochs}",
             leave=False,

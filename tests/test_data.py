@@ -35,8 +35,17 @@ def test_split_is_stratified_seeded_and_disjoint() -> None:
 
 def test_split_refuses_classes_too_small_to_split() -> None:
     labels = np.array([0] * 20 + [1] * 2)
-    with pytest.raises(DataError, match="classes 1 have fewer than 3"):
-        stratified_split(labels, 0.15, 0.2, seed=0)
+    with pytest.raises(DataError, match=r"fewer than 3 images cannot appear in every split: b \(2\)"):
+        stratified_split(labels, 0.15, 0.2, seed=0, class_names=["a", "b"])
+
+
+def test_small_classes_reach_every_split() -> None:
+    labels = np.array([0] * 200 + [1] * 3 + [2] * 5)
+    for seed in range(5):
+        parts = stratified_split(labels, 0.15, 0.2, seed=seed)
+        for name, idx in parts.items():
+            assert set(labels[idx]) == {0, 1, 2}, (seed, name)
+        assert len(np.unique(np.concatenate(list(parts.values())))) == len(labels)
 
 
 def test_prepared_folder_layout(prepared_dir: Path) -> None:

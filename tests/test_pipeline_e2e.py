@@ -154,3 +154,20 @@ def test_predict_matches_evaluation_without_torch(repo: Path) -> None:
     assert "skipped to_predict/broken.png" in proc.stderr
     results = {Path(r["path"]).stem: r["class"] for r in json.loads(proc.stdout)}
     assert results == {str(i): expected[i]["predicted"] for i in range(6)}
+
+
+def test_non_default_source_medmnist_file_on_disk(repo: Path) -> None:
+    from tests.test_sources import write_medmnist
+
+    raw = repo / "raw"
+    raw.mkdir(exist_ok=True)
+    write_medmnist(raw, sizes=(40, 10, 12))
+    _write_params(repo, data={"name": "medmnist", "subset": "breastmnist", "root": str(raw)})
+    _run(["dvc", "repro", "distill_student"], repo)
+    meta = json.loads((repo / "data/prepared/meta.json").read_text())
+    assert meta["class_names"] == ["malignant", "normal, benign"]
+    assert meta["counts"]["test"] == {"malignant": 6, "normal, benign": 6}
+    card = json.loads((repo / "models/student/model.json").read_text())
+    assert card["num_classes"] == 2 and card["class_names"] == meta["class_names"]
+    assert (repo / "plots/data/samples.png").is_file()
+    assert json.loads((repo / "metrics/data.json").read_text())["train_images"] == 40

@@ -1,0 +1,161 @@
+"""Dataset readers, offline-first: each returns uint8 NHWC images, int64 labels and class names.
+
+Files already on disk (`data.root`) are read with each library's own loader; a download
+happens only when `data.download` is true, through that library's download code and
+checksums. Nothing downloads at import time.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kd_pipeline.errors import DataError
+from kd_pipeline.params import DataParams
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+
+
+@dataclass
+class RawData:
+    """A source's images: either one pool to split, or the source's own official splits."""
+
+    class_names: list[str]
+    pool: tuple[np.ndarray, np.ndarray] | None = None
+    splits: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)  # unreadable files, by path and reason
+
+
+def load_source(cfg: DataParams) -> RawData:
+    """Dispatch on `data.name`."""
+    readers = {
+        "digits": _digits,
+        "medmnist": _medmnist,
+        "cifar10": _cifar,
+        "cifar100": _cifar,
+        "imagefolder": _image_folder,
+    }
+    return readers[cfg.name](cfg)
+
+
+def _digits(cfg: DataParams) -> RawData:
+    """scikit-learn's handwritten digits: ships inside the package, so no download."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    # Pixel values are 0..16; scale to the full uint8 range.
+    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+    names = [str(name) for name in digits.target_names]
+    return RawData(class_names=names, pool=(images, digits.target.astype(np.int64)))
+
+
+def _root(cfg: DataParams, default: str) -> Path:
+    root = Path(cfg.root or default).expanduser()
+    if cfg.download:
+        root.mkdir(parents=True, exist_ok=True)
+    elif not root.is_dir():
+        raise DataError(f"data.root {root}: folder not found (set data.download: true to download)")
+    return root
+
+
+def _medmnist(cfg: DataParams) -> RawData:
+    """A 2D MedMNIST set through the medmnist package, with its official train/val/test split."""
+    import medmnist
+
+    info = medmnist.INFO[cfg.subset]
+    if info["task"].startswith("multi-label"):
+        raise DataError(
+            f"data.subset {cfg.subset} is multi-label ({len(info['label'])} labels); multi-label training"
+            " is not supported yet: choose a single-label MedMNIST set"
+        )
+    root = _root(cfg, "~/.medmnist")
+    size_flag = "" if cfg.medmnist_size == 28 else f"_{cfg.medmnist_size}"
+    expected = root / f"{cfg.subset}{size_flag}.npz"
+    if not cfg.download and not expected.is_file():
+        raise DataError(f"{expected}: not found (MedMNIST {cfg.subset} at {cfg.medmnist_size}px; "
+                        "set data.download: true to download it)")
+    dataset_class = getattr(medmnist, info["python_class"])
+    splits = {}
+    for split in ("train", "val", "test"):
+        try:
+            dataset = dataset_class(split=split, root=str(root), download=cfg.download,
+                                    size=cfg.medmnist_size, mmap_mode="r")
+        except (RuntimeError, KeyError, OSError, ValueError) as err:
+            raise DataError(f"{expected}: cannot read the {split} split ({err})") from None
+        images = np.asarray(dataset.imgs)
+        if images.ndim == 3:
+            images = images[..., None]
+        splits[split] = (images, np.asarray(dataset.labels).reshape(-1).astype(np.int64))
+    names = [info["label"][str(k)] for k in range(len(info["label"]))]
+    return RawData(class_names=names, splits=splits)
+
+
+def _cifar(cfg: DataParams) -> RawData:
+    """CIFAR-10/100 through torchvision (its md5 checks included); validation carved from train."""
+    from torchvision import datasets
+
+    dataset_class = datasets.CIFAR10 if cfg.name == "cifar10" else datasets.CIFAR100
+    root = _root(cfg, "~/.cache/cifar")
+    parts = {}
+    for train in (True, False):
+        try:
+            dataset = dataset_class(str(root), train=train, download=cfg.download)
+        except RuntimeError as err:
+            folder = root / dataset_class.base_folder
+            raise DataError(f"{folder}: {err} (the python-version batches are expected there)") from None
+        parts["train" if train else "test"] = (np.asarray(dataset.data), np.asarray(dataset.targets, np.int64))
+    return RawData(class_names=list(dataset.classes), splits=parts)
+
+
+def _image_folder(cfg: DataParams) -> RawData:
+    """One sub-folder per class; every readable image converted to RGB at `data.image_size`."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not cfg.root:
+        raise DataError("data.root: required for data.name imagefolder (a folder with one sub-folder per class)")
+    root = Path(cfg.root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"data.root {root}: folder not found")
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(class_dirs) < 2:
+        raise DataError(f"data.root {root}: needs at least 2 class sub-folders, found {len(class_dirs)}")
+    images, labels, skipped = [], [], []
+    for label, folder in enumerate(class_dirs):
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        for path in files:
+            try:
+                with Image.open(path) as image:
+                    images.append(fit_image(image.convert("RGB"), cfg.image_size, cfg.resize))
+                labels.append(label)
+            except (OSError, UnidentifiedImageError, ValueError) as err:
+                reason = f"{path}: {type(err).__name__}: {err}"
+                if cfg.on_corrupt == "fail":
+                    raise DataError(f"unreadable image {reason} (data.on_corrupt: skip to skip such files)") from None
+                skipped.append(reason)
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} unreadable images: {'; '.join(skipped[:5])}", stacklevel=2)
+    empty = [d.name for k, d in enumerate(class_dirs) if k not in set(labels)]
+    if empty:
+        raise DataError(f"data.root {root}: no readable images in class folders {', '.join(empty)}")
+    return RawData(
+        class_names=[d.name for d in class_dirs],
+        pool=(np.stack(images), np.asarray(labels, np.int64)),
+        skipped=skipped,
+    )
+
+
+def fit_image(image: object, size: int, mode: str) -> np.ndarray:
+    """A PIL RGB image → size×size uint8: stretched, or scaled to fit and padded (aspect kept)."""
+    from PIL import Image
+
+    if mode == "stretch":
+        return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+    width, height = image.size
+    scale = size / max(width, height)
+    resized = image.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.BILINEAR)
+    canvas = Image.new("RGB", (size, size))
+    canvas.paste(resized, ((size - resized.size[0]) // 2, (size - resized.size[1]) // 2))
+    return np.asarray(canvas, dtype=np.uint8)

@@ -1,0 +1,135 @@
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from kd_pipeline.data import load_meta, load_split, prepare
+from kd_pipeline.errors import DataError, ParamsError
+from kd_pipeline.params import DataParams, parse_params
+from kd_pipeline.sources import fit_image, load_source
+
+
+def write_medmnist(root: Path, flag: str = "breastmnist", sizes=(20, 6, 8), labels_per_image: int = 1) -> Path:
+    """A file in the layout medmnist reads: {split}_images (N,28,28) and {split}_labels (N,L)."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in zip(("train", "val", "test"), sizes, strict=True):
+        arrays[f"{split}_images"] = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        if labels_per_image == 1:
+            arrays[f"{split}_labels"] = (np.arange(n) % 2).reshape(n, 1).astype(np.uint8)
+        else:
+            arrays[f"{split}_labels"] = rng.integers(0, 2, (n, labels_per_image), dtype=np.uint8)
+    path = root / f"{flag}.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+def test_medmnist_keeps_official_splits_and_becomes_rgb(tmp_path: Path) -> None:
+    write_medmnist(tmp_path)
+    cfg = DataParams(name="medmnist", subset="breastmnist", root=str(tmp_path), image_size=16)
+    meta = prepare(cfg, tmp_path / "prepared")
+    assert meta.class_names == ["malignant", "normal, benign"]
+    assert {s: sum(c.values()) for s, c in meta.counts.items()} == {"train": 20, "val": 6, "test": 8}
+    train = load_split(tmp_path / "prepared", "train")
+    assert train.images.shape == (20, 16, 16, 3)
+    assert np.array_equal(train.images[..., 0], train.images[..., 2])
+
+
+def test_medmnist_missing_file_and_multilabel_are_clear_errors(tmp_path: Path) -> None:
+    cfg = DataParams(name="medmnist", subset="pneumoniamnist", root=str(tmp_path), medmnist_size=64)
+    with pytest.raises(DataError, match=r"pneumoniamnist_64.npz: not found .*data.download: true"):
+        load_source(cfg)
+    write_medmnist(tmp_path, "chestmnist", labels_per_image=14)
+    with pytest.raises(DataError, match="chestmnist is multi-label"):
+        load_source(DataParams(name="medmnist", subset="chestmnist", root=str(tmp_path)))
+    with pytest.raises(DataError, match="folder not found"):
+        load_source(DataParams(name="medmnist", subset="breastmnist", root=str(tmp_path / "nope")))
+
+
+def test_medmnist_params_are_checked() -> None:
+    with pytest.raises(ParamsError, match="not a 2D MedMNIST set"):
+        parse_params({"data": {"name": "medmnist", "subset": "organmnist3d"}})
+    with pytest.raises(ParamsError, match="subset is only for data.name medmnist"):
+        parse_params({"data": {"subset": "breastmnist"}})
+    with pytest.raises(ParamsError, match="medmnist_size"):
+        parse_params({"data": {"name": "medmnist", "subset": "breastmnist", "medmnist_size": 32}})
+
+
+def test_cifar_batches_with_validation_carved_from_train(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from torchvision.datasets import cifar
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+
+    def batch(n: int) -> dict:
+        return {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "labels": [i % 10 for i in range(n)]}
+
+    for name in [f"data_batch_{i}" for i in range(1, 6)]:
+        (folder / name).write_bytes(pickle.dumps(batch(20)))
+    (folder / "test_batch").write_bytes(pickle.dumps(batch(30)))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}))
+    # Made-up batches cannot match torchvision's md5 list; everything else is torchvision's own reader.
+    monkeypatch.setattr(cifar, "check_integrity", lambda path, md5=None: Path(path).is_file())
+    meta = prepare(DataParams(name="cifar10", root=str(tmp_path), val_fraction=0.2), tmp_path / "prepared")
+    sizes = {s: sum(c.values()) for s, c in meta.counts.items()}
+    assert sizes == {"train": 80, "val": 20, "test": 30}
+    assert all(n == 2 for n in meta.counts["val"].values())
+    assert meta.class_names[0] == "c0"
+
+
+def test_cifar_missing_files_name_the_folder(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="cifar-10-batches-py"):
+        load_source(DataParams(name="cifar10", root=str(tmp_path)))
+
+
+def write_image_folder(root: Path) -> None:
+    rng = np.random.default_rng(0)
+    for name, count, suffix in (("cats", 20, ".png"), ("dogs", 12, ".jpg"), ("rare", 4, ".bmp")):
+        folder = root / name
+        folder.mkdir(parents=True)
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 256, (12, 20, 3), dtype=np.uint8)).save(folder / f"{i}{suffix}")
+    cats = root / "cats"
+    Image.new("RGBA", (10, 10), (255, 0, 0, 128)).save(cats / "rgba.png")
+    Image.new("L", (10, 10), 200).save(cats / "grey.png")
+    Image.new("P", (10, 10)).save(cats / "palette.gif")
+    Image.new("CMYK", (10, 10), (0, 0, 0, 0)).save(cats / "cmyk.jpg")
+    Image.new("RGB", (10, 10)).save(cats / "photo.webp")
+    (cats / "broken.png").write_bytes(b"\x89PNG not really")
+    (cats / "notes.txt").write_text("not an image")
+
+
+def test_image_folder_converts_modes_skips_corrupt_and_keeps_every_class(tmp_path: Path) -> None:
+    write_image_folder(tmp_path / "images")
+    cfg = DataParams(name="imagefolder", root=str(tmp_path / "images"), image_size=16, resize="pad")
+    with pytest.warns(UserWarning, match="skipped 1 unreadable images: .*broken.png"):
+        meta = prepare(cfg, tmp_path / "prepared")
+    assert meta.class_names == ["cats", "dogs", "rare"]
+    assert sum(meta.counts[s]["cats"] for s in meta.counts) == 25  # 20 + 5 converted, corrupt skipped
+    for split in ("train", "val", "test"):
+        assert meta.counts[split]["rare"] >= 1, split
+    assert len(meta.source["skipped_files"]) == 1
+    assert load_meta(tmp_path / "prepared").counts == meta.counts
+    with pytest.raises(DataError, match=r"unreadable image .*broken.png"):
+        load_source(cfg.model_copy(update={"on_corrupt": "fail"}))
+
+
+def test_image_folder_names_classes_too_small(tmp_path: Path) -> None:
+    write_image_folder(tmp_path / "images")
+    for path in list((tmp_path / "images" / "rare").iterdir())[2:]:
+        path.unlink()
+    cfg = DataParams(name="imagefolder", root=str(tmp_path / "images"), image_size=16)
+    with pytest.raises(DataError, match=r"fewer than 3 images cannot appear in every split: rare \(2\)"), \
+            pytest.warns(UserWarning):
+        prepare(cfg, tmp_path / "prepared")
+
+
+def test_pad_keeps_aspect_ratio() -> None:
+    image = Image.new("RGB", (40, 20), (255, 255, 255))
+    padded = fit_image(image, 16, "pad")
+    assert padded.shape == (16, 16, 3)
+    assert padded[0].max() == 0 and padded[8].min() == 255  # black bars above, image in the middle
+    assert fit_image(image, 16, "stretch").min() == 255
