@@ -160,6 +160,13 @@ class ExportParams(_Group):
     min_int8_agreement: float = Field(0.99, ge=0, le=1)  # top-1 agreement with the float source
 
 
+class GateParams(_Group):
+    """The pull-request gate: a watched metric may not fall by more than `tolerance`."""
+
+    tolerance: float = Field(0.01, ge=0)
+    watch: list[str] = Field(default_factory=lambda: ["accuracy", "balanced_accuracy", "f1", "roc_auc"])
+
+
 class Params(_Group):
     data: DataParams = Field(default_factory=DataParams)
     teacher: ModelParams = Field(default_factory=lambda: ModelParams(model="resnet50"))
@@ -172,6 +179,7 @@ class Params(_Group):
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     targets: TargetsParams = Field(default_factory=TargetsParams)
     export: ExportParams = Field(default_factory=ExportParams)
+    gate: GateParams = Field(default_factory=GateParams)
 
     def role(self, role: str) -> ModelParams:
         """The model params of one chain role (teacher, assistant or student)."""
