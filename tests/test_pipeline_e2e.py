@@ -171,3 +171,40 @@ def test_non_default_source_medmnist_file_on_disk(repo: Path) -> None:
     assert card["num_classes"] == 2 and card["class_names"] == meta["class_names"]
     assert (repo / "plots/data/samples.png").is_file()
     assert json.loads((repo / "metrics/data.json").read_text())["train_images"] == 40
+
+
+def test_queued_sweep_keeps_good_experiments_and_bad_keys_fail(repo: Path) -> None:
+    _write_params(repo)
+    _run(["dvc", "repro"], repo)  # back to the tiny digits run (restored from the run cache)
+    _run(["git", "add", "-A"], repo)
+    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline"], repo)
+
+    unknown = _run(["dvc", "exp", "run", "-S", "kd.temprature=6"], repo, check=False)
+    assert unknown.returncode != 0 and "kd.temprature" in unknown.stderr
+
+    for value in ("kd.temperature=6", "kd.alpha=2"):
+        _run(["dvc", "exp", "run", "--queue", "-S", value], repo)
+    _run(["dvc", "queue", "start", "-j", "1"], repo)
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        status = _run(["dvc", "queue", "status"], repo).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(3)
+    assert status.count("Success") == 1 and status.count("Failed") == 1, status
+
+    shown = json.loads(_run(["dvc", "exp", "show", "--json"], repo).stdout)
+    temperatures = []
+    for commit in shown:
+        for exp in commit.get("experiments") or []:
+            for rev in exp["revs"]:
+                data = rev.get("data") or {}
+                params = data.get("params", {}).get("params.yaml", {}).get("data", {})
+                metrics = data.get("metrics", {})
+                if "metrics/student/metrics.json" in metrics and not rev.get("error"):
+                    temperatures.append(params["kd"]["temperature"])
+    assert temperatures == [6.0], shown
+
+    log = _run(["dvc", "queue", "logs", next(
+        line.split()[0] for line in status.splitlines() if "Failed" in line)], repo, check=False)
+    assert "kd.alpha = 2 is not allowed" in log.stdout + log.stderr
