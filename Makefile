@@ -5,7 +5,9 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test lint bench
+VEGA := .cache/vega
+
+.PHONY: setup repro test lint browser
 
 setup: $(VENV)/.installed
 
@@ -18,7 +20,18 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 repro: setup
 	dvc repro
 
-test: setup
+# The browser test renders `dvc plots show` in headless Chromium with vega from npm (offline).
+# Both are installed here when possible; without them that one test skips (fails under CI=true).
+browser: $(VEGA)/.installed
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; }; } \
+	  || echo "chromium not installed: the browser test will skip"
+
+$(VEGA)/.installed:
+	-npm install --silent --no-audit --no-fund --prefix $(VEGA) vega@5.33.1 vega-lite@5.23.0 vega-embed@6.29.0 \
+	  && touch $@
+
+test: setup browser
 	ruff check .
 	pytest
 

@@ -208,3 +208,51 @@ def test_queued_sweep_keeps_good_experiments_and_bad_keys_fail(repo: Path) -> No
     log = _run(["dvc", "queue", "logs", next(
         line.split()[0] for line in status.splitlines() if "Failed" in line)], repo, check=False)
     assert "kd.alpha = 2 is not allowed" in log.stdout + log.stderr
+
+
+def _offline_template(repo: Path) -> Path | None:
+    """DVC's page loads vega from a CDN; this machine has no internet, so inline npm's copies."""
+    vega = ROOT / ".cache" / "vega" / "node_modules"
+    files = [vega / "vega/build/vega.min.js", vega / "vega-lite/build/vega-lite.min.js",
+             vega / "vega-embed/build/vega-embed.min.js"]
+    if not all(f.is_file() for f in files):
+        return None
+    scripts = "\n".join(f"<script>{f.read_text()}</script>" for f in files)
+    template = repo / "offline_template.html"
+    template.write_text(
+        "<!DOCTYPE html><html><head><title>plots</title>"
+        "<script>window.onerror = function (m) { document.title = 'JSERROR ' + m; };</script>"
+        f"{scripts}</head><body>{{plot_divs}}</body></html>"
+    )
+    return template
+
+
+def test_plots_render_in_a_browser(repo: Path) -> None:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    template = _offline_template(repo)
+    if chromium is None or template is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but chromium or the npm vega files are missing (make test installs them)")
+        pytest.skip("no chromium or vega files: run `make test`, which installs them")
+
+    pages = {}
+    _run(["dvc", "plots", "show", "--html-template", str(template), "--out", "html_show"], repo)
+    pages["show"] = repo / "html_show" / "index.html"
+    _run(["dvc", "plots", "diff", "HEAD", "--html-template", str(template), "--out", "html_diff"], repo)
+    pages["diff"] = repo / "html_diff" / "index.html"
+    for kind, page in pages.items():
+        html = page.read_text()
+        expected = html.count("vegaEmbed(")
+        assert expected >= 10, f"{kind}: only {expected} plots declared"
+        proc = subprocess.run(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run",
+             f"--user-data-dir={repo / ('chrome-' + kind)}", "--virtual-time-budget=20000",
+             "--dump-dom", page.as_uri()],
+            capture_output=True, text=True, timeout=180,
+        )
+        dom = proc.stdout
+        assert "<title>plots</title>" in dom, dom[dom.find("<title>"):][:300]  # onerror would retitle it
+        drawn = dom.count("<canvas") + dom.count('<svg class="marks"')
+        assert drawn >= expected, f"{kind}: {drawn} of {expected} plots drew"
+        assert dom.count("<img") >= 1  # tradeoff.png and the data plots are images
