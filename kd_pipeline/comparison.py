@@ -12,7 +12,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from kd_pipeline.compression import load_compressible_checkpoint
 from kd_pipeline.data import Meta, Split
 from kd_pipeline.errors import CheckpointError, PipelineError
 from kd_pipeline.evaluation import (
@@ -25,7 +24,7 @@ from kd_pipeline.evaluation import (
     time_model,
     torch_runner,
 )
-from kd_pipeline.models import WEIGHTS_FILE, count_parameters
+from kd_pipeline.models import WEIGHTS_FILE, count_parameters, load_checkpoint
 from kd_pipeline.params import Params
 from kd_pipeline.targets import check_targets, ratios_vs_teacher, select_variant
 
@@ -48,7 +47,7 @@ class Variant:
 
 
 def load_torch_variant(name: str, ckpt_dir: Path, meta: Meta) -> Variant:
-    model, card = load_compressible_checkpoint(ckpt_dir, num_classes=meta.num_classes)
+    model, card = load_checkpoint(ckpt_dir, num_classes=meta.num_classes)
     return Variant(
         name=name,
         run=torch_runner(model, card["mean"], card["std"]),
@@ -68,7 +67,7 @@ def load_int8_variant(name: str, onnx_path: Path, meta: Meta, threads: int) -> V
         raise CheckpointError(
             f"{onnx_path}: made for {card['num_classes']} classes but the data has {meta.num_classes}"
         )
-    source = load_compressible_checkpoint(onnx_path.parent.parent / card["source"])[0]
+    source = load_checkpoint(onnx_path.parent.parent / card["source"])[0]
     return Variant(
         name=name,
         run=onnx_runner(onnx_path, card["mean"], card["std"], threads),

@@ -115,33 +115,6 @@ def sparsity(model: nn.Module) -> float:
     return zeros / max(total, 1)
 
 
-def reshape_like(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
-    """Resize a fresh model's layers to a channel-pruned state dict, so the weights load.
-
-    Pruned checkpoints stay plain safetensors: the architecture is the timm model with the
-    channel counts read off the saved tensor shapes.
-    """
-    for name, module in model.named_modules():
-        prefix = f"{name}." if name else ""
-        for key, tensor in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
-            saved = state.get(prefix + key)
-            if saved is None or saved.shape == tensor.shape:
-                continue
-            new = torch.empty(saved.shape, dtype=tensor.dtype)
-            if isinstance(tensor, nn.Parameter):
-                setattr(module, key, nn.Parameter(new, requires_grad=tensor.requires_grad))
-            else:
-                module.register_buffer(key, new)
-        if isinstance(module, nn.Conv2d):
-            module.out_channels = module.weight.shape[0]
-            module.in_channels = module.weight.shape[1] * module.groups
-        elif isinstance(module, nn.BatchNorm2d) and module.weight is not None:
-            module.num_features = module.weight.shape[0]
-        elif isinstance(module, nn.Linear):
-            module.out_features, module.in_features = module.weight.shape
-    return model
-
-
 def export_onnx(model: nn.Module, input_size: list[int], path: str | Path) -> None:
     """fp32 ONNX with a dynamic batch axis (TorchScript exporter: deterministic, no extra deps)."""
     model = model.eval().to("cpu")
@@ -218,31 +191,6 @@ def integer_ops(onnx_path: str | Path) -> list[str]:
     return sorted({node.op_type for node in graph.node if node.op_type in integer})
 
 
-def load_compressible_checkpoint(ckpt_dir: str | Path, num_classes: int | None = None) -> tuple[nn.Module, dict]:
-    """Load any float checkpoint of the pipeline, channel-pruned ones included."""
-    from safetensors.torch import load_file
-
-    from kd_pipeline.models import WEIGHTS_FILE, create_model, read_card
-
-    card = read_card(ckpt_dir)
-    if not card.get("channel_pruned"):
-        return load_checkpoint(ckpt_dir, num_classes)
-    if num_classes is not None and card["num_classes"] != num_classes:
-        raise CheckpointError(f"{ckpt_dir}: made for {card['num_classes']} classes but the data has {num_classes}")
-    weights = Path(ckpt_dir) / WEIGHTS_FILE
-    try:
-        state = load_file(str(weights))
-    except Exception as err:
-        raise CheckpointError(f"{weights}: unreadable safetensors file ({err})") from None
-    model = reshape_like(create_model(card["timm_name"], card["num_classes"], model_kwargs=card["model_kwargs"]), state)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        detail = str(err).splitlines()[-1].strip()
-        raise CheckpointError(f"{weights}: does not match pruned {card['timm_name']}: {detail}") from None
-    return model.eval(), card
-
-
 def prune_student(params: Params, layout: Layout = DEFAULT_LAYOUT) -> dict[str, Any]:
     """Prune the student, fine-tune it by distillation from the assistant, write models/pruned."""
     from dvclive import Live
@@ -305,7 +253,7 @@ def quantize_variants(params: Params, sources: tuple[str, ...], layout: Layout =
     results = {}
     with atomic_dir(layout.models / "quantized") as tmp:
         for source in sources:
-            model, card = load_compressible_checkpoint(layout.model_dir(source))
+            model, card = load_checkpoint(layout.model_dir(source))
             fp32, int8 = tmp / f"{source}.fp32.onnx", tmp / f"{source}.int8.onnx"
             export_onnx(model, card["input_size"], fp32)
             calibration = CalibrationImages(

@@ -18,10 +18,11 @@ import torch
 from safetensors.torch import save_file
 
 from kd_pipeline.chain import DEFAULT_LAYOUT, Layout
-from kd_pipeline.compression import export_onnx, load_compressible_checkpoint, normalize_numpy
+from kd_pipeline.compression import export_onnx, normalize_numpy
 from kd_pipeline.data import Split, load_meta, load_split
 from kd_pipeline.errors import PipelineError
 from kd_pipeline.files import atomic_dir, write_json
+from kd_pipeline.models import load_checkpoint
 from kd_pipeline.params import ExportParams, Params
 
 
@@ -100,7 +101,7 @@ def export_deployable(params: Params, layout: Layout = DEFAULT_LAYOUT, out_dir: 
     test = load_split(layout.prepared, "test")
     int8 = variant.endswith("_int8")
     source = variant.removesuffix("_int8")
-    model, card = load_compressible_checkpoint(layout.model_dir(source), num_classes=meta.num_classes)
+    model, card = load_checkpoint(layout.model_dir(source), num_classes=meta.num_classes)
     with atomic_dir(out_dir) as tmp:
         onnx_path = tmp / "model.onnx"
         if int8:

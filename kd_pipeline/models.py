@@ -76,6 +76,7 @@ def load_checkpoint(ckpt_dir: str | Path, num_classes: int | None = None) -> tup
     """Rebuild the model from its card and load its weights (safetensors: no pickle, no code).
 
     When `num_classes` is given, a checkpoint made for another class count is refused.
+    Channel-pruned checkpoints (`channel_pruned` in the card) are rebuilt at their pruned widths.
     """
     ckpt_dir = Path(ckpt_dir)
     card = read_card(ckpt_dir)
@@ -91,6 +92,8 @@ def load_checkpoint(ckpt_dir: str | Path, num_classes: int | None = None) -> tup
     except (SafetensorError, OSError) as err:
         raise CheckpointError(f"{weights}: unreadable safetensors file ({err})") from None
     model = create_model(card["timm_name"], card["num_classes"], model_kwargs=card.get("model_kwargs"))
+    if card.get("channel_pruned"):
+        model = reshape_like(model, state)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
@@ -99,6 +102,33 @@ def load_checkpoint(ckpt_dir: str | Path, num_classes: int | None = None) -> tup
         raise CheckpointError(f"{weights}: does not match {card['timm_name']}: {detail}") from None
     model.eval()
     return model, card
+
+
+def reshape_like(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
+    """Resize a fresh model's layers to a channel-pruned state dict, so the weights load.
+
+    Pruned checkpoints stay plain safetensors: the architecture is the timm model with the
+    channel counts read off the saved tensor shapes.
+    """
+    for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
+        for key, tensor in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
+            saved = state.get(prefix + key)
+            if saved is None or saved.shape == tensor.shape:
+                continue
+            new = torch.empty(saved.shape, dtype=tensor.dtype)
+            if isinstance(tensor, nn.Parameter):
+                setattr(module, key, nn.Parameter(new, requires_grad=tensor.requires_grad))
+            else:
+                module.register_buffer(key, new)
+        if isinstance(module, nn.Conv2d):
+            module.out_channels = module.weight.shape[0]
+            module.in_channels = module.weight.shape[1] * module.groups
+        elif isinstance(module, nn.BatchNorm2d) and module.weight is not None:
+            module.num_features = module.weight.shape[0]
+        elif isinstance(module, nn.Linear):
+            module.out_features, module.in_features = module.weight.shape
+    return model
 
 
 def move_to_device(model: nn.Module, device: torch.device) -> nn.Module:

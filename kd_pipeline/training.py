@@ -12,7 +12,6 @@ What it adds over a bare loop, and why:
 
 from __future__ import annotations
 
-import os
 import resource
 import time
 from collections.abc import Callable
@@ -318,6 +317,3 @@ def _summary_line(name: str, epoch: int, epochs: int, row: dict[str, float], bes
         + (" *best" if best else "")
     )
 
-
-def default_num_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

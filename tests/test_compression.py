@@ -11,7 +11,6 @@ from kd_pipeline.compression import (
     CompressionError,
     export_onnx,
     integer_ops,
-    load_compressible_checkpoint,
     make_pruning_permanent,
     normalize_numpy,
     prune_channels,
@@ -20,7 +19,7 @@ from kd_pipeline.compression import (
     sparsity,
 )
 from kd_pipeline.data import Split
-from kd_pipeline.models import count_parameters, create_model, save_checkpoint
+from kd_pipeline.models import count_parameters, create_model, load_checkpoint, save_checkpoint
 from kd_pipeline.params import PruneParams, QuantizeParams
 
 SIZE = [3, 16, 16]
@@ -43,7 +42,7 @@ def test_structured_pruning_shrinks_and_round_trips(tmp_path: Path) -> None:
     assert out.shape == (2, 4)
     card = {"timm_name": "resnet10t", "model_kwargs": {}, "num_classes": 4, "channel_pruned": True}
     save_checkpoint(model, tmp_path / "pruned", card)
-    loaded, _ = load_compressible_checkpoint(tmp_path / "pruned", num_classes=4)
+    loaded, _ = load_checkpoint(tmp_path / "pruned", num_classes=4)
     assert count_parameters(loaded) == after
     with torch.no_grad():
         assert torch.allclose(loaded(x), out, atol=1e-6)
