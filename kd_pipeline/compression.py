@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from kd_pipeline.chain import DEFAULT_LAYOUT, Layout
-from kd_pipeline.data import Normalizer, Split, load_meta, load_split
+from kd_pipeline.data import Normalizer, Split, load_meta, load_split, normalize_numpy
 from kd_pipeline.errors import CheckpointError, PipelineError
 from kd_pipeline.evaluation import classification_metrics, count_macs, predict_logits
 from kd_pipeline.files import atomic_dir, write_json
@@ -126,14 +126,6 @@ def export_onnx(model: nn.Module, input_size: list[int], path: str | Path) -> No
         )
     except Exception as err:
         raise CheckpointError(f"ONNX export of {type(model).__name__} failed: {str(err).splitlines()[0]}") from None
-
-
-def normalize_numpy(images: np.ndarray, mean: list[float], std: list[float]) -> np.ndarray:
-    """uint8 NHWC → float32 NCHW, normalised: the exact preprocessing of the PyTorch path."""
-    x = images.astype(np.float32).transpose(0, 3, 1, 2)
-    m = np.asarray(mean, np.float32).reshape(1, 3, 1, 1) * 255.0
-    s = np.asarray(std, np.float32).reshape(1, 3, 1, 1) * 255.0
-    return (x - m) / s
 
 
 class CalibrationImages:

@@ -233,6 +233,14 @@ class Normalizer:
         return x.contiguous()
 
 
+def normalize_numpy(images: np.ndarray, mean: list[float], std: list[float]) -> np.ndarray:
+    """uint8 NHWC → float32 NCHW, normalised: the exact preprocessing of the PyTorch path."""
+    x = images.astype(np.float32).transpose(0, 3, 1, 2)
+    m = np.asarray(mean, np.float32).reshape(1, 3, 1, 1) * 255.0
+    s = np.asarray(std, np.float32).reshape(1, 3, 1, 1) * 255.0
+    return (x - m) / s
+
+
 def color_jitter(images: torch.Tensor, cfg: AugmentParams, generator: torch.Generator) -> torch.Tensor:
     """Per-image brightness, contrast and saturation jitter on a uint8 NHWC batch, vectorised.
 

@@ -31,7 +31,7 @@ from sklearn.metrics import (
 )
 from torch import nn
 
-from kd_pipeline.data import Normalizer, Split, batches
+from kd_pipeline.data import Normalizer, Split, batches, normalize_numpy
 
 
 @torch.inference_mode()
@@ -219,8 +219,6 @@ def onnx_runner(
 ) -> Callable[[np.ndarray], np.ndarray]:
     """uint8 NHWC batch → logits with ONNX Runtime on the CPU, at a fixed thread count."""
     import onnxruntime as ort
-
-    from kd_pipeline.compression import normalize_numpy
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads

@@ -18,8 +18,8 @@ import torch
 from safetensors.torch import save_file
 
 from kd_pipeline.chain import DEFAULT_LAYOUT, Layout
-from kd_pipeline.compression import export_onnx, normalize_numpy
-from kd_pipeline.data import Split, load_meta, load_split
+from kd_pipeline.compression import export_onnx
+from kd_pipeline.data import Split, load_meta, load_split, normalize_numpy
 from kd_pipeline.errors import PipelineError
 from kd_pipeline.files import atomic_dir, write_json
 from kd_pipeline.models import load_checkpoint

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kd_pipeline.data import Meta
+from kd_pipeline.data import SPLITS, Meta, load_split
 from kd_pipeline.files import atomic_dir, atomic_file, write_json
 from kd_pipeline.params import Params
 
@@ -161,8 +161,6 @@ def write_data_report(meta: Meta, prepared_dir: Path, plots_dir: Path, metrics_p
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-
-    from kd_pipeline.data import SPLITS, load_split
 
     train_counts = [n for n in meta.counts["train"].values()]
     summary = {

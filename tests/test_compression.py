@@ -12,13 +12,12 @@ from kd_pipeline.compression import (
     export_onnx,
     integer_ops,
     make_pruning_permanent,
-    normalize_numpy,
     prune_channels,
     prune_weights,
     quantize_onnx,
     sparsity,
 )
-from kd_pipeline.data import Split
+from kd_pipeline.data import Split, normalize_numpy
 from kd_pipeline.models import count_parameters, create_model, load_checkpoint, save_checkpoint
 from kd_pipeline.params import PruneParams, QuantizeParams
 
