@@ -14,7 +14,7 @@ from dvclive import Live
 
 from kd_pipeline.data import Normalizer, load_meta, load_split
 from kd_pipeline.errors import ParamsError
-from kd_pipeline.evaluation import classification_metrics, predict_logits
+from kd_pipeline.evaluation import classification_metrics, decide, predict_logits
 from kd_pipeline.models import count_parameters, create_model, load_checkpoint, move_to_device, save_checkpoint
 from kd_pipeline.params import Params, fingerprint
 from kd_pipeline.training import ResumeFile, fit, resolve_device, seed_everything
@@ -95,7 +95,9 @@ def train_role(role: str, params: Params, layout: Layout = Layout(), **fit_kwarg
             teacher=teacher, kd=kd, live=live, resume=resume, name=role, **fit_kwargs,
         )
         test_logits = predict_logits(model, test, normalizer)
-        test_metrics = classification_metrics(test.labels, test_logits.argmax(1).numpy(), meta.num_classes)
+        test_metrics = classification_metrics(
+            test.labels, decide(test_logits.numpy(), test.multilabel), meta.num_classes
+        )
         live.log_metric("best_epoch", result.best_epoch, plot=False)
         for key, value in result.best.items():
             if key.startswith("val/"):
@@ -109,6 +111,7 @@ def train_role(role: str, params: Params, layout: Layout = Layout(), **fit_kwarg
         "model_kwargs": role_cfg.model_kwargs,
         "num_classes": meta.num_classes,
         "class_names": meta.class_names,
+        "task": meta.task,
         "input_size": [3, meta.image_size, meta.image_size],
         "mean": mean,
         "std": std,

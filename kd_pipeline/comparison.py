@@ -139,7 +139,7 @@ def compare(
                 "kind": variant.kind,
                 "per_class": report.per_class,
                 "confusion": report.confusion,
-                "predictions": logits.argmax(axis=1).tolist(),
+                "predictions": report.predictions.tolist(),
             }
             tqdm.write(
                 f"{name}: accuracy {report.summary['accuracy']:.4f} | {variant.size_mb:.2f} MB"
@@ -153,7 +153,7 @@ def compare(
     for measured in variants.values():
         measured.update({f"{k}_vs_teacher": v for k, v in ratios_vs_teacher(measured, variants["teacher"]).items()})
 
-    evaluation: dict[str, Any] = {"variants": variants}
+    evaluation: dict[str, Any] = {"task": meta.task, "variants": variants}
     if "student" in variants and "baseline" in variants:
         evaluation["distillation_gain"] = {
             key: variants["student"][key] - variants["baseline"][key]

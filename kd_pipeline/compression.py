@@ -22,7 +22,7 @@ from torch.nn.utils import prune as torch_prune
 from kd_pipeline.chain import DEFAULT_LAYOUT, Layout
 from kd_pipeline.data import Normalizer, Split, load_meta, load_split, normalize_numpy
 from kd_pipeline.errors import CheckpointError, PipelineError
-from kd_pipeline.evaluation import classification_metrics, count_macs, predict_logits
+from kd_pipeline.evaluation import classification_metrics, count_macs, decide, predict_logits
 from kd_pipeline.files import atomic_dir, write_json
 from kd_pipeline.models import count_parameters, load_checkpoint, move_to_device, save_checkpoint
 from kd_pipeline.params import Params, PruneParams, QuantizeParams, fingerprint
@@ -208,10 +208,9 @@ def prune_student(params: Params, layout: Layout = DEFAULT_LAYOUT) -> dict[str, 
             fit(model, train, val, finetune, normalizer, meta.num_classes,
                 teacher=teacher, kd=params.kd, live=live, name="pruned")
         model = make_pruning_permanent(model.to("cpu"))
-        test_metrics = classification_metrics(
-            test.labels, predict_logits(model, test, Normalizer(card["mean"], card["std"], torch.device("cpu"), False))
-            .argmax(1).numpy(), meta.num_classes,
-        )
+        cpu = Normalizer(card["mean"], card["std"], torch.device("cpu"), False)
+        test_logits = predict_logits(model, test, cpu).numpy()
+        test_metrics = classification_metrics(test.labels, decide(test_logits, test.multilabel), meta.num_classes)
         after = {"parameters": count_parameters(model), "macs": count_macs(model, card["input_size"])}
         summary = {
             "sparsity": sparsity(model),
@@ -259,6 +258,7 @@ def quantize_variants(params: Params, sources: tuple[str, ...], layout: Layout =
             fp32.unlink()
             write_json(tmp / f"{source}.int8.json", {
                 **{k: card[k] for k in ("timm_name", "num_classes", "class_names", "input_size", "mean", "std")},
+                "task": card.get("task", "multiclass"),
                 "role": f"{source}_int8", "source": source, "quantize": cfg.model_dump(), **result,
             })
             results[source] = result

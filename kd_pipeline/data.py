@@ -1,7 +1,8 @@
 """Datasets to prepared arrays, and fast batches from them.
 
 Prepared data is one folder: `{train,val,test}/images.npy` (uint8, NHWC, 3 channels),
-`{split}/labels.npy` (int64) and `meta.json` (class names, counts, train mean/std and a
+`{split}/labels.npy` (int64: one class per image, or N×L 0/1 columns for a multi-label set)
+and `meta.json` (class names, counts, train mean/std and a
 content hash). `.npy` rather than `.npz` so that splits load memory-mapped: a large set
 never has to fit in RAM, and batches are sliced straight from the map.
 """
@@ -38,6 +39,15 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def multilabel(self) -> bool:
+        return is_multilabel(self.labels)
+
+
+def is_multilabel(labels: np.ndarray) -> bool:
+    """N×L 0/1 label columns (any number of labels per image) rather than one class index each."""
+    return labels.ndim == 2
+
 
 @dataclass(frozen=True)
 class Meta:
@@ -50,6 +60,7 @@ class Meta:
     counts: dict[str, dict[str, int]]
     content_hash: str
     source: dict[str, Any]
+    task: str = "multiclass"  # multiclass (one class per image) | multilabel (0/1 per label)
 
     @property
     def num_classes(self) -> int:
@@ -78,6 +89,13 @@ def stratified_split(
 def _split(
     labels: np.ndarray, fractions: dict[str, float], seed: int, class_names: list[str] | None
 ) -> dict[str, np.ndarray]:
+    if is_multilabel(labels):  # no single class to stratify on: a seeded random split
+        rest, parts, remaining = np.arange(len(labels)), {}, 1.0
+        for name, fraction in fractions.items():
+            rest, parts[name] = train_test_split(rest, test_size=fraction / remaining, random_state=seed)
+            remaining -= fraction
+        parts["train"] = rest
+        return {name: np.sort(parts[name]) for name in SPLITS if name in parts}
     counts = np.bincount(labels)
     names = class_names or [str(k) for k in range(len(counts))]
     needed = len(fractions) + 1
@@ -115,6 +133,7 @@ def prepare(cfg: DataParams, out_dir: str | Path, chunk: int = 1024) -> Meta:
     """
     raw = load_source(cfg)
     num_classes = len(raw.class_names)
+    multilabel = is_multilabel(raw.pool[1] if raw.pool is not None else raw.splits["train"][1])
     if raw.pool is not None:
         images, labels = raw.pool
         parts = stratified_split(labels, cfg.val_fraction, cfg.test_fraction, cfg.seed, raw.class_names)
@@ -134,8 +153,7 @@ def prepare(cfg: DataParams, out_dir: str | Path, chunk: int = 1024) -> Meta:
     with atomic_dir(out_dir) as tmp:
         for split in SPLITS:
             images, labels, idx = sources[split]
-            if len(idx) and (labels[idx].min() < 0 or labels[idx].max() >= num_classes):
-                raise DataError(f"{split} labels outside 0..{num_classes - 1} for {num_classes} class names")
+            _check_labels(labels[idx], num_classes, split)
             (tmp / split).mkdir()
             shape = (len(idx), cfg.image_size, cfg.image_size, 3)
             out = np.lib.format.open_memmap(tmp / split / "images.npy", mode="w+", dtype=np.uint8, shape=shape)
@@ -153,7 +171,7 @@ def prepare(cfg: DataParams, out_dir: str | Path, chunk: int = 1024) -> Meta:
             split_labels = labels[np.sort(idx)]
             np.save(tmp / split / "labels.npy", split_labels)
             digest.update(split_labels.tobytes())
-            counts[split] = {name: int((split_labels == k).sum()) for k, name in enumerate(raw.class_names)}
+            counts[split] = label_counts(split_labels, raw.class_names)
         mean = channel_sum / max(pixels, 1)
         std = np.sqrt(np.maximum(channel_sq / max(pixels, 1) - mean**2, 0.0))
         meta = Meta(
@@ -164,9 +182,27 @@ def prepare(cfg: DataParams, out_dir: str | Path, chunk: int = 1024) -> Meta:
             counts=counts,
             content_hash=digest.hexdigest()[:16],
             source={**cfg.model_dump(), "skipped_files": raw.skipped},
+            task="multilabel" if multilabel else "multiclass",
         )
         write_json(tmp / "meta.json", meta.__dict__)
     return meta
+
+
+def _check_labels(labels: np.ndarray, num_classes: int, split: str) -> None:
+    if not len(labels):
+        return
+    if is_multilabel(labels):
+        if labels.shape[1] != num_classes or labels.min() < 0 or labels.max() > 1:
+            raise DataError(f"{split} labels: expected 0/1 columns for {num_classes} labels, got shape {labels.shape}")
+    elif labels.min() < 0 or labels.max() >= num_classes:
+        raise DataError(f"{split} labels outside 0..{num_classes - 1} for {num_classes} class names")
+
+
+def label_counts(labels: np.ndarray, class_names: list[str]) -> dict[str, int]:
+    """Images per class; for multi-label data, images carrying each label (positives)."""
+    if is_multilabel(labels):
+        return {name: int(labels[:, k].sum()) for k, name in enumerate(class_names)}
+    return {name: int((labels == k).sum()) for k, name in enumerate(class_names)}
 
 
 def load_meta(prepared_dir: str | Path) -> Meta:
@@ -200,6 +236,9 @@ def batches(
     """
     rng = np.random.default_rng(seed)
     order = np.arange(len(split))
+    if balanced and split.multilabel:
+        raise DataError("train.sampler balanced needs one class per image; this data is multi-label"
+                        " (use train.class_weights: true, which weighs each label's positives)")
     if balanced:
         weights = 1.0 / np.bincount(split.labels)[split.labels]
         order = rng.choice(len(split), size=len(split), replace=True, p=weights / weights.sum())
@@ -263,7 +302,14 @@ def color_jitter(images: torch.Tensor, cfg: AugmentParams, generator: torch.Gene
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
-    """Inverse-frequency weights (n / (k · n_c)), so rare classes count as much as common ones."""
+    """Inverse-frequency weights (n / (k · n_c)), so rare classes count as much as common ones.
+
+    Multi-label data gets BCE's `pos_weight` instead: negatives / positives per label, so a
+    rare finding's positives weigh as much as its negatives.
+    """
+    if is_multilabel(labels):
+        positives = labels.sum(axis=0).astype(np.float64)
+        return torch.tensor((len(labels) - positives) / np.maximum(positives, 1.0), dtype=torch.float32)
     counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
     weights = len(labels) / (num_classes * np.maximum(counts, 1.0))
     return torch.tensor(weights, dtype=torch.float32)

@@ -1,9 +1,45 @@
-"""The knowledge-distillation loss (Hinton et al., 2015)."""
+"""The knowledge-distillation loss (Hinton et al., 2015), for one class per image or many labels.
+
+Targets of shape N hold one class index per image (softmax, cross-entropy); targets of shape
+N×L hold 0/1 per label (multi-label, e.g. ChestMNIST): each label is its own yes/no question,
+so the loss is per-label binary cross-entropy and distillation matches per-label probabilities.
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+
+def hard_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    class_weights: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """Cross-entropy against class indices; per-label BCE (weights = `pos_weight`) against N×L targets."""
+    if targets.ndim == 2:
+        y = targets.float() * (1.0 - label_smoothing) + 0.5 * label_smoothing
+        return F.binary_cross_entropy_with_logits(logits.float(), y, pos_weight=class_weights)
+    return F.cross_entropy(logits.float(), targets, weight=class_weights, label_smoothing=label_smoothing)
+
+
+def soft_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float, multilabel: bool
+) -> torch.Tensor:
+    """KL(teacher ‖ student) at temperature T, without the T² factor.
+
+    One class per image: KL between the softened softmax distributions (sum over classes,
+    mean over images). Multi-label: KL between each label's softened Bernoulli
+    (sigmoid(z/T)), averaged over labels and images, so it is on BCE's scale.
+    """
+    s = student_logits.float() / temperature
+    t = teacher_logits.float() / temperature
+    if multilabel:
+        p_t = torch.sigmoid(t)
+        kl = p_t * (F.logsigmoid(t) - F.logsigmoid(s)) + (1.0 - p_t) * (F.logsigmoid(-t) - F.logsigmoid(-s))
+        return kl.mean()
+    return F.kl_div(F.log_softmax(s, dim=1), F.log_softmax(t, dim=1), reduction="batchmean", log_target=True)
 
 
 def kd_loss(
@@ -15,19 +51,12 @@ def kd_loss(
     class_weights: torch.Tensor | None = None,
     label_smoothing: float = 0.0,
 ) -> torch.Tensor:
-    """α·T²·KL(softmax(teacher/T) ‖ softmax(student/T)) + (1−α)·cross-entropy.
+    """α·T²·KL(teacher/T ‖ student/T) + (1−α)·hard loss (cross-entropy, or BCE for N×L targets).
 
     The T² factor keeps the soft term's gradients on the same scale as the hard term's
     when T changes, so α means the same thing at every temperature.
     """
     t = temperature
-    soft = F.kl_div(
-        F.log_softmax(student_logits.float() / t, dim=1),
-        F.log_softmax(teacher_logits.float() / t, dim=1),
-        reduction="batchmean",
-        log_target=True,
-    )
-    hard = F.cross_entropy(
-        student_logits.float(), targets, weight=class_weights, label_smoothing=label_smoothing
-    )
+    soft = soft_loss(student_logits, teacher_logits, t, multilabel=targets.ndim == 2)
+    hard = hard_loss(student_logits, targets, class_weights, label_smoothing)
     return alpha * t * t * soft + (1.0 - alpha) * hard

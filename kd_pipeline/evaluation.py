@@ -26,12 +26,14 @@ from sklearn.metrics import (
     accuracy_score,
     balanced_accuracy_score,
     confusion_matrix,
+    hamming_loss,
+    multilabel_confusion_matrix,
     precision_recall_fscore_support,
     roc_auc_score,
 )
 from torch import nn
 
-from kd_pipeline.data import Normalizer, Split, batches, normalize_numpy
+from kd_pipeline.data import Normalizer, Split, batches, is_multilabel, normalize_numpy
 
 
 @torch.inference_mode()
@@ -48,24 +50,39 @@ def predict_logits(
     return torch.cat(outputs) if outputs else torch.empty(0)
 
 
+def decide(logits: np.ndarray, multilabel: bool) -> np.ndarray:
+    """Predictions from logits: the top class, or every label whose probability is above 0.5."""
+    return (logits > 0).astype(np.int64) if multilabel else logits.argmax(axis=1)
+
+
+def probabilities(logits: np.ndarray, multilabel: bool) -> np.ndarray:
+    """Softmax over classes, or an independent sigmoid per label."""
+    if multilabel:
+        return 1.0 / (1.0 + np.exp(-logits))
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    return probabilities(logits, multilabel=False)
+
+
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> dict[str, float]:
-    """Accuracy and macro precision/recall/F1 over all classes (absent ones count as 0)."""
+    """Accuracy and macro precision/recall/F1 over all classes (absent ones count as 0).
+
+    Multi-label (N×L 0/1 arrays): accuracy is the mean per-label accuracy at 0.5 (MedMNIST's
+    ACC for ChestMNIST); `exact_match` is the share of images with every label right.
+    """
     labels = list(range(num_classes))
     precision, recall, f1, _ = precision_recall_fscore_support(
         y_true, y_pred, labels=labels, average="macro", zero_division=0
     )
-    return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "precision": float(precision),
-        "recall": float(recall),
-        "f1": float(f1),
-    }
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
+    scores = {"precision": float(precision), "recall": float(recall), "f1": float(f1)}
+    if is_multilabel(y_true):
+        return {"accuracy": 1.0 - float(hamming_loss(y_true, y_pred)),
+                "exact_match": float(accuracy_score(y_true, y_pred)), **scores}
+    return {"accuracy": float(accuracy_score(y_true, y_pred)), **scores}
 
 
 @dataclass
@@ -74,14 +91,17 @@ class TestReport:
 
     summary: dict[str, float]
     per_class: dict[str, dict[str, float]]
-    confusion: list[list[int]]
+    confusion: list  # k×k counts; multi-label: one [[tn, fp], [fn, tp]] per label
+    predictions: np.ndarray
     warnings: list[str] = field(default_factory=list)
 
 
 def full_metrics(y_true: np.ndarray, logits: np.ndarray, class_names: list[str]) -> TestReport:
     """Summary, per-class and confusion metrics from logits; problems become warnings, not crashes."""
+    if is_multilabel(y_true):
+        return _multilabel_metrics(y_true, logits, class_names)
     labels = list(range(len(class_names)))
-    y_pred = logits.argmax(axis=1)
+    y_pred = decide(logits, multilabel=False)
     notes: list[str] = []
     summary = classification_metrics(y_true, y_pred, len(labels))
     present = np.unique(y_true)
@@ -118,7 +138,42 @@ def full_metrics(y_true: np.ndarray, logits: np.ndarray, class_names: list[str])
         for k, name in enumerate(class_names)
     }
     confusion = confusion_matrix(y_true, y_pred, labels=labels).tolist()
-    return TestReport(summary=summary, per_class=per_class, confusion=confusion, warnings=notes)
+    return TestReport(summary=summary, per_class=per_class, confusion=confusion, predictions=y_pred, warnings=notes)
+
+
+def _multilabel_metrics(y_true: np.ndarray, logits: np.ndarray, names: list[str]) -> TestReport:
+    """Per-label AUC and its mean (MedMNIST's AUC), accuracy at 0.5, macro P/R/F1, per-label 2×2 counts."""
+    y_pred = decide(logits, multilabel=True)
+    probs = probabilities(logits.astype(np.float64), multilabel=True)
+    summary = classification_metrics(y_true, y_pred, len(names))
+    notes: list[str] = []
+    aucs: dict[str, float] = {}
+    balanced: list[float] = []
+    for k, name in enumerate(names):
+        if len(np.unique(y_true[:, k])) < 2:
+            notes.append(f"label {name}: test split has only {'positives' if y_true[0, k] else 'negatives'};"
+                         " its AUC is undefined and left out of the mean")
+            continue
+        aucs[name] = float(roc_auc_score(y_true[:, k], probs[:, k]))
+        balanced.append(float(balanced_accuracy_score(y_true[:, k], y_pred[:, k])))
+    if aucs:
+        summary["roc_auc"] = float(np.mean(list(aucs.values())))
+        summary["balanced_accuracy"] = float(np.mean(balanced))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=list(range(len(names))), average=None, zero_division=0
+    )
+    per_class = {
+        name: {
+            "precision": float(precision[k]),
+            "recall": float(recall[k]),
+            "f1": float(f1[k]),
+            "support": int(support[k]),
+            **({"roc_auc": aucs[name]} if name in aucs else {}),
+        }
+        for k, name in enumerate(names)
+    }
+    confusion = multilabel_confusion_matrix(y_true, y_pred).tolist()
+    return TestReport(summary=summary, per_class=per_class, confusion=confusion, predictions=y_pred, warnings=notes)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@ preprocessing and a model card, verified against PyTorch before it is written.
 
 Verification on real test images: a float model must match PyTorch's logits to
 `export.max_float_diff` (1e-4); an int8 model must agree with its float source on at least
-`export.min_int8_agreement` (99%) of top-1 predictions. A failed check fails the stage and nothing is written.
+`export.min_int8_agreement` (99%) of top-1 predictions (multi-label: of per-label decisions).
+A failed check fails the stage and nothing is written.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from kd_pipeline.chain import DEFAULT_LAYOUT, Layout
 from kd_pipeline.compression import export_onnx
 from kd_pipeline.data import Split, load_meta, load_split, normalize_numpy
 from kd_pipeline.errors import PipelineError
+from kd_pipeline.evaluation import decide
 from kd_pipeline.files import atomic_dir, write_json
 from kd_pipeline.models import load_checkpoint
 from kd_pipeline.params import ExportParams, Params
@@ -43,13 +45,14 @@ def verify(
     with torch.inference_mode():
         ref = torch.cat([model.eval()(torch.from_numpy(x[i : i + 128])) for i in range(0, len(x), 128)]).numpy()
     if int8:
-        agreement = float((got.argmax(1) == ref.argmax(1)).mean())
+        on = "label decisions" if test.multilabel else "top-1 classes"
+        agreement = float((decide(got, test.multilabel) == decide(ref, test.multilabel)).mean())
         if agreement < cfg.min_int8_agreement:
             raise ExportError(
-                f"{onnx_path.name}: int8 top-1 agrees with PyTorch on {agreement:.2%} of test images,"
+                f"{onnx_path.name}: int8 agrees with PyTorch on {agreement:.2%} of test {on},"
                 f" below {cfg.min_int8_agreement:.0%}; try quantize.per_channel: true or more calibration batches"
             )
-        return {"top1_agreement": agreement, "images": len(x)}
+        return {"agreement": agreement, "agreement_on": on, "images": len(x)}
     diff = float(np.abs(got - ref).max())
     if diff > cfg.max_float_diff:
         raise ExportError(f"{onnx_path.name}: ONNX logits differ from PyTorch by {diff:.2e} (> {cfg.max_float_diff:g})")
@@ -60,7 +63,7 @@ def _model_card(variant: str, card: dict, evaluation: dict, params: Params, chec
     measured = evaluation["variants"][variant]
     teacher = evaluation["variants"]["teacher"]
     check_line = (
-        f"top-1 agreement with PyTorch {check['top1_agreement']:.2%}" if "top1_agreement" in check
+        f"agreement with PyTorch on {check['agreement_on']}: {check['agreement']:.2%}" if "agreement" in check
         else f"max |logit difference| vs PyTorch {check['max_abs_diff']:.1e}"
     )
     return "\n".join([
@@ -72,7 +75,9 @@ def _model_card(variant: str, card: dict, evaluation: dict, params: Params, chec
         f" `{params.student.model}` (KD α={params.kd.alpha}, T={params.kd.temperature})"
         + (f", pruned {params.prune.method} {params.prune.ratio:g}" if "pruned" in variant else "")
         + (f", int8 {params.quantize.method} (ONNX Runtime)" if variant.endswith("_int8") else ""),
-        f"- **Data**: `{params.data.name}`, {len(card['class_names'])} classes, input {card['input_size']},"
+        f"- **Data**: `{params.data.name}`, {len(card['class_names'])}"
+        f" {'labels (multi-label: sigmoid per label)' if card.get('task') == 'multilabel' else 'classes'},"
+        f" input {card['input_size']},"
         f" mean {card['mean']}, std {card['std']}",
         f"- **Test accuracy**: {measured['accuracy']:.4f} (teacher {teacher['accuracy']:.4f}),"
         f" macro F1 {measured['f1']:.4f}",
@@ -116,6 +121,7 @@ def export_deployable(params: Params, layout: Layout = DEFAULT_LAYOUT, out_dir: 
         write_json(tmp / "preprocessing.json", {
             "input_name": "input", "input_layout": "NCHW", "input_size": card["input_size"],
             "resize": "bilinear", "color": "RGB", "scale": "pixel / 255", "mean": card["mean"], "std": card["std"],
+            "task": meta.task, "output": "sigmoid per label" if meta.task == "multilabel" else "softmax",
         })
         (tmp / "MODEL_CARD.md").write_text(_model_card(variant, card, evaluation, params, check))
     result = {"variant": variant, "int8": int8, "onnx_mb": (out_dir / "model.onnx").stat().st_size / 2**20, **check}

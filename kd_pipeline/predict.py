@@ -3,6 +3,8 @@
     python -m kd_pipeline.predict --model export image.png folder/ [--json] [--top 3]
 
 Unreadable files are reported on stderr and skipped; the exit code is 1 when any was skipped.
+A multi-label bundle (preprocessing.json "task": "multilabel") reports every label whose
+probability is above 0.5 (`labels`), and `--top` labels by probability.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class Classifier:
         self.size = tuple(prep["input_size"][1:])
         self.mean = np.asarray(prep["mean"], np.float32).reshape(1, 3, 1, 1)
         self.std = np.asarray(prep["std"], np.float32).reshape(1, 3, 1, 1)
+        self.multilabel = prep.get("task") == "multilabel"
         self.session = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
 
     def load(self, path: Path) -> np.ndarray:
@@ -46,6 +49,8 @@ class Classifier:
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         x = (images.astype(np.float32).transpose(0, 3, 1, 2) / 255.0 - self.mean) / self.std
         logits = self.session.run(None, {"input": x.astype(np.float32)})[0]
+        if self.multilabel:  # each label on its own: an independent sigmoid
+            return 1.0 / (1.0 + np.exp(-logits))
         exp = np.exp(logits - logits.max(axis=1, keepdims=True))
         return exp / exp.sum(axis=1, keepdims=True)
 
@@ -85,6 +90,12 @@ def main(argv: list[str] | None = None) -> int:
         probs = classifier.probabilities(image[None])[0]
         order = np.argsort(-probs)[: max(1, args.top)]
         top = [{"class": classifier.labels[str(k)], "probability": round(float(probs[k]), 6)} for k in order]
+        if classifier.multilabel:
+            present = [classifier.labels[str(k)] for k in np.flatnonzero(probs > 0.5)]
+            results.append({"path": str(path), "labels": present, "top": top})
+            if not args.json:
+                print(f"{path}\t{','.join(present) or '(none)'}")
+            continue
         results.append({"path": str(path), **top[0], "top": top})
         if not args.json:
             print(f"{path}\t{top[0]['class']}\t{top[0]['probability']:.4f}")

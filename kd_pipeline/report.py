@@ -41,10 +41,7 @@ def write_plot_data(result: dict[str, Any], class_names: list[str], test_labels:
         with atomic_dir(plots_dir / folder) as tmp:
             for name, detail in details.items():
                 if folder == "confusion":
-                    rows = [
-                        {"actual": class_names[a], "predicted": class_names[p]}
-                        for a, p in zip(test_labels, detail["predictions"], strict=True)
-                    ]
+                    rows = confusion_rows(test_labels, detail["predictions"], class_names)
                 else:
                     rows = [{"class": c, "f1": v["f1"]} for c, v in detail["per_class"].items()]
                 write_json(tmp / f"{name}.json", rows)
@@ -54,6 +51,25 @@ def write_plot_data(result: dict[str, Any], class_names: list[str], test_labels:
     ]
     write_json(plots_dir / "tradeoff.json", tradeoff)
     _tradeoff_png(tradeoff, evaluation.get("deployed"), plots_dir / "tradeoff.png")
+
+
+def confusion_rows(actual: list, predicted: list, class_names: list[str]) -> list[dict[str, str]]:
+    """Rows for DVC's confusion template: one per test image (actual class, predicted class).
+
+    Multi-label: one row per image and label where the label is present or predicted
+    ("Effusion: yes" → "Effusion: no" is a miss), so each label is a 2×2 block on the
+    diagonal; true negatives, the bulk of a rare label's rows, are left out of the plot
+    (their counts are in reports/summary.md).
+    """
+    if actual and isinstance(actual[0], list):
+        answer = ("no", "yes")
+        return [
+            {"actual": f"{class_names[k]}: {answer[a]}", "predicted": f"{class_names[k]}: {answer[p]}"}
+            for truth, guess in zip(actual, predicted, strict=True)
+            for k, (a, p) in enumerate(zip(truth, guess, strict=True))
+            if a or p
+        ]
+    return [{"actual": class_names[a], "predicted": class_names[p]} for a, p in zip(actual, predicted, strict=True)]
 
 
 def _tradeoff_png(rows: list[dict[str, Any]], deployed: str | None, path: Path) -> None:
@@ -87,6 +103,12 @@ def render_summary(result: dict[str, Any], params: Params) -> str:
         f"All variants on the same held-out test split, CPU, {params.evaluate.num_threads} thread(s),"
         f" median of {params.evaluate.repeats} timed runs after {params.evaluate.warmup} warm-up runs."
     )
+    multilabel = evaluation.get("task") == "multilabel"
+    if multilabel:
+        lines.append(
+            "Multi-label data: accuracy is the mean per-label accuracy at probability 0.5, ROC AUC the mean"
+            " of the per-label AUCs (MedMNIST's ACC and AUC), F1 the macro mean over labels."
+        )
     lines += ["", "| variant | kind | " + " | ".join(c[1] for c in COLUMNS) + " |"]
     lines.append("|---|---|" + "---|" * len(COLUMNS))
     for name, measured in variants.items():
@@ -129,7 +151,15 @@ def render_summary(result: dict[str, Any], params: Params) -> str:
         lines.append(f"- fastest at batch 1: **{fastest}** ({ok[fastest]['latency_ms']:.2f} ms)")
     best = max(variants, key=lambda n: variants[n]["accuracy"])
     lines.append(f"- most accurate overall: **{best}** ({variants[best]['accuracy']:.4f})")
-    if deployed:
+    if deployed and multilabel:
+        detail = result["details"][deployed]
+        lines += ["", f"### Per-label metrics of {deployed}", "",
+                  "| label | AUC | precision | recall | F1 | positives | TP | FP | FN | TN |", "|---|" + "---|" * 9]
+        for (cls, m), ((tn, fp), (fn, tp)) in zip(detail["per_class"].items(), detail["confusion"], strict=True):
+            auc = f"{m['roc_auc']:.3f}" if "roc_auc" in m else "–"
+            lines.append(f"| {cls} | {auc} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f}"
+                         f" | {m['support']} | {tp} | {fp} | {fn} | {tn} |")
+    elif deployed:
         lines += ["", f"### Per-class F1 of {deployed}", "", "| class | precision | recall | F1 | support |"]
         lines.append("|---|---|---|---|---|")
         for cls, m in result["details"][deployed]["per_class"].items():
@@ -164,8 +194,9 @@ def write_data_report(meta: Meta, prepared_dir: Path, plots_dir: Path, metrics_p
 
     train_counts = [n for n in meta.counts["train"].values()]
     summary = {
+        "task": meta.task,
         "num_classes": meta.num_classes,
-        **{f"{split}_images": sum(meta.counts[split].values()) for split in SPLITS},
+        **{f"{split}_images": len(load_split(prepared_dir, split)) for split in SPLITS},
         "imbalance_ratio": max(train_counts) / max(min(train_counts), 1),
         "skipped_files": len(meta.source.get("skipped_files", [])),
     }
@@ -181,7 +212,7 @@ def write_data_report(meta: Meta, prepared_dir: Path, plots_dir: Path, metrics_p
         ax.barh(y + offset, [meta.counts[split][c] for c in shown], height=0.27, label=split)
     ax.set_yticks(y, shown)
     ax.invert_yaxis()
-    ax.set_xlabel("images")
+    ax.set_xlabel("images with the label" if meta.task == "multilabel" else "images")
     ax.set_title(f"Class distribution (train imbalance ratio {summary['imbalance_ratio']:.1f})")
     ax.legend()
     with atomic_file(plots_dir / "class_distribution.png") as tmp:
@@ -192,7 +223,8 @@ def write_data_report(meta: Meta, prepared_dir: Path, plots_dir: Path, metrics_p
     per_class = 8
     fig, axes = plt.subplots(len(shown), per_class, figsize=(per_class, len(shown) + 0.5), squeeze=False)
     for row, name in enumerate(shown):
-        picks = np.flatnonzero(train.labels == row)[:per_class]
+        has_label = train.labels[:, row] == 1 if train.multilabel else train.labels == row
+        picks = np.flatnonzero(has_label)[:per_class]
         for col in range(per_class):
             ax = axes[row][col]
             ax.axis("off")

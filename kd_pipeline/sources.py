@@ -1,5 +1,8 @@
 """Dataset readers, offline-first: each returns uint8 NHWC images, int64 labels and class names.
 
+Labels are one class index per image (shape N), or for a multi-label set such as ChestMNIST
+one 0/1 column per label (shape N×L), where an image may carry any number of labels.
+
 Files already on disk (`data.root`) are read with each library's own loader; a download
 happens only when `data.download` is true, through that library's download code and
 checksums. Nothing downloads at import time.
@@ -66,11 +69,7 @@ def _medmnist(cfg: DataParams) -> RawData:
     import medmnist
 
     info = medmnist.INFO[cfg.subset]
-    if info["task"].startswith("multi-label"):
-        raise DataError(
-            f"data.subset {cfg.subset} is multi-label ({len(info['label'])} labels); multi-label training"
-            " is not supported yet: choose a single-label MedMNIST set"
-        )
+    multilabel = info["task"].startswith("multi-label")
     root = _root(cfg, "~/.medmnist")
     size_flag = "" if cfg.medmnist_size == 28 else f"_{cfg.medmnist_size}"
     expected = root / f"{cfg.subset}{size_flag}.npz"
@@ -88,8 +87,11 @@ def _medmnist(cfg: DataParams) -> RawData:
         images = np.asarray(dataset.imgs)
         if images.ndim == 3:
             images = images[..., None]
-        splits[split] = (images, np.asarray(dataset.labels).reshape(-1).astype(np.int64))
-    names = [info["label"][str(k)] for k in range(len(info["label"]))]
+        labels = np.asarray(dataset.labels).astype(np.int64)
+        names = [info["label"][str(k)] for k in range(len(info["label"]))]
+        if multilabel and (labels.ndim != 2 or labels.shape[1] != len(names)):
+            raise DataError(f"{expected}: {split} labels have shape {labels.shape}; expected (N, {len(names)})")
+        splits[split] = (images, labels if multilabel else labels.reshape(-1))
     return RawData(class_names=names, splits=splits)
 
 

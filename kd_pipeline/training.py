@@ -21,13 +21,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
 from kd_pipeline.data import Normalizer, Split, batches, class_weights, color_jitter
-from kd_pipeline.distillation import kd_loss
-from kd_pipeline.evaluation import classification_metrics, predict_logits
+from kd_pipeline.distillation import hard_loss, kd_loss
+from kd_pipeline.evaluation import classification_metrics, decide, predict_logits
 from kd_pipeline.files import atomic_file
 from kd_pipeline.params import KDParams, TrainParams
 
@@ -245,23 +244,22 @@ def fit(
                     logits, teacher_logits, y, kd.alpha, kd.temperature, weights, cfg.label_smoothing
                 )
             else:
-                loss = F.cross_entropy(logits.float(), y, weight=weights, label_smoothing=cfg.label_smoothing)
+                loss = hard_loss(logits, y, weights, cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             loss_sum += loss.item() * len(labels)
-            preds.append(logits.detach().argmax(1).cpu())
-            targets.append(labels)
+            preds.append(decide(logits.detach().float().cpu().numpy(), train.multilabel))
+            targets.append(labels.numpy())
             progress.set_postfix(loss=f"{loss.item():.3f}")
 
         lr = optimizer.param_groups[0]["lr"]
         row: dict[str, float] = {"epoch": float(epoch), "train/loss": loss_sum / len(train)}
-        train_metrics = classification_metrics(torch.cat(targets).numpy(), torch.cat(preds).numpy(), num_classes)
+        train_metrics = classification_metrics(np.concatenate(targets), np.concatenate(preds), num_classes)
         row.update({f"train/{k}": v for k, v in train_metrics.items()})
         val_logits = predict_logits(model, val, normalizer)
-        val_labels = torch.from_numpy(val.labels)
-        row["val/loss"] = float(F.cross_entropy(val_logits, val_labels).item())
-        val_metrics = classification_metrics(val.labels, val_logits.argmax(1).numpy(), num_classes)
+        row["val/loss"] = float(hard_loss(val_logits, torch.from_numpy(val.labels)).item())
+        val_metrics = classification_metrics(val.labels, decide(val_logits.numpy(), val.multilabel), num_classes)
         row.update({f"val/{k}": v for k, v in val_metrics.items()})
         row["lr"] = lr
         row["epoch_time_s"] = time.perf_counter() - started

@@ -9,7 +9,7 @@ from kd_pipeline.params import load_params
 def main() -> None:
     result = export_deployable(load_params())
     check = (
-        f"top-1 agreement {result['top1_agreement']:.2%}" if result["int8"]
+        f"agreement on {result['agreement_on']} {result['agreement']:.2%}" if result["int8"]
         else f"max abs diff {result['max_abs_diff']:.1e}"
     )
     print(f"exported {result['variant']} ({result['onnx_mb']:.2f} MB ONNX), verified: {check}")

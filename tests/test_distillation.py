@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from kd_pipeline.distillation import kd_loss
+from kd_pipeline.distillation import hard_loss, kd_loss
 
 
 def _softmax(row: list[float], t: float) -> list[float]:
@@ -46,3 +46,38 @@ def test_gradient_flows_to_student_only() -> None:
     kd_loss(student, teacher.detach(), torch.tensor([0, 1, 2]), 0.5, 3.0).backward()
     assert student.grad is not None and student.grad.abs().sum() > 0
     assert teacher.grad is None
+
+
+def _bernoulli_kl(p: float, q: float) -> float:
+    return p * math.log(p / q) + (1 - p) * math.log((1 - p) / (1 - q))
+
+
+def test_multilabel_kd_is_per_label_bernoulli_kl_plus_bce() -> None:
+    student = [[1.0, -2.0, 0.5], [0.0, 1.0, -3.0]]
+    teacher = [[2.0, -1.0, 0.0], [-0.5, 0.5, 2.0]]
+    targets = [[1, 0, 1], [0, 1, 0]]
+    alpha, t = 0.4, 3.0
+
+    def sig(v: float) -> float:
+        return 1.0 / (1.0 + math.exp(-v))
+
+    pairs = [(s, te, y) for sr, tr, yr in zip(student, teacher, targets, strict=True)
+             for s, te, y in zip(sr, tr, yr, strict=True)]
+    kl = sum(_bernoulli_kl(sig(te / t), sig(s / t)) for s, te, _ in pairs) / len(pairs)
+    bce = -sum(y * math.log(sig(s)) + (1 - y) * math.log(1 - sig(s)) for s, _, y in pairs) / len(pairs)
+    expected = alpha * t * t * kl + (1 - alpha) * bce
+
+    got = kd_loss(torch.tensor(student), torch.tensor(teacher), torch.tensor(targets), alpha, t)
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+    same = torch.tensor(student)
+    assert kd_loss(same, same.clone(), torch.tensor(targets), 1.0, t).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_multilabel_hard_loss_uses_pos_weight() -> None:
+    logits = torch.zeros(2, 2)
+    targets = torch.tensor([[1, 0], [1, 0]])
+    plain = hard_loss(logits, targets)
+    weighted = hard_loss(logits, targets, class_weights=torch.tensor([3.0, 3.0]))
+    # every positive costs log 2 three times over, negatives unchanged: (3 + 1) / 2 × log 2
+    assert plain.item() == pytest.approx(math.log(2))
+    assert weighted.item() == pytest.approx(2 * math.log(2))

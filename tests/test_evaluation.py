@@ -147,3 +147,41 @@ def test_teacher_missing_is_fatal(prepared_dir: Path) -> None:
 def test_time_model_reports_medians() -> None:
     timing = time_model(lambda x: x.sum(), np.zeros((2, 4, 4, 3), np.uint8), 8, warmup=1, repeats=3)
     assert timing.latency_ms > 0 and timing.throughput > 0
+
+
+def test_multilabel_metrics_match_medmnist_evaluator() -> None:
+    from medmnist.evaluator import getACC, getAUC
+
+    rng = np.random.default_rng(1)
+    y_true = rng.integers(0, 2, (40, 4))
+    logits = rng.normal(size=(40, 4)) + 1.5 * (y_true - 0.5)
+    report = full_metrics(y_true, logits, ["a", "b", "c", "d"])
+    probs = 1 / (1 + np.exp(-logits))
+    task = "multi-label, binary-class"
+    assert report.summary["roc_auc"] == pytest.approx(getAUC(y_true, probs, task))
+    assert report.summary["accuracy"] == pytest.approx(getACC(y_true, probs, task))
+    assert report.summary["exact_match"] == pytest.approx(((probs > 0.5) == y_true).all(axis=1).mean())
+    assert report.summary["f1"] == pytest.approx(f1_score(y_true, probs > 0.5, average="macro"))
+    assert report.per_class["b"]["roc_auc"] == pytest.approx(roc_auc_score(y_true[:, 1], probs[:, 1]))
+    (tn, fp), (fn, tp) = report.confusion[2]
+    assert tp == int(((probs[:, 2] > 0.5) & (y_true[:, 2] == 1)).sum()) and tn + fp + fn + tp == 40
+    assert report.predictions.shape == (40, 4)
+
+
+def test_multilabel_label_without_positives_is_left_out_of_mean_auc() -> None:
+    y_true = np.array([[1, 0], [0, 0], [1, 0], [0, 0]])
+    logits = np.array([[2.0, -1], [-1, -2], [1, 0.5], [-2, -1]])
+    report = full_metrics(y_true, logits, ["seen", "never"])
+    assert report.summary["roc_auc"] == pytest.approx(1.0)
+    assert "roc_auc" not in report.per_class["never"]
+    assert any("never" in w and "only negatives" in w for w in report.warnings)
+
+
+def test_multilabel_confusion_rows_skip_true_negatives() -> None:
+    from kd_pipeline.report import confusion_rows
+
+    rows = confusion_rows([[1, 0], [0, 0]], [[0, 1], [0, 0]], ["Effusion", "Mass"])
+    assert rows == [
+        {"actual": "Effusion: yes", "predicted": "Effusion: no"},
+        {"actual": "Mass: no", "predicted": "Mass: yes"},
+    ]

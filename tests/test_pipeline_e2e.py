@@ -173,6 +173,42 @@ def test_non_default_source_medmnist_file_on_disk(repo: Path) -> None:
     assert json.loads((repo / "metrics/data.json").read_text())["train_images"] == 40
 
 
+def test_multilabel_chestmnist_end_to_end(repo: Path) -> None:
+    """ChestMNIST's layout (14 yes/no labels per image) through every stage, then predict."""
+    import numpy as np
+    from PIL import Image
+
+    from tests.test_sources import write_medmnist
+
+    raw = repo / "raw"
+    raw.mkdir(exist_ok=True)
+    write_medmnist(raw, "chestmnist", sizes=(48, 12, 16), labels_per_image=14)
+    _write_params(repo, data={"name": "medmnist", "subset": "chestmnist", "root": str(raw)},
+                  train={"class_weights": True})
+    _run(["dvc", "repro"], repo)
+    assert json.loads((repo / "data/prepared/meta.json").read_text())["task"] == "multilabel"
+    assert json.loads((repo / "models/student/model.json").read_text())["task"] == "multilabel"
+    evaluation = json.loads((repo / "metrics/evaluate.json").read_text())
+    assert evaluation["task"] == "multilabel" and set(evaluation["variants"]) == VARIANTS
+    for measured in evaluation["variants"].values():
+        assert {"accuracy", "exact_match", "roc_auc", "f1"} <= set(measured)
+    summary = (repo / "reports/summary.md").read_text()
+    assert "mean per-label accuracy" in summary and "| atelectasis |" in summary
+    rows = json.loads((repo / "plots/confusion/student.json").read_text())
+    assert rows and all(r["actual"].endswith((": yes", ": no")) for r in rows)
+    assert json.loads((repo / "export/preprocessing.json").read_text())["task"] == "multilabel"
+
+    images = np.load(repo / "data/prepared/test/images.npy")
+    folder = repo / "to_predict_chest"
+    folder.mkdir(exist_ok=True)
+    Image.fromarray(images[0]).save(folder / "0.png")
+    proc = _run([sys.executable, "-m", "kd_pipeline.predict", "--model", "export", "--json", "--top", "14",
+                 str(folder)], repo)
+    [result] = json.loads(proc.stdout)
+    probs = {t["class"]: t["probability"] for t in result["top"]}
+    assert len(probs) == 14 and set(result["labels"]) == {c for c, p in probs.items() if p > 0.5}
+
+
 def test_queued_sweep_keeps_good_experiments_and_bad_keys_fail(repo: Path) -> None:
     _write_params(repo)
     _run(["dvc", "repro"], repo)  # back to the tiny digits run (restored from the run cache)

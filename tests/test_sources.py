@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kd_pipeline.data import load_meta, load_split, prepare
+from kd_pipeline.data import batches, class_weights, load_meta, load_split, prepare
 from kd_pipeline.errors import DataError, ParamsError
 from kd_pipeline.params import DataParams, parse_params
 from kd_pipeline.sources import fit_image, load_source
@@ -37,15 +37,33 @@ def test_medmnist_keeps_official_splits_and_becomes_rgb(tmp_path: Path) -> None:
     assert np.array_equal(train.images[..., 0], train.images[..., 2])
 
 
-def test_medmnist_missing_file_and_multilabel_are_clear_errors(tmp_path: Path) -> None:
+def test_medmnist_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     cfg = DataParams(name="medmnist", subset="pneumoniamnist", root=str(tmp_path), medmnist_size=64)
     with pytest.raises(DataError, match=r"pneumoniamnist_64.npz: not found .*data.download: true"):
         load_source(cfg)
-    write_medmnist(tmp_path, "chestmnist", labels_per_image=14)
-    with pytest.raises(DataError, match="chestmnist is multi-label"):
-        load_source(DataParams(name="medmnist", subset="chestmnist", root=str(tmp_path)))
     with pytest.raises(DataError, match="folder not found"):
         load_source(DataParams(name="medmnist", subset="breastmnist", root=str(tmp_path / "nope")))
+
+
+def test_chestmnist_is_prepared_multilabel(tmp_path: Path) -> None:
+    write_medmnist(tmp_path, "chestmnist", labels_per_image=14)
+    meta = prepare(DataParams(name="medmnist", subset="chestmnist", root=str(tmp_path), image_size=16),
+                   tmp_path / "prepared")
+    assert meta.task == "multilabel" and meta.num_classes == 14 and meta.class_names[0] == "atelectasis"
+    test = load_split(tmp_path / "prepared", "test")
+    assert test.multilabel and test.labels.shape == (8, 14) and test.labels.dtype == np.int64
+    assert meta.counts["test"]["atelectasis"] == int(test.labels[:, 0].sum())
+    weights = class_weights(test.labels, 14)  # BCE pos_weight: negatives / positives
+    positives = test.labels[:, 0].sum()
+    assert weights[0].item() == pytest.approx((8 - positives) / max(positives, 1))
+    with pytest.raises(DataError, match="sampler balanced needs one class per image"):
+        next(batches(test, 4, balanced=True))
+
+
+def test_medmnist_wrong_label_count_is_a_clear_error(tmp_path: Path) -> None:
+    write_medmnist(tmp_path, "chestmnist", labels_per_image=3)
+    with pytest.raises(DataError, match=r"chestmnist.npz: train labels have shape \(20, 3\); expected \(N, 14\)"):
+        load_source(DataParams(name="medmnist", subset="chestmnist", root=str(tmp_path)))
 
 
 def test_medmnist_params_are_checked() -> None:

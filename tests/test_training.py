@@ -83,3 +83,34 @@ def test_training_learns(prepared_dir: Path) -> None:
     result, _ = _run(prepared_dir, None)
     assert result.history[-1]["train/loss"] < result.history[0]["train/loss"]
     assert result.best["val/accuracy"] > 0.3  # ten classes: chance is 0.1
+
+
+def test_multilabel_training_and_distillation_learn(prepared_dir: Path, tmp_path: Path) -> None:
+    """Digits relabelled as three yes/no questions (even? below 5? round?): BCE training and KD."""
+    import shutil
+
+    import numpy as np
+
+    from kd_pipeline.evaluation import full_metrics, predict_logits
+
+    folder = tmp_path / "multilabel"
+    shutil.copytree(prepared_dir, folder)
+    for split in ("train", "val", "test"):
+        digits = np.load(folder / split / "labels.npy")
+        labels = np.stack([digits % 2 == 0, digits < 5, np.isin(digits, [0, 6, 8, 9])], axis=1).astype(np.int64)
+        np.save(folder / split / "labels.npy", labels)
+    meta = load_meta(folder)
+    train, val, test = (load_split(folder, s) for s in ("train", "val", "test"))
+    assert train.multilabel
+    params = tiny_params(train={"epochs": 3, "class_weights": True})
+    normalizer = Normalizer(meta.mean, meta.std, torch.device("cpu"), channels_last=False)
+    seed_everything(0)
+    teacher = create_model(TINY_MODEL, 3)
+    taught = fit(teacher, train, val, params.train, normalizer, 3)
+    student = create_model(TINY_MODEL, 3)
+    distilled = fit(student, train, val, params.train, normalizer, 3, teacher=teacher.eval(), kd=params.kd)
+    for result in (taught, distilled):
+        assert result.history[-1]["train/loss"] < result.history[0]["train/loss"]
+        assert {"val/accuracy", "val/exact_match", "val/f1"} <= set(result.best)
+    report = full_metrics(test.labels, predict_logits(student, test, normalizer).numpy(), ["even", "low", "round"])
+    assert report.summary["roc_auc"] > 0.75  # chance is 0.5
