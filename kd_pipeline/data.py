@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from sklearn.model_selection import train_test_split
 from kd_pipeline.errors import DataError
 from kd_pipeline.files import atomic_dir, write_json
 from kd_pipeline.params import AugmentParams, DataParams
-from kd_pipeline.sources import load_source
+from kd_pipeline.sources import RawData, load_source
 
 SPLITS = ("train", "val", "test")
 
@@ -129,28 +130,20 @@ def prepare(cfg: DataParams, out_dir: str | Path, chunk: int = 1024) -> Meta:
     """Load the source, resize, split and write the prepared folder atomically.
 
     Splits are written chunk by chunk into memory-mapped .npy files, so a large source never
-    has to be held in RAM at the prepared size.
+    has to be held in RAM at the prepared size (an image folder is decoded into a scratch
+    memory map inside the output's temporary folder, removed before the folder is renamed).
     """
-    raw = load_source(cfg)
-    num_classes = len(raw.class_names)
-    multilabel = is_multilabel(raw.pool[1] if raw.pool is not None else raw.splits["train"][1])
-    if raw.pool is not None:
-        images, labels = raw.pool
-        parts = stratified_split(labels, cfg.val_fraction, cfg.test_fraction, cfg.seed, raw.class_names)
-        sources = {split: (images, labels, idx) for split, idx in parts.items()}
-    else:
-        sources = {split: (images, labels, np.arange(len(labels))) for split, (images, labels) in raw.splits.items()}
-        if "val" not in sources:  # carve a seeded, stratified validation split from train
-            images, labels, _ = sources["train"]
-            carved = _split(labels, {"val": cfg.val_fraction}, cfg.seed, raw.class_names)
-            sources["train"] = (images, labels, carved["train"])
-            sources["val"] = (images, labels, carved["val"])
     digest = hashlib.sha256()
     channel_sum = np.zeros(3)
     channel_sq = np.zeros(3)
     pixels = 0
     counts: dict[str, dict[str, int]] = {}
     with atomic_dir(out_dir) as tmp:
+        scratch = tmp / ".scratch"
+        raw = load_source(cfg, scratch)
+        num_classes = len(raw.class_names)
+        multilabel = is_multilabel(raw.pool[1] if raw.pool is not None else raw.splits["train"][1])
+        sources = _split_sources(raw, cfg)
         for split in SPLITS:
             images, labels, idx = sources[split]
             _check_labels(labels[idx], num_classes, split)
@@ -172,6 +165,8 @@ def prepare(cfg: DataParams, out_dir: str | Path, chunk: int = 1024) -> Meta:
             np.save(tmp / split / "labels.npy", split_labels)
             digest.update(split_labels.tobytes())
             counts[split] = label_counts(split_labels, raw.class_names)
+        del images, sources
+        shutil.rmtree(scratch, ignore_errors=True)
         mean = channel_sum / max(pixels, 1)
         std = np.sqrt(np.maximum(channel_sq / max(pixels, 1) - mean**2, 0.0))
         meta = Meta(
@@ -186,6 +181,21 @@ def prepare(cfg: DataParams, out_dir: str | Path, chunk: int = 1024) -> Meta:
         )
         write_json(tmp / "meta.json", meta.__dict__)
     return meta
+
+
+def _split_sources(raw: RawData, cfg: DataParams) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(images, labels, indices) per split: a seeded stratified split of a pool, or the source's own."""
+    if raw.pool is not None:
+        images, labels = raw.pool
+        parts = stratified_split(labels, cfg.val_fraction, cfg.test_fraction, cfg.seed, raw.class_names)
+        return {split: (images, labels, idx) for split, idx in parts.items()}
+    sources = {split: (images, labels, np.arange(len(labels))) for split, (images, labels) in raw.splits.items()}
+    if "val" not in sources:  # carve a seeded, stratified validation split from train
+        images, labels, _ = sources["train"]
+        carved = _split(labels, {"val": cfg.val_fraction}, cfg.seed, raw.class_names)
+        sources["train"] = (images, labels, carved["train"])
+        sources["val"] = (images, labels, carved["val"])
+    return sources
 
 
 def _check_labels(labels: np.ndarray, num_classes: int, split: str) -> None:
@@ -299,6 +309,39 @@ def color_jitter(images: torch.Tensor, cfg: AugmentParams, generator: torch.Gene
     grey = (x * luma).sum(dim=-1, keepdim=True)
     x = grey + (x - grey) * factors(cfg.saturation)
     return x.round().clamp(0, 255).to(torch.uint8)
+
+
+def flip_and_crop(images: torch.Tensor, cfg: AugmentParams, generator: torch.Generator) -> torch.Tensor:
+    """Random horizontal/vertical flips and a random crop of the edge-padded image, per image, vectorised.
+
+    Geometry only, on a uint8 NHWC batch: each image gets its own flips and crop offset.
+    """
+    n, h, w, _ = images.shape
+    if cfg.hflip:
+        flip = torch.rand(n, generator=generator) < 0.5
+        images = torch.where(flip.view(n, 1, 1, 1), images.flip(2), images)
+    if cfg.vflip:
+        flip = torch.rand(n, generator=generator) < 0.5
+        images = torch.where(flip.view(n, 1, 1, 1), images.flip(1), images)
+    pad = cfg.crop_padding
+    if pad:
+        padded = F.pad(images.permute(0, 3, 1, 2).float(), (pad, pad, pad, pad), mode="replicate")
+        padded = padded.to(torch.uint8).permute(0, 2, 3, 1)
+        dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+        dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+        rows = (dy.view(n, 1) + torch.arange(h)).view(n, h, 1)
+        cols = (dx.view(n, 1) + torch.arange(w)).view(n, 1, w)
+        images = padded[torch.arange(n).view(n, 1, 1), rows, cols]
+    return images.contiguous()
+
+
+def augment(images: torch.Tensor, cfg: AugmentParams, generator: torch.Generator) -> torch.Tensor:
+    """The training augmentation `train.augment` asks for (geometry, then colour)."""
+    if cfg.hflip or cfg.vflip or cfg.crop_padding:
+        images = flip_and_crop(images, cfg, generator)
+    if cfg.color_jitter:
+        images = color_jitter(images, cfg, generator)
+    return images
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:

@@ -39,11 +39,14 @@ def verify(
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    images = np.array(test.images)
-    x = normalize_numpy(images, card["mean"], card["std"])
-    got = np.concatenate([session.run(None, {"input": x[i : i + 128]})[0] for i in range(0, len(x), 128)])
-    with torch.inference_mode():
-        ref = torch.cat([model.eval()(torch.from_numpy(x[i : i + 128])) for i in range(0, len(x), 128)]).numpy()
+    got, ref = [], []
+    model.eval()
+    for start in range(0, len(test), 128):  # in chunks: a large test split never sits in RAM as float32
+        x = normalize_numpy(np.array(test.images[start : start + 128]), card["mean"], card["std"])
+        got.append(session.run(None, {"input": x})[0])
+        with torch.inference_mode():
+            ref.append(model(torch.from_numpy(x)).numpy())
+    got, ref = np.concatenate(got), np.concatenate(ref)
     if int8:
         on = "label decisions" if test.multilabel else "top-1 classes"
         agreement = float((decide(got, test.multilabel) == decide(ref, test.multilabel)).mean())
@@ -52,11 +55,11 @@ def verify(
                 f"{onnx_path.name}: int8 agrees with PyTorch on {agreement:.2%} of test {on},"
                 f" below {cfg.min_int8_agreement:.0%}; try quantize.per_channel: true or more calibration batches"
             )
-        return {"agreement": agreement, "agreement_on": on, "images": len(x)}
+        return {"agreement": agreement, "agreement_on": on, "images": len(test)}
     diff = float(np.abs(got - ref).max())
     if diff > cfg.max_float_diff:
         raise ExportError(f"{onnx_path.name}: ONNX logits differ from PyTorch by {diff:.2e} (> {cfg.max_float_diff:g})")
-    return {"max_abs_diff": diff, "images": len(x)}
+    return {"max_abs_diff": diff, "images": len(test)}
 
 
 def _model_card(variant: str, card: dict, evaluation: dict, params: Params, check: dict) -> str:

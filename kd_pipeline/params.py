@@ -91,6 +91,13 @@ class AugmentParams(_Group):
     brightness: float = Field(0.2, ge=0, le=1)
     contrast: float = Field(0.2, ge=0, le=1)
     saturation: float = Field(0.2, ge=0, le=1)
+    hflip: bool = False
+    vflip: bool = False
+    crop_padding: int = Field(0, ge=0, le=64)  # random crop after padding by this many pixels; 0: off
+
+    @property
+    def enabled(self) -> bool:
+        return self.color_jitter or self.hflip or self.vflip or self.crop_padding > 0
 
 
 class TrainParams(_Group):

@@ -32,14 +32,15 @@ class RawData:
     skipped: list[str] = field(default_factory=list)  # unreadable files, by path and reason
 
 
-def load_source(cfg: DataParams) -> RawData:
-    """Dispatch on `data.name`."""
+def load_source(cfg: DataParams, scratch: Path | None = None) -> RawData:
+    """Dispatch on `data.name`. `scratch`: a folder for decoded images, so they need not fit in RAM."""
+    if cfg.name == "imagefolder":
+        return _image_folder(cfg, scratch)
     readers = {
         "digits": _digits,
         "medmnist": _medmnist,
         "cifar10": _cifar,
         "cifar100": _cifar,
-        "imagefolder": _image_folder,
     }
     return readers[cfg.name](cfg)
 
@@ -112,9 +113,14 @@ def _cifar(cfg: DataParams) -> RawData:
     return RawData(class_names=list(dataset.classes), splits=parts)
 
 
-def _image_folder(cfg: DataParams) -> RawData:
-    """One sub-folder per class; every readable image converted to RGB at `data.image_size`."""
+def _image_folder(cfg: DataParams, scratch: Path | None = None) -> RawData:
+    """One sub-folder per class; every readable image converted to RGB at `data.image_size`.
+
+    Decoded images go into a memory map in `scratch` when given (written in file order), so
+    a folder of any size is decoded with bounded memory.
+    """
     from PIL import Image, UnidentifiedImageError
+    from tqdm import tqdm
 
     if not cfg.root:
         raise DataError("data.root: required for data.name imagefolder (a folder with one sub-folder per class)")
@@ -124,27 +130,37 @@ def _image_folder(cfg: DataParams) -> RawData:
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(class_dirs) < 2:
         raise DataError(f"data.root {root}: needs at least 2 class sub-folders, found {len(class_dirs)}")
-    images, labels, skipped = [], [], []
-    for label, folder in enumerate(class_dirs):
-        files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        for path in files:
-            try:
-                with Image.open(path) as image:
-                    images.append(fit_image(image.convert("RGB"), cfg.image_size, cfg.resize))
-                labels.append(label)
-            except (OSError, UnidentifiedImageError, ValueError) as err:
-                reason = f"{path}: {type(err).__name__}: {err}"
-                if cfg.on_corrupt == "fail":
-                    raise DataError(f"unreadable image {reason} (data.on_corrupt: skip to skip such files)") from None
-                skipped.append(reason)
+    files = [
+        (path, label)
+        for label, folder in enumerate(class_dirs)
+        for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    ]
+    shape = (len(files), cfg.image_size, cfg.image_size, 3)
+    if scratch is not None and files:
+        scratch.mkdir(parents=True, exist_ok=True)
+        images = np.lib.format.open_memmap(scratch / "decoded.npy", mode="w+", dtype=np.uint8, shape=shape)
+    else:
+        images = np.empty(shape, np.uint8)
+    labels, skipped = [], []
+    for path, label in tqdm(files, desc=f"decode {root.name}", unit="img", leave=False, disable=None):
+        try:
+            with Image.open(path) as image:
+                images[len(labels)] = fit_image(image.convert("RGB"), cfg.image_size, cfg.resize)
+            labels.append(label)
+        except (OSError, UnidentifiedImageError, ValueError) as err:
+            reason = f"{path}: {type(err).__name__}: {err}"
+            if cfg.on_corrupt == "fail":
+                raise DataError(f"unreadable image {reason} (data.on_corrupt: skip to skip such files)") from None
+            skipped.append(reason)
     if skipped:
         warnings.warn(f"skipped {len(skipped)} unreadable images: {'; '.join(skipped[:5])}", stacklevel=2)
-    empty = [d.name for k, d in enumerate(class_dirs) if k not in set(labels)]
+    seen = set(labels)
+    empty = [d.name for k, d in enumerate(class_dirs) if k not in seen]
     if empty:
         raise DataError(f"data.root {root}: no readable images in class folders {', '.join(empty)}")
     return RawData(
         class_names=[d.name for d in class_dirs],
-        pool=(np.stack(images), np.asarray(labels, np.int64)),
+        pool=(images[: len(labels)], np.asarray(labels, np.int64)),
         skipped=skipped,
     )
 

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from kd_pipeline.data import Normalizer, Split, batches, class_weights, color_jitter
+from kd_pipeline.data import Normalizer, Split, augment, batches, class_weights
 from kd_pipeline.distillation import hard_loss, kd_loss
 from kd_pipeline.evaluation import classification_metrics, decide, predict_logits
 from kd_pipeline.files import atomic_file
@@ -204,7 +204,7 @@ def fit(
             _log_epoch(live, row)
 
     cached_teacher_logits = None
-    if teacher is not None and not cfg.augment.color_jitter:
+    if teacher is not None and not cfg.augment.enabled:
         cached_teacher_logits = predict_logits(teacher, train, normalizer).to(device)
 
     for epoch in range(start_epoch, cfg.epochs + 1):
@@ -214,7 +214,7 @@ def fit(
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         model.train()
-        jitter_rng = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        augment_rng = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         loss_sum, preds, targets = 0.0, [], []
         progress = tqdm(
             batches(
@@ -226,8 +226,8 @@ def fit(
             disable=None,
         )
         for idx, images, labels in progress:
-            if cfg.augment.color_jitter:
-                images = color_jitter(images, cfg.augment, jitter_rng)
+            if cfg.augment.enabled:
+                images = augment(images, cfg.augment, augment_rng)
             x = normalizer(images)
             y = labels.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):

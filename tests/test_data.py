@@ -102,3 +102,27 @@ def test_color_jitter_changes_colour_only() -> None:
 def test_class_weights_are_inverse_frequency() -> None:
     weights = class_weights(np.array([0, 0, 0, 1]), 2)
     assert weights.tolist() == pytest.approx([4 / 6, 2.0])
+
+
+def test_flips_and_crops_are_per_image_and_seeded() -> None:
+    from kd_pipeline.data import augment
+    from kd_pipeline.params import AugmentParams
+
+    images = torch.arange(64 * 5 * 5 * 3, dtype=torch.int64).remainder(251).to(torch.uint8).view(64, 5, 5, 3)
+    flips = augment(images, AugmentParams(hflip=True), torch.Generator().manual_seed(0))
+    same = [(flips[i] == images[i]).all().item() for i in range(64)]
+    mirrored = [(flips[i] == images[i].flip(1)).all().item() for i in range(64)]
+    assert all(s or m for s, m in zip(same, mirrored, strict=True))
+    assert 10 < sum(mirrored) < 54  # about half, each image on its own
+
+    cfg = AugmentParams(crop_padding=2)
+    crops = augment(images, cfg, torch.Generator().manual_seed(1))
+    assert crops.shape == images.shape and crops.dtype == torch.uint8
+    assert torch.equal(crops, augment(images, cfg, torch.Generator().manual_seed(1)))
+    padded = torch.nn.functional.pad(images.permute(0, 3, 1, 2).float(), (2, 2, 2, 2), mode="replicate")
+    padded = padded.to(torch.uint8).permute(0, 2, 3, 1)
+    for i in range(8):  # every output is one 5×5 window of its own padded image
+        windows = [padded[i, y : y + 5, x : x + 5] for y in range(5) for x in range(5)]
+        assert any(torch.equal(crops[i], window) for window in windows)
+    moved = sum(not torch.equal(crops[i], images[i]) for i in range(64))
+    assert moved > 40  # 24 of 25 offsets move the image

@@ -38,5 +38,12 @@ def test_verification_catches_a_corrupted_model(tmp_path: Path) -> None:
     onnx.save(proto, str(path))
     with pytest.raises(ExportError, match="differ from PyTorch"):
         verify(path, model, CARD, split, int8=False, cfg=ExportParams())
-    with pytest.raises(ExportError, match="int8 top-1 agrees with PyTorch on"):
+    with pytest.raises(ExportError, match="int8 agrees with PyTorch on .* of test top-1 classes"):
         verify(path, model, CARD, split, int8=True, cfg=ExportParams(min_int8_agreement=1.0))
+
+
+def test_int8_check_of_a_multilabel_model_compares_label_decisions(tmp_path: Path) -> None:
+    model, path, split = _setup(tmp_path)
+    multilabel = Split(split.images, np.zeros((20, 4), np.int64))
+    check = verify(path, model, CARD, multilabel, int8=True, cfg=ExportParams())
+    assert check == {"agreement": 1.0, "agreement_on": "label decisions", "images": 20}

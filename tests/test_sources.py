@@ -131,6 +131,8 @@ def test_image_folder_converts_modes_skips_corrupt_and_keeps_every_class(tmp_pat
         assert meta.counts[split]["rare"] >= 1, split
     assert len(meta.source["skipped_files"]) == 1
     assert load_meta(tmp_path / "prepared").counts == meta.counts
+    assert sorted(p.name for p in (tmp_path / "prepared").iterdir()) == ["meta.json", "test", "train", "val"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no scratch left beside it
     with pytest.raises(DataError, match=r"unreadable image .*broken.png"):
         load_source(cfg.model_copy(update={"on_corrupt": "fail"}))
 
@@ -143,6 +145,7 @@ def test_image_folder_names_classes_too_small(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"fewer than 3 images cannot appear in every split: rare \(2\)"), \
             pytest.warns(UserWarning):
         prepare(cfg, tmp_path / "prepared")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]  # nothing half-written
 
 
 def test_pad_keeps_aspect_ratio() -> None:
