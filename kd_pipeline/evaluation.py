@@ -201,33 +201,51 @@ def release_freed_memory() -> None:
 
 
 class PeakRSS:
-    """Samples this process's RSS in a thread: peak memory of a block, as growth over its start."""
+    """Samples this process's RSS in a thread: peak memory of a block, as growth over its start.
+
+    Also tracks anonymous memory (RSS minus file-backed pages): pages of a memory-mapped
+    dataset count in RSS while cached but the kernel can drop them, so anonymous memory is
+    what a job really needs.
+    """
 
     def __init__(self, interval_s: float = 0.002):
         self.interval_s = interval_s
         self.process = psutil.Process()
-        self.start = self.peak = 0
+        self.start = self.peak = self.start_anon = self.peak_anon = 0
         self._stop = threading.Event()
 
+    def _read(self) -> tuple[int, int]:
+        info = self.process.memory_info()
+        return info.rss, info.rss - getattr(info, "shared", 0)
+
     def __enter__(self) -> PeakRSS:
-        self.start = self.peak = self.process.memory_info().rss
+        self.start, self.start_anon = self._read()
+        self.peak, self.peak_anon = self.start, self.start_anon
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
 
+    def _update(self) -> None:
+        rss, anon = self._read()
+        self.peak, self.peak_anon = max(self.peak, rss), max(self.peak_anon, anon)
+
     def _sample(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self.process.memory_info().rss)
+            self._update()
             self._stop.wait(self.interval_s)
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self.process.memory_info().rss)
+        self._update()
 
     @property
     def growth_mb(self) -> float:
         return (self.peak - self.start) / 2**20
+
+    @property
+    def anon_growth_mb(self) -> float:
+        return (self.peak_anon - self.start_anon) / 2**20
 
 
 def time_model(
