@@ -3,7 +3,8 @@
     python benchmarks/variants.py [--threads 1] [--repeats 100] [--batch 64]
 
 Run after `dvc repro` (it reads models/ and data/prepared/). Fixed threads, warm-up, median
-of repeats: batch-1 latency, batch-N throughput, file size, parameters and MACs.
+of repeats: batch-1 latency, batch-N throughput, file size, parameters and MACs, then the gain
+of each step apart: eager PyTorch → ONNX Runtime fp32 → ONNX Runtime int8.
 """
 
 from __future__ import annotations
@@ -38,6 +39,16 @@ def main() -> None:
               f" {m['size_mb']:7.2f} {m['latency_ms']:7.2f} {m['throughput']:7.0f}"
               f" {teacher['latency_ms'] / m['latency_ms']:9.2f} {teacher['size_mb'] / m['size_mb']:10.2f}"
               f" {m['throughput'] / teacher['throughput']:10.2f}")
+    print("\nwhere the gain comes from (same model, one step at a time):")
+    for source in ("student", "pruned"):
+        steps = [(source, f"{source}_onnx", "ONNX Runtime fp32 vs eager PyTorch"),
+                 (f"{source}_onnx", f"{source}_int8", "int8 vs fp32, both in ONNX Runtime")]
+        for before, after, what in steps:
+            if before in variants and after in variants:
+                a, b = variants[before], variants[after]
+                print(f"  {after:14} {what}: latency {a['latency_ms'] / b['latency_ms']:.2f}x lower,"
+                      f" throughput {b['throughput'] / a['throughput']:.2f}x, size {a['size_mb'] / b['size_mb']:.2f}x"
+                      f" smaller, accuracy {b['accuracy'] - a['accuracy']:+.4f}")
 
 
 if __name__ == "__main__":

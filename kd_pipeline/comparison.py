@@ -28,10 +28,16 @@ from kd_pipeline.models import WEIGHTS_FILE, count_parameters, load_checkpoint
 from kd_pipeline.params import Params
 from kd_pipeline.targets import check_targets, ratios_vs_teacher, select_variant
 
-# The variants evaluate looks for, in report order: float checkpoints in models/<name>/ and
-# int8 ONNX models in models/quantized/<source>.int8.onnx.
+# The variants evaluate looks for, in report order: float checkpoints in models/<name>/ (eager
+# PyTorch), their fp32 ONNX in models/quantized/<source>.fp32.onnx and the int8 ONNX made from
+# it in models/quantized/<source>.int8.onnx (both in ONNX Runtime).
 TORCH_VARIANTS = ("teacher", "assistant", "student", "baseline", "pruned")
-INT8_VARIANTS = ("student_int8", "pruned_int8")
+ONNX_VARIANTS = {"student_onnx": "fp32", "pruned_onnx": "fp32", "student_int8": "int8", "pruned_int8": "int8"}
+
+
+def source_of(variant: str) -> str:
+    """The checkpoint a variant was made from: pruned_int8 → pruned."""
+    return variant.removesuffix("_int8").removesuffix("_onnx")
 
 
 @dataclass
@@ -58,7 +64,7 @@ def load_torch_variant(name: str, ckpt_dir: Path, meta: Meta) -> Variant:
     )
 
 
-def load_int8_variant(name: str, onnx_path: Path, meta: Meta, threads: int) -> Variant:
+def load_onnx_variant(name: str, onnx_path: Path, meta: Meta, threads: int) -> Variant:
     card_path = onnx_path.with_suffix(".json")
     if not onnx_path.is_file() or not card_path.is_file():
         raise CheckpointError(f"{onnx_path}: not found; run the quantize stage first")
@@ -74,7 +80,7 @@ def load_int8_variant(name: str, onnx_path: Path, meta: Meta, threads: int) -> V
         size_mb=file_size_mb(onnx_path),
         parameters=count_parameters(source),
         macs=count_macs(source, card["input_size"]),
-        kind="onnxruntime int8",
+        kind=f"onnxruntime {onnx_path.suffixes[0].lstrip('.')}",
     )
 
 
@@ -83,9 +89,9 @@ def default_loaders(models_dir: Path, meta: Meta, threads: int) -> dict[str, Cal
     loaders: dict[str, Callable[[], Variant]] = {
         name: (lambda name=name: load_torch_variant(name, models_dir / name, meta)) for name in TORCH_VARIANTS
     }
-    for name in INT8_VARIANTS:
-        path = models_dir / "quantized" / f"{name.removesuffix('_int8')}.int8.onnx"
-        loaders[name] = lambda name=name, path=path: load_int8_variant(name, path, meta, threads)
+    for name, precision in ONNX_VARIANTS.items():
+        path = models_dir / "quantized" / f"{source_of(name)}.{precision}.onnx"
+        loaders[name] = lambda name=name, path=path: load_onnx_variant(name, path, meta, threads)
     return loaders
 
 

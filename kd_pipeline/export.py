@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import save_file
 
 from kd_pipeline.chain import DEFAULT_LAYOUT, Layout
+from kd_pipeline.comparison import source_of
 from kd_pipeline.compression import export_onnx
 from kd_pipeline.data import Split, load_meta, load_split, normalize_numpy
 from kd_pipeline.errors import PipelineError
@@ -108,12 +109,13 @@ def export_deployable(params: Params, layout: Layout = DEFAULT_LAYOUT, out_dir: 
     meta = load_meta(layout.prepared)
     test = load_split(layout.prepared, "test")
     int8 = variant.endswith("_int8")
-    source = variant.removesuffix("_int8")
+    source = source_of(variant)
     model, card = load_checkpoint(layout.model_dir(source), num_classes=meta.num_classes)
     with atomic_dir(out_dir) as tmp:
         onnx_path = tmp / "model.onnx"
-        if int8:
-            shutil.copyfile(layout.models / "quantized" / f"{source}.int8.onnx", onnx_path)
+        if variant != source:  # the very ONNX file evaluate measured
+            precision = "int8" if int8 else "fp32"
+            shutil.copyfile(layout.models / "quantized" / f"{source}.{precision}.onnx", onnx_path)
         else:
             export_onnx(model, card["input_size"], onnx_path)
         check = verify(onnx_path, model, card, test, int8, params.export)

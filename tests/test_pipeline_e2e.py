@@ -20,7 +20,7 @@ STAGES = {
     "prepare", "train_teacher", "distill_assistant", "distill_student", "train_baseline",
     "prune", "quantize", "evaluate", "export",
 }
-VARIANTS = {*ROLES, "baseline", "pruned", "student_int8", "pruned_int8"}
+VARIANTS = {*ROLES, "baseline", "pruned", "student_onnx", "pruned_onnx", "student_int8", "pruned_int8"}
 
 
 def _run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
