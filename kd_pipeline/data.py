@@ -73,11 +73,11 @@ def resize_images(images: np.ndarray, size: int) -> np.ndarray:
     n, h, w, c = images.shape
     if c not in (1, 3):
         raise DataError(f"images have {c} channels; expected 1 (grey) or 3 (RGB)")
-    x = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).float()
+    x = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2)
     if (h, w) != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    x = x.round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1)
-    return x.permute(0, 2, 3, 1).contiguous().numpy()
+        x = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        x = x.round_().clamp_(0, 255).to(torch.uint8)
+    return x.expand(-1, 3, -1, -1).permute(0, 2, 3, 1).contiguous().numpy()
 
 
 def stratified_split(
@@ -126,7 +126,7 @@ def _split(
     return {name: np.sort(parts[name]) for name in SPLITS if name in parts}
 
 
-def prepare(cfg: DataParams, out_dir: str | Path, chunk: int = 1024) -> Meta:
+def prepare(cfg: DataParams, out_dir: str | Path, chunk_bytes: int = 32 << 20) -> Meta:
     """Load the source, resize, split and write the prepared folder atomically.
 
     Splits are written chunk by chunk into memory-mapped .npy files, so a large source never
@@ -134,9 +134,7 @@ def prepare(cfg: DataParams, out_dir: str | Path, chunk: int = 1024) -> Meta:
     memory map inside the output's temporary folder, removed before the folder is renamed).
     """
     digest = hashlib.sha256()
-    channel_sum = np.zeros(3)
-    channel_sq = np.zeros(3)
-    pixels = 0
+    histogram = np.zeros((3, 256), np.int64)  # train pixel values per channel: exact mean and std
     counts: dict[str, dict[str, int]] = {}
     with atomic_dir(out_dir) as tmp:
         scratch = tmp / ".scratch"
@@ -150,15 +148,17 @@ def prepare(cfg: DataParams, out_dir: str | Path, chunk: int = 1024) -> Meta:
             (tmp / split).mkdir()
             shape = (len(idx), cfg.image_size, cfg.image_size, 3)
             out = np.lib.format.open_memmap(tmp / split / "images.npy", mode="w+", dtype=np.uint8, shape=shape)
+            # Chunks of about `chunk_bytes` (source or prepared size, the larger), so memory
+            # stays flat whatever the image count or resolution.
+            per_image = max(int(np.prod(images.shape[1:])), cfg.image_size**2 * 3)
+            chunk = max(1, min(4096, chunk_bytes // per_image))
             for start in range(0, len(idx), chunk):
                 block = resize_images(images[np.sort(idx[start : start + chunk])], cfg.image_size)
                 out[start : start + len(block)] = block
                 digest.update(block.tobytes())
                 if split == "train":
-                    values = block.reshape(-1, 3).astype(np.float64) / 255.0
-                    channel_sum += values.sum(axis=0)
-                    channel_sq += (values**2).sum(axis=0)
-                    pixels += len(values)
+                    for channel in range(3):
+                        histogram[channel] += np.bincount(block[..., channel].ravel(), minlength=256)
             out.flush()
             del out
             split_labels = labels[np.sort(idx)]
@@ -167,8 +167,10 @@ def prepare(cfg: DataParams, out_dir: str | Path, chunk: int = 1024) -> Meta:
             counts[split] = label_counts(split_labels, raw.class_names)
         del images, sources
         shutil.rmtree(scratch, ignore_errors=True)
-        mean = channel_sum / max(pixels, 1)
-        std = np.sqrt(np.maximum(channel_sq / max(pixels, 1) - mean**2, 0.0))
+        levels = np.arange(256) / 255.0
+        pixels = max(int(histogram[0].sum()), 1)
+        mean = histogram @ levels / pixels
+        std = np.sqrt(np.maximum(histogram @ levels**2 / pixels - mean**2, 0.0))
         meta = Meta(
             class_names=raw.class_names,
             image_size=cfg.image_size,

@@ -85,6 +85,22 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: 
     return {"accuracy": float(accuracy_score(y_true, y_pred)), **scores}
 
 
+def mean_roc_auc(y_true: np.ndarray, logits: np.ndarray) -> float:
+    """Mean one-vs-rest (or per-label) ROC AUC over the classes both present and absent in y_true.
+
+    Equal to scikit-learn's macro OvR AUC (and MedMNIST's AUC) when every class is present;
+    NaN when none can be scored. Cheap enough to log every epoch.
+    """
+    multilabel = is_multilabel(y_true)
+    probs = probabilities(logits.astype(np.float64), multilabel)
+    if not multilabel and probs.shape[1] == 2:
+        return float(roc_auc_score(y_true, probs[:, 1])) if len(np.unique(y_true)) == 2 else float("nan")
+    truth = y_true if multilabel else np.eye(probs.shape[1], dtype=np.int64)[y_true]
+    scored = [k for k in range(probs.shape[1]) if 0 < truth[:, k].sum() < len(truth)]
+    scores = [roc_auc_score(truth[:, k], probs[:, k]) for k in scored]
+    return float(np.mean(scores)) if scores else float("nan")
+
+
 @dataclass
 class TestReport:
     """Everything measured from one variant's test predictions."""

@@ -114,7 +114,7 @@ class TrainParams(_Group):
     plateau_patience: int = Field(2, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     early_stopping_patience: int = Field(0, ge=0)
-    monitor: Literal["accuracy", "f1", "loss"] = "accuracy"
+    monitor: Literal["accuracy", "f1", "roc_auc", "loss"] = "accuracy"
     class_weights: bool = False
     sampler: Literal["shuffle", "balanced"] = "shuffle"
     augment: AugmentParams = Field(default_factory=AugmentParams)

@@ -26,15 +26,14 @@ from tqdm import tqdm
 
 from kd_pipeline.data import Normalizer, Split, augment, batches, class_weights
 from kd_pipeline.distillation import hard_loss, kd_loss
-from kd_pipeline.evaluation import classification_metrics, decide, predict_logits
+from kd_pipeline.errors import DataError, ParamsError
+from kd_pipeline.evaluation import classification_metrics, decide, mean_roc_auc, predict_logits
 from kd_pipeline.files import atomic_file
 from kd_pipeline.params import KDParams, TrainParams
 
 
 def resolve_device(name: str) -> torch.device:
     """'auto' picks CUDA when present; asking for CUDA without one is an error, not a fallback."""
-    from kd_pipeline.errors import ParamsError
-
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -155,6 +154,9 @@ class ResumeFile:
 
 
 def _monitor_value(metrics: dict[str, float], monitor: str) -> float:
+    if f"val/{monitor}" not in metrics:
+        raise DataError(f"train.monitor = {monitor!r}: undefined on this validation split (one class only);"
+                        " use accuracy or loss")
     return metrics[f"val/{monitor}"]
 
 
@@ -261,6 +263,9 @@ def fit(
         row["val/loss"] = float(hard_loss(val_logits, torch.from_numpy(val.labels)).item())
         val_metrics = classification_metrics(val.labels, decide(val_logits.numpy(), val.multilabel), num_classes)
         row.update({f"val/{k}": v for k, v in val_metrics.items()})
+        auc = mean_roc_auc(val.labels, val_logits.numpy())
+        if np.isfinite(auc):  # undefined when the validation split holds a single class
+            row["val/roc_auc"] = auc
         row["lr"] = lr
         row["epoch_time_s"] = time.perf_counter() - started
         row["peak_memory_mb"] = peak_memory_mb(device)

@@ -185,3 +185,17 @@ def test_multilabel_confusion_rows_skip_true_negatives() -> None:
         {"actual": "Effusion: yes", "predicted": "Effusion: no"},
         {"actual": "Mass: no", "predicted": "Mass: yes"},
     ]
+
+
+def test_mean_roc_auc_matches_scikit_learn_and_skips_absent_classes() -> None:
+    from kd_pipeline.evaluation import mean_roc_auc
+
+    assert mean_roc_auc(Y_TRUE, LOGITS) == pytest.approx(roc_auc_score(Y_TRUE, softmax(LOGITS), multi_class="ovr"))
+    binary = np.array([0, 1, 1, 0])
+    two = np.array([[1.0, 0], [0, 2], [0, 1], [0.5, 0]])
+    assert mean_roc_auc(binary, two) == pytest.approx(roc_auc_score(binary, softmax(two)[:, 1]))
+    present = Y_TRUE < 2  # class 2 absent: scored over classes 0 and 1 only
+    probs = softmax(LOGITS[present])
+    expected = np.mean([roc_auc_score(Y_TRUE[present] == k, probs[:, k]) for k in (0, 1)])
+    assert mean_roc_auc(Y_TRUE[present], LOGITS[present]) == pytest.approx(expected)
+    assert np.isnan(mean_roc_auc(np.zeros(4, np.int64), two))

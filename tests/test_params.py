@@ -25,7 +25,7 @@ def test_project_params_file_is_valid() -> None:
         ({"train": {"lr": "0.1"}}, ["train.lr", "'0.1'", "number"]),
         ({"train": {"optimizer": "rmsprop"}}, ["train.optimizer", "rmsprop", "'adam', 'adamw' or 'sgd'"]),
         ({"train": {"scheduler": "linear"}}, ["train.scheduler", "'cosine', 'step', 'plateau' or 'none'"]),
-        ({"train": {"monitor": "auc"}}, ["train.monitor", "'accuracy', 'f1' or 'loss'"]),
+        ({"train": {"monitor": "auc"}}, ["train.monitor", "'accuracy', 'f1', 'roc_auc' or 'loss'"]),
         ({"train": {"label_smoothing": 1.0}}, ["train.label_smoothing", "less than 1"]),
         ({"train": {"augment": {"brightness": 2}}}, ["train.augment.brightness", "2"]),
         ({"teacher": {"model": "resnet5"}}, ["teacher.model", "resnet5", "not a timm model", "resnet50"]),
