@@ -141,18 +141,7 @@ def full_metrics(y_true: np.ndarray, logits: np.ndarray, class_names: list[str])
             notes.append("ROC AUC not computed: undefined for this test split")
     except ValueError as err:
         notes.append(f"ROC AUC not computed: {err}")
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, average=None, zero_division=0
-    )
-    per_class = {
-        name: {
-            "precision": float(precision[k]),
-            "recall": float(recall[k]),
-            "f1": float(f1[k]),
-            "support": int(support[k]),
-        }
-        for k, name in enumerate(class_names)
-    }
+    per_class = _per_class(y_true, y_pred, class_names)
     confusion = confusion_matrix(y_true, y_pred, labels=labels).tolist()
     return TestReport(summary=summary, per_class=per_class, confusion=confusion, predictions=y_pred, warnings=notes)
 
@@ -175,21 +164,23 @@ def _multilabel_metrics(y_true: np.ndarray, logits: np.ndarray, names: list[str]
     if aucs:
         summary["roc_auc"] = float(np.mean(list(aucs.values())))
         summary["balanced_accuracy"] = float(np.mean(balanced))
+    per_class = _per_class(y_true, y_pred, names)
+    for name, auc in aucs.items():
+        per_class[name]["roc_auc"] = auc
+    confusion = multilabel_confusion_matrix(y_true, y_pred).tolist()
+    return TestReport(summary=summary, per_class=per_class, confusion=confusion, predictions=y_pred, warnings=notes)
+
+
+def _per_class(y_true: np.ndarray, y_pred: np.ndarray, names: list[str]) -> dict[str, dict[str, float]]:
+    """Precision, recall, F1 and support of each class (or label), absent ones as 0."""
     precision, recall, f1, support = precision_recall_fscore_support(
         y_true, y_pred, labels=list(range(len(names))), average=None, zero_division=0
     )
-    per_class = {
-        name: {
-            "precision": float(precision[k]),
-            "recall": float(recall[k]),
-            "f1": float(f1[k]),
-            "support": int(support[k]),
-            **({"roc_auc": aucs[name]} if name in aucs else {}),
-        }
+    return {
+        name: {"precision": float(precision[k]), "recall": float(recall[k]), "f1": float(f1[k]),
+               "support": int(support[k])}
         for k, name in enumerate(names)
     }
-    confusion = multilabel_confusion_matrix(y_true, y_pred).tolist()
-    return TestReport(summary=summary, per_class=per_class, confusion=confusion, predictions=y_pred, warnings=notes)
 
 
 @dataclass(frozen=True)
