@@ -13,9 +13,10 @@ def main() -> None:
     params = load_params()
     meta = prepare(params.data, "data/prepared")
     summary = write_data_report(meta, Path("data/prepared"), Path("plots/data"), Path("metrics/data.json"))
-    sizes = {split: sum(counts.values()) for split, counts in meta.counts.items()}
+    sizes = {split: summary[f"{split}_images"] for split in meta.counts}
+    kind = "labels (multi-label)" if meta.task == "multilabel" else "classes"
     print(
-        f"prepared {params.data.name}: {meta.num_classes} classes, {sizes}, {meta.image_size}px,"
+        f"prepared {params.data.name}: {meta.num_classes} {kind}, {sizes}, {meta.image_size}px,"
         f" imbalance ratio {summary['imbalance_ratio']:.1f}, {summary['skipped_files']} files skipped"
     )
 
