@@ -40,6 +40,11 @@ def source_of(variant: str) -> str:
     return variant.removesuffix("_int8").removesuffix("_onnx")
 
 
+def onnx_file(models_dir: Path, variant: str) -> Path:
+    """Where the quantize stage writes an ONNX variant: pruned_int8 → quantized/pruned.int8.onnx."""
+    return models_dir / "quantized" / f"{source_of(variant)}.{ONNX_VARIANTS[variant]}.onnx"
+
+
 @dataclass
 class Variant:
     """A model ready to measure: a uint8-NHWC-in, logits-out runner and its static costs."""
@@ -89,8 +94,8 @@ def default_loaders(models_dir: Path, meta: Meta, threads: int) -> dict[str, Cal
     loaders: dict[str, Callable[[], Variant]] = {
         name: (lambda name=name: load_torch_variant(name, models_dir / name, meta)) for name in TORCH_VARIANTS
     }
-    for name, precision in ONNX_VARIANTS.items():
-        path = models_dir / "quantized" / f"{source_of(name)}.{precision}.onnx"
+    for name in ONNX_VARIANTS:
+        path = onnx_file(models_dir, name)
         loaders[name] = lambda name=name, path=path: load_onnx_variant(name, path, meta, threads)
     return loaders
 

@@ -90,34 +90,29 @@ def stratified_split(
 def _split(
     labels: np.ndarray, fractions: dict[str, float], seed: int, class_names: list[str] | None
 ) -> dict[str, np.ndarray]:
-    if is_multilabel(labels):  # no single class to stratify on: a seeded random split
-        rest, parts, remaining = np.arange(len(labels)), {}, 1.0
-        for name, fraction in fractions.items():
-            rest, parts[name] = train_test_split(rest, test_size=fraction / remaining, random_state=seed)
-            remaining -= fraction
-        parts["train"] = rest
-        return {name: np.sort(parts[name]) for name in SPLITS if name in parts}
-    counts = np.bincount(labels)
-    names = class_names or [str(k) for k in range(len(counts))]
-    needed = len(fractions) + 1
-    too_small = [f"{names[k]} ({n})" for k, n in enumerate(counts) if 0 < n < needed]
-    if too_small:
-        raise DataError(
-            f"classes with fewer than {needed} images cannot appear in every split: {', '.join(too_small)};"
-            " add images or remove those class folders"
-        )
+    multilabel = is_multilabel(labels)  # no single class to stratify on: a seeded random split
+    if not multilabel:
+        counts = np.bincount(labels)
+        names = class_names or [str(k) for k in range(len(counts))]
+        needed = len(fractions) + 1
+        too_small = [f"{names[k]} ({n})" for k, n in enumerate(counts) if 0 < n < needed]
+        if too_small:
+            raise DataError(
+                f"classes with fewer than {needed} images cannot appear in every split: {', '.join(too_small)};"
+                " add images or remove those class folders"
+            )
     rest = np.arange(len(labels))
     parts: dict[str, np.ndarray] = {}
     remaining = 1.0
     for name, fraction in fractions.items():
         rest, taken = train_test_split(
-            rest, test_size=fraction / remaining, stratify=labels[rest], random_state=seed
+            rest, test_size=fraction / remaining, stratify=None if multilabel else labels[rest], random_state=seed
         )
         remaining -= fraction
         parts[name] = taken
     parts["train"] = rest
     # Small classes can miss a split by rounding: move one image there from the largest split.
-    for name in fractions:
+    for name in [] if multilabel else fractions:
         for k in np.setdiff1d(np.unique(labels), labels[parts[name]]):
             donor = max(parts, key=lambda p: int((labels[parts[p]] == k).sum()))
             pick = parts[donor][labels[parts[donor]] == k][0]
@@ -339,8 +334,7 @@ def flip_and_crop(images: torch.Tensor, cfg: AugmentParams, generator: torch.Gen
 
 def augment(images: torch.Tensor, cfg: AugmentParams, generator: torch.Generator) -> torch.Tensor:
     """The training augmentation `train.augment` asks for (geometry, then colour)."""
-    if cfg.hflip or cfg.vflip or cfg.crop_padding:
-        images = flip_and_crop(images, cfg, generator)
+    images = flip_and_crop(images, cfg, generator)
     if cfg.color_jitter:
         images = color_jitter(images, cfg, generator)
     return images

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import save_file
 
 from kd_pipeline.chain import DEFAULT_LAYOUT, Layout
-from kd_pipeline.comparison import source_of
+from kd_pipeline.comparison import onnx_file, source_of
 from kd_pipeline.compression import export_onnx
 from kd_pipeline.data import Split, load_meta, load_split, normalize_numpy
 from kd_pipeline.errors import PipelineError
@@ -114,8 +114,7 @@ def export_deployable(params: Params, layout: Layout = DEFAULT_LAYOUT, out_dir: 
     with atomic_dir(out_dir) as tmp:
         onnx_path = tmp / "model.onnx"
         if variant != source:  # the very ONNX file evaluate measured
-            precision = "int8" if int8 else "fp32"
-            shutil.copyfile(layout.models / "quantized" / f"{source}.{precision}.onnx", onnx_path)
+            shutil.copyfile(onnx_file(layout.models, variant), onnx_path)
         else:
             export_onnx(model, card["input_size"], onnx_path)
         check = verify(onnx_path, model, card, test, int8, params.export)

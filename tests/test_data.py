@@ -126,3 +126,14 @@ def test_flips_and_crops_are_per_image_and_seeded() -> None:
         assert any(torch.equal(crops[i], window) for window in windows)
     moved = sum(not torch.equal(crops[i], images[i]) for i in range(64))
     assert moved > 40  # 24 of 25 offsets move the image
+
+
+def test_multilabel_split_is_seeded_disjoint_and_complete() -> None:
+    from kd_pipeline.data import stratified_split
+
+    labels = np.random.default_rng(0).integers(0, 2, (100, 5))
+    parts = stratified_split(labels, 0.15, 0.2, seed=3)
+    assert sorted(np.concatenate(list(parts.values())).tolist()) == list(range(100))
+    assert {k: len(v) for k, v in parts.items()} == {"train": 65, "val": 15, "test": 20}
+    again = stratified_split(labels, 0.15, 0.2, seed=3)
+    assert all(np.array_equal(parts[k], again[k]) for k in parts)
