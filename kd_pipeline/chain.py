@@ -13,16 +13,24 @@ from typing import Any
 from dvclive import Live
 
 from kd_pipeline.data import Normalizer, load_meta, load_split
-from kd_pipeline.errors import ParamsError
+from kd_pipeline.errors import ParamsError, PipelineError
 from kd_pipeline.evaluation import classification_metrics, decide, predict_logits
-from kd_pipeline.models import count_parameters, create_model, load_checkpoint, move_to_device, save_checkpoint
+from kd_pipeline.models import (
+    count_parameters,
+    create_model,
+    load_checkpoint,
+    move_to_device,
+    read_card,
+    save_checkpoint,
+)
 from kd_pipeline.params import Params, fingerprint
+from kd_pipeline.teachers import weaker_than_baseline
 from kd_pipeline.training import ResumeFile, fit, resolve_device, seed_everything
 
-TEACHER_OF = {"teacher": None, "assistant": "teacher", "student": "assistant", "baseline": None}
-# The baseline is the student's architecture trained without a teacher: it measures what
-# distillation adds, on the same data and budget.
-ARCHITECTURE_OF = {"baseline": "student"}
+# Two controls share the student's architecture and budget: the baseline, trained without a
+# teacher, measures what distillation adds; `direct`, distilled from the teacher without the
+# assistant, measures what the assistant adds.
+TEACHER_OF = {"teacher": None, "assistant": "teacher", "student": "assistant", "direct": "teacher", "baseline": None}
 
 
 @dataclass(frozen=True)
@@ -48,8 +56,8 @@ def train_role(role: str, params: Params, layout: Layout = Layout(), **fit_kwarg
     """
     if role not in TEACHER_OF:
         raise ParamsError(f"unknown role {role!r}; allowed: {', '.join(TEACHER_OF)}")
-    role_cfg = params.role(ARCHITECTURE_OF.get(role, role))
-    cfg = params.train
+    role_cfg = params.role(role)
+    cfg = params.train_for(role)
     meta = load_meta(layout.prepared)
     train, val, test = (load_split(layout.prepared, s) for s in ("train", "val", "test"))
     seed_everything(cfg.seed, cfg.num_threads)
@@ -61,6 +69,7 @@ def train_role(role: str, params: Params, layout: Layout = Layout(), **fit_kwarg
     if teacher_role is not None:
         teacher_dir = layout.model_dir(teacher_role)
         teacher, teacher_card = load_checkpoint(teacher_dir, num_classes=meta.num_classes)
+        check_teacher(teacher_role, teacher_card, layout, params.kd.require_better_teacher)
         teacher = move_to_device(teacher, device).eval()
         teacher_hash = teacher_card["params_hash"]
 
@@ -126,3 +135,18 @@ def train_role(role: str, params: Params, layout: Layout = Layout(), **fit_kwarg
     save_checkpoint(model, layout.model_dir(role), card)
     resume.clear()
     return test_metrics
+
+
+def check_teacher(teacher_role: str, teacher_card: dict[str, Any], layout: Layout, required: bool) -> None:
+    """Say in one line when the teacher is less accurate on validation than the baseline
+    (the student trained alone); with `kd.require_better_teacher`, stop instead of distilling."""
+    baseline_dir = layout.model_dir("baseline")
+    if not (baseline_dir / "model.json").is_file():
+        print(f"note: {baseline_dir} not found: teacher quality not checked against the baseline")
+        return
+    message = weaker_than_baseline(teacher_role, teacher_card, read_card(baseline_dir))
+    if message is None:
+        return
+    if required:
+        raise PipelineError(f"{message} (kd.require_better_teacher: true stops here)")
+    print(f"warning: {message}")

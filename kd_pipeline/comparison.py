@@ -24,14 +24,15 @@ from kd_pipeline.evaluation import (
     time_model,
     torch_runner,
 )
+from kd_pipeline.fidelity import file_sha256, float_fidelity, int8_fidelity, predictions_sha256
 from kd_pipeline.models import WEIGHTS_FILE, count_parameters, load_checkpoint
 from kd_pipeline.params import Params
-from kd_pipeline.targets import check_targets, ratios_vs_teacher, select_variant
+from kd_pipeline.targets import check_targets, ratios_vs_teacher, reference_variant, select_variant
 
 # The variants evaluate looks for, in report order: float checkpoints in models/<name>/ (eager
 # PyTorch), their fp32 ONNX in models/quantized/<source>.fp32.onnx and the int8 ONNX made from
 # it in models/quantized/<source>.int8.onnx (both in ONNX Runtime).
-TORCH_VARIANTS = ("teacher", "assistant", "student", "baseline", "pruned")
+TORCH_VARIANTS = ("teacher", "assistant", "student", "direct", "baseline", "pruned")
 ONNX_VARIANTS = {"student_onnx": "fp32", "pruned_onnx": "fp32", "student_int8": "int8", "pruned_int8": "int8"}
 
 
@@ -55,6 +56,7 @@ class Variant:
     parameters: int
     macs: int | None
     kind: str
+    path: Path  # the file measured: export ships these very bytes
 
 
 def load_torch_variant(name: str, ckpt_dir: Path, meta: Meta) -> Variant:
@@ -66,6 +68,7 @@ def load_torch_variant(name: str, ckpt_dir: Path, meta: Meta) -> Variant:
         parameters=count_parameters(model),
         macs=count_macs(model, card["input_size"]),
         kind="pytorch fp32",
+        path=ckpt_dir / WEIGHTS_FILE,
     )
 
 
@@ -86,6 +89,7 @@ def load_onnx_variant(name: str, onnx_path: Path, meta: Meta, threads: int) -> V
         parameters=count_parameters(source),
         macs=count_macs(source, card["input_size"]),
         kind=f"onnxruntime {onnx_path.suffixes[0].lstrip('.')}",
+        path=onnx_path,
     )
 
 
@@ -100,9 +104,10 @@ def default_loaders(models_dir: Path, meta: Meta, threads: int) -> dict[str, Cal
     return loaders
 
 
-def predict_split(variant: Variant, split: Split, batch_size: int = 256) -> np.ndarray:
+def predict_split(run: Callable[[np.ndarray], np.ndarray], split: Split, batch_size: int = 256) -> np.ndarray:
+    """Logits of a runner for a whole split, in the chunks export repeats to get the same numbers."""
     chunks = [
-        variant.run(np.array(split.images[start : start + batch_size]))  # a writable copy
+        run(np.array(split.images[start : start + batch_size]))  # a writable copy
         for start in range(0, len(split), batch_size)
     ]
     return np.concatenate(chunks)
@@ -113,14 +118,59 @@ def compare(
 ) -> dict[str, Any]:
     """Measure each variant; a variant that cannot load is reported missing, not fatal.
 
-    Returns the evaluation: per-variant metrics, per-class and confusion data, the gain from
-    distillation, ratios against the teacher, the deployed variant and its target checks.
+    Returns the evaluation: per-variant metrics, each converted variant's fidelity to its
+    source, the gains from distillation and from the assistant, ratios against the teacher,
+    the reference, the deployed variant and its target checks; and per-variant details.
     """
+    variants, details, logits, files, missing, notes = _measure(loaders, test, meta, params)
+    if "teacher" not in variants:
+        raise PipelineError(f"the teacher could not be evaluated: {missing.get('teacher', 'not listed')}")
+    fidelity = _fidelity(logits, test.multilabel, params)
+    for name, check in fidelity.items():
+        variants[name].update({k: v for k, v in check.items() if k not in ("pass", "reason")})
+        files[name]["predictions_sha256"] = predictions_sha256(details[name]["predictions"])
+    reference = reference_variant(variants, params.targets)
+    for measured in variants.values():
+        measured.update({f"{k}_vs_teacher": v for k, v in ratios_vs_teacher(measured, variants["teacher"]).items()})
+        measured["accuracy_drop_vs_reference"] = variants[reference]["accuracy"] - measured["accuracy"]
+
+    evaluation: dict[str, Any] = {"task": meta.task, "reference": reference, "variants": variants}
+    for gain, control in (("distillation_gain", "baseline"), ("assistant_gain", "direct")):
+        if "student" in variants and control in variants:
+            evaluation[gain] = {
+                key: variants["student"][key] - variants[control][key]
+                for key in ("accuracy", "balanced_accuracy", "f1")
+            }
+    unfaithful = {name: check["reason"] for name, check in fidelity.items() if not check["pass"]}
+    selection = select_variant(variants, params.targets, params.export, unfaithful)
+    evaluation["deployed"] = selection.variant
+    evaluation["deployed_reason"] = selection.reason
+    evaluation["targets"] = {}
+    if selection.variant is not None:
+        ratios = {**ratios_vs_teacher(variants[selection.variant], variants["teacher"]),
+                  "accuracy_drop": variants[selection.variant]["accuracy_drop_vs_reference"]}
+        evaluation["targets"] = check_targets(ratios, params.targets)
+    evaluation["targets_passed"] = bool(evaluation["targets"]) and all(
+        t["pass"] for t in evaluation["targets"].values()
+    )
+    evaluation["not_deployable"] = unfaithful
+    evaluation["files"] = files
+    evaluation["missing"] = missing
+    evaluation["warnings"] = notes
+    return {"evaluation": evaluation, "details": details}
+
+
+def _measure(
+    loaders: dict[str, Callable[[], Variant]], test: Split, meta: Meta, params: Params
+) -> tuple[dict, dict, dict, dict, dict, list]:
+    """Load, time and score each variant on the test split, at the evaluate thread count."""
     cfg = params.evaluate
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(cfg.num_threads)
     variants: dict[str, dict[str, float]] = {}
     details: dict[str, Any] = {}
+    logits: dict[str, np.ndarray] = {}
+    files: dict[str, dict[str, str]] = {}
     missing: dict[str, str] = {}
     notes: list[str] = []
     try:
@@ -134,8 +184,8 @@ def compare(
                 missing[name] = str(err)
                 tqdm.write(f"warning: {name} not evaluated: {err}")
                 continue
-            logits = predict_split(variant, test)
-            report = full_metrics(test.labels, logits, meta.class_names)
+            logits[name] = predict_split(variant.run, test)
+            report = full_metrics(test.labels, logits[name], meta.class_names)
             notes.extend(f"{name}: {note}" for note in report.warnings)
             variants[name] = {
                 **report.summary,
@@ -152,35 +202,27 @@ def compare(
                 "confusion": report.confusion,
                 "predictions": report.predictions.tolist(),
             }
+            files[name] = {"path": str(variant.path), "sha256": file_sha256(variant.path)}
             tqdm.write(
                 f"{name}: accuracy {report.summary['accuracy']:.4f} | {variant.size_mb:.2f} MB"
                 f" | {timing.latency_ms:.2f} ms batch-1 | {timing.throughput:.0f} img/s batch-{cfg.throughput_batch}"
             )
     finally:
         torch.set_num_threads(previous_threads)
+    return variants, details, logits, files, missing, notes
 
-    if "teacher" not in variants:
-        raise PipelineError(f"the teacher could not be evaluated: {missing.get('teacher', 'not listed')}")
-    for measured in variants.values():
-        measured.update({f"{k}_vs_teacher": v for k, v in ratios_vs_teacher(measured, variants["teacher"]).items()})
 
-    evaluation: dict[str, Any] = {"task": meta.task, "variants": variants}
-    if "student" in variants and "baseline" in variants:
-        evaluation["distillation_gain"] = {
-            key: variants["student"][key] - variants["baseline"][key]
-            for key in ("accuracy", "balanced_accuracy", "f1")
-        }
-    selection = select_variant(variants, params.targets, params.export)
-    evaluation["deployed"] = selection.variant
-    evaluation["deployed_reason"] = selection.reason
-    if selection.variant is not None:
-        ratios = ratios_vs_teacher(variants[selection.variant], variants["teacher"])
-        evaluation["targets"] = check_targets(ratios, params.targets)
-    else:
-        evaluation["targets"] = {}
-    evaluation["targets_passed"] = bool(evaluation["targets"]) and all(
-        t["pass"] for t in evaluation["targets"].values()
-    )
-    evaluation["missing"] = missing
-    evaluation["warnings"] = notes
-    return {"evaluation": evaluation, "details": details}
+def _fidelity(logits: dict[str, np.ndarray], multilabel: bool, params: Params) -> dict[str, dict[str, Any]]:
+    """Each ONNX variant against its PyTorch source on the test split (the deployability rule)."""
+    checks = {}
+    for name in ONNX_VARIANTS:
+        if name not in logits:
+            continue
+        source = source_of(name)
+        if source not in logits:
+            checks[name] = {"pass": False, "reason": f"its source {source} was not evaluated"}
+        elif ONNX_VARIANTS[name] == "int8":
+            checks[name] = int8_fidelity(logits[name], logits[source], multilabel, params.export, params.quantize)
+        else:
+            checks[name] = float_fidelity(logits[name], logits[source], params.export)
+    return checks

@@ -191,8 +191,9 @@ def prune_student(params: Params, layout: Layout = DEFAULT_LAYOUT) -> dict[str, 
     cfg = params.prune
     meta = load_meta(layout.prepared)
     train, val, test = (load_split(layout.prepared, s) for s in ("train", "val", "test"))
-    seed_everything(params.train.seed, params.train.num_threads)
-    device = resolve_device(params.train.device)
+    student_train = params.train_for("pruned")  # the student's budget, with its own train keys
+    seed_everything(student_train.seed, student_train.num_threads)
+    device = resolve_device(student_train.device)
     model, card = load_checkpoint(layout.model_dir("student"), num_classes=meta.num_classes)
     before = {"parameters": count_parameters(model), "macs": count_macs(model, card["input_size"])}
     if cfg.method == "structured":
@@ -202,7 +203,9 @@ def prune_student(params: Params, layout: Layout = DEFAULT_LAYOUT) -> dict[str, 
     teacher, _ = load_checkpoint(layout.model_dir("assistant"), num_classes=meta.num_classes)
     model, teacher = move_to_device(model, device), move_to_device(teacher, device).eval()
     normalizer = Normalizer(card["mean"], card["std"], device, channels_last=device.type == "cuda")
-    finetune = params.train.model_copy(update={"epochs": max(cfg.epochs, 1), "lr": cfg.lr, "scheduler": "cosine"})
+    finetune = student_train.model_copy(
+        update={"epochs": max(cfg.epochs, 1), "lr": cfg.lr, "scheduler": "cosine"}
+    )
     with Live(dir=str(layout.metrics / "pruned"), save_dvc_exp=False, dvcyaml=False, report=None) as live:
         live.log_params({f"prune.{k}": v for k, v in cfg.model_dump().items() if k != "keep_layers"})
         if cfg.epochs > 0:

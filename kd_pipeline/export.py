@@ -1,10 +1,12 @@
-"""The deployable bundle in export/: the chosen model as ONNX, its float weights, labels,
-preprocessing and a model card, verified against PyTorch before it is written.
+"""The deployable bundle in export/: the variant evaluate chose, as ONNX, with its float
+weights, labels, preprocessing and a model card.
 
-Verification on real test images: a float model must match PyTorch's logits to
-`export.max_float_diff` (1e-4); an int8 model must agree with its float source on at least
-`export.min_int8_agreement` (99%) of top-1 predictions (multi-label: of per-label decisions).
-A failed check fails the stage and nothing is written.
+evaluate chose among variants that pass the fidelity rule (kd_pipeline.fidelity), so export
+does not judge again: it proves that it ships what evaluate measured. An ONNX variant is
+copied byte for byte (its SHA-256 must match evaluate's record) and run on the test split in
+the same runtime and threads, where its decisions must equal evaluate's; a PyTorch variant's
+checkpoint must match evaluate's record, and its fresh ONNX must reproduce PyTorch's logits
+within `export.max_float_diff`. A failed proof fails the stage and nothing is written.
 """
 
 from __future__ import annotations
@@ -14,81 +16,106 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors.torch import save_file
 
 from kd_pipeline.chain import DEFAULT_LAYOUT, Layout
-from kd_pipeline.comparison import onnx_file, source_of
+from kd_pipeline.comparison import ONNX_VARIANTS, onnx_file, predict_split, source_of
 from kd_pipeline.compression import export_onnx
-from kd_pipeline.data import Split, load_meta, load_split, normalize_numpy
+from kd_pipeline.data import Split, load_meta, load_split
 from kd_pipeline.errors import PipelineError
-from kd_pipeline.evaluation import decide
+from kd_pipeline.evaluation import decide, onnx_runner, torch_runner
+from kd_pipeline.fidelity import file_sha256, float_fidelity, predictions_sha256
 from kd_pipeline.files import atomic_dir, write_json
 from kd_pipeline.models import load_checkpoint
-from kd_pipeline.params import ExportParams, Params
+from kd_pipeline.params import Params
+from kd_pipeline.targets import failures
 
 
 class ExportError(PipelineError):
-    """No variant can be exported, or the exported model does not match PyTorch."""
+    """No variant can be exported, or the file to ship is not the one evaluate measured."""
 
 
-def verify(
-    onnx_path: Path, model: torch.nn.Module, card: dict[str, Any], test: Split, int8: bool, cfg: ExportParams
-) -> dict[str, float]:
-    """Compare ONNX Runtime with PyTorch on the test images; raise ExportError on a mismatch."""
-    import onnxruntime as ort
+def _check_same_file(path: Path, record: dict[str, str]) -> None:
+    if file_sha256(path) != record["sha256"]:
+        raise ExportError(f"{path} changed since evaluate measured it; run `dvc repro evaluate` first")
 
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    got, ref = [], []
-    model.eval()
-    for start in range(0, len(test), 128):  # in chunks: a large test split never sits in RAM as float32
-        x = normalize_numpy(np.array(test.images[start : start + 128]), card["mean"], card["std"])
-        got.append(session.run(None, {"input": x})[0])
-        with torch.inference_mode():
-            ref.append(model(torch.from_numpy(x)).numpy())
-    got, ref = np.concatenate(got), np.concatenate(ref)
-    if int8:
-        on = "label decisions" if test.multilabel else "top-1 classes"
-        agreement = float((decide(got, test.multilabel) == decide(ref, test.multilabel)).mean())
-        if agreement < cfg.min_int8_agreement:
-            raise ExportError(
-                f"{onnx_path.name}: int8 agrees with PyTorch on {agreement:.2%} of test {on},"
-                f" below {cfg.min_int8_agreement:.0%}; try quantize.per_channel: true or more calibration batches"
-            )
-        return {"agreement": agreement, "agreement_on": on, "images": len(test)}
-    diff = float(np.abs(got - ref).max())
-    if diff > cfg.max_float_diff:
-        raise ExportError(f"{onnx_path.name}: ONNX logits differ from PyTorch by {diff:.2e} (> {cfg.max_float_diff:g})")
-    return {"max_abs_diff": diff, "images": len(test)}
+
+def prove(
+    variant: str, onnx_path: Path, model: torch.nn.Module, card: dict[str, Any], test: Split,
+    evaluation: dict[str, Any], params: Params,
+) -> dict[str, Any]:
+    """Show that `onnx_path` is what evaluate measured for `variant`; raise ExportError if not."""
+    record = evaluation["files"][variant]
+    if variant in ONNX_VARIANTS:
+        _check_same_file(onnx_path, record)
+        run = onnx_runner(onnx_path, card["mean"], card["std"], params.evaluate.num_threads)
+        predictions = decide(predict_split(run, test), test.multilabel)
+        if predictions_sha256(predictions) != record["predictions_sha256"]:
+            raise ExportError(f"{onnx_path.name}: its test predictions differ from evaluate's for {variant}")
+        measured = evaluation["variants"][variant]
+        keys = ("int8_agreement", "int8_agreement_decided", "decided_share", "max_abs_diff")
+        return {"same_file_as_evaluated": True, "images": len(test), **{k: measured[k] for k in keys if k in measured}}
+    _check_same_file(Path(record["path"]), record)
+    onnx_logits = predict_split(onnx_runner(onnx_path, card["mean"], card["std"], params.evaluate.num_threads), test)
+    check = float_fidelity(onnx_logits, predict_split(torch_runner(model, card["mean"], card["std"]), test),
+                           params.export)
+    if not check["pass"]:
+        raise ExportError(f"{onnx_path.name} ({variant}): {check['reason']}")
+    return {"same_file_as_evaluated": False, "images": len(test), "max_abs_diff": check["max_abs_diff"]}
+
+
+def _lineage(source: str, params: Params) -> str:
+    """How the deployed weights were made, in the params' own names."""
+    kd = f"KD α={params.kd.alpha}, T={params.kd.temperature}"
+    chain = {
+        "teacher": f"teacher `{params.teacher.model}` trained from the labels",
+        "assistant": f"assistant `{params.assistant.model}` distilled from teacher `{params.teacher.model}` ({kd})",
+        "student": f"teacher `{params.teacher.model}` → assistant `{params.assistant.model}` → student"
+                   f" `{params.student.model}` ({kd})",
+        "direct": f"student `{params.student.model}` distilled from teacher `{params.teacher.model}` directly ({kd})",
+        "baseline": f"student `{params.student.model}` trained from the labels alone (no teacher)",
+    }
+    if source == "pruned":
+        return chain["student"] + f", pruned {params.prune.method} {params.prune.ratio:g}"
+    return chain[source]
 
 
 def _model_card(variant: str, card: dict, evaluation: dict, params: Params, check: dict) -> str:
     measured = evaluation["variants"][variant]
-    teacher = evaluation["variants"]["teacher"]
-    check_line = (
-        f"agreement with PyTorch on {check['agreement_on']}: {check['agreement']:.2%}" if "agreement" in check
-        else f"max |logit difference| vs PyTorch {check['max_abs_diff']:.1e}"
-    )
+    reference = evaluation["reference"]
+    if "int8_agreement" in check:
+        check_line = (
+            f"int8 agrees with its float source on {check['int8_agreement_decided']:.2%} of the test decisions"
+            f" that are not near-ties ({check['decided_share']:.0%} of them) and on {check['int8_agreement']:.2%}"
+            " of all"
+        )
+    else:
+        check_line = f"max |logit difference| vs PyTorch {check['max_abs_diff']:.1e}"
+    if check["same_file_as_evaluated"]:
+        check_line += "; the same file, with the same test predictions, as evaluate measured"
+    meets = evaluation["targets_passed"]
     return "\n".join([
         f"# Model card: {variant}",
         "",
+        f"- **meets_targets**: {str(meets).lower()}"
+        + ("" if meets else f" ({'; '.join(failures(evaluation))})"),
         f"- **Architecture**: timm `{card['timm_name']}`{' (channel-pruned)' if card.get('channel_pruned') else ''},"
         f" {measured['parameters'] / 1e6:.2f} M parameters, {measured.get('macs', 0) / 1e6:.1f} MMACs",
-        f"- **Made by**: teacher `{params.teacher.model}` → assistant `{params.assistant.model}` → student"
-        f" `{params.student.model}` (KD α={params.kd.alpha}, T={params.kd.temperature})"
-        + (f", pruned {params.prune.method} {params.prune.ratio:g}" if "pruned" in variant else "")
+        f"- **Made by**: {_lineage(source_of(variant), params)}"
         + (f", int8 {params.quantize.method} (ONNX Runtime)" if variant.endswith("_int8") else ""),
         f"- **Data**: `{params.data.name}`, {len(card['class_names'])}"
         f" {'labels (multi-label: sigmoid per label)' if card.get('task') == 'multilabel' else 'classes'},"
         f" input {card['input_size']},"
         f" mean {card['mean']}, std {card['std']}",
-        f"- **Test accuracy**: {measured['accuracy']:.4f} (teacher {teacher['accuracy']:.4f}),"
-        f" macro F1 {measured['f1']:.4f}",
+        f"- **Test accuracy**: {measured['accuracy']:.4f}, macro F1 {measured['f1']:.4f}; reference {reference}"
+        f" {evaluation['variants'][reference]['accuracy']:.4f} (drop {measured['accuracy_drop_vs_reference']:.4f}),"
+        f" teacher {evaluation['variants']['teacher']['accuracy']:.4f}"
+        f" (drop {measured['accuracy_drop_vs_teacher']:.4f})",
         f"- **Size**: {measured['size_mb']:.2f} MB ({measured['size_ratio_vs_teacher']:.1f}× smaller than the teacher)",
         f"- **CPU latency, batch 1**: {measured['latency_ms']:.2f} ms"
         f" ({measured['latency_ratio_vs_teacher']:.1f}× faster than the teacher)",
-        f"- **Verified**: {check_line} on {check['images']} test images",
+        f"- **Verified**: {check_line}, on {check['images']} test images",
         f"- **Chosen by**: {evaluation['deployed_reason']}",
         "",
         "Use: `python -m kd_pipeline.predict --model export IMAGE_OR_FOLDER ...` (needs only onnxruntime,",
@@ -98,26 +125,25 @@ def _model_card(variant: str, card: dict, evaluation: dict, params: Params, chec
 
 
 def export_deployable(params: Params, layout: Layout = DEFAULT_LAYOUT, out_dir: Path = Path("export")) -> dict:
-    """Write export/ for the variant evaluate chose, after verifying it; returns the check metrics."""
+    """Write export/ for the variant evaluate chose, after proving it is what evaluate measured."""
     evaluation_path = layout.metrics / "evaluate.json"
     if not evaluation_path.is_file():
         raise ExportError(f"{evaluation_path}: not found; run the evaluate stage first")
     evaluation = json.loads(evaluation_path.read_text())
     variant = evaluation.get("deployed")
     if not variant:
-        raise ExportError(f"nothing to export: {evaluation.get('deployed_reason')}; relax targets.max_accuracy_drop")
+        raise ExportError(f"nothing to export: {evaluation.get('deployed_reason')}")
     meta = load_meta(layout.prepared)
     test = load_split(layout.prepared, "test")
-    int8 = variant.endswith("_int8")
     source = source_of(variant)
     model, card = load_checkpoint(layout.model_dir(source), num_classes=meta.num_classes)
     with atomic_dir(out_dir) as tmp:
         onnx_path = tmp / "model.onnx"
-        if variant != source:  # the very ONNX file evaluate measured
+        if variant in ONNX_VARIANTS:  # the very ONNX file evaluate measured
             shutil.copyfile(onnx_file(layout.models, variant), onnx_path)
         else:
             export_onnx(model, card["input_size"], onnx_path)
-        check = verify(onnx_path, model, card, test, int8, params.export)
+        check = prove(variant, onnx_path, model, card, test, evaluation, params)
         state = {k: v.contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / "model.safetensors"))
         write_json(tmp / "model.json", card)
@@ -128,6 +154,9 @@ def export_deployable(params: Params, layout: Layout = DEFAULT_LAYOUT, out_dir: 
             "task": meta.task, "output": "sigmoid per label" if meta.task == "multilabel" else "softmax",
         })
         (tmp / "MODEL_CARD.md").write_text(_model_card(variant, card, evaluation, params, check))
-    result = {"variant": variant, "int8": int8, "onnx_mb": (out_dir / "model.onnx").stat().st_size / 2**20, **check}
+    result = {
+        "variant": variant, "int8": variant.endswith("_int8"), "meets_targets": evaluation["targets_passed"],
+        "onnx_mb": (out_dir / "model.onnx").stat().st_size / 2**20, **check,
+    }
     write_json(layout.metrics / "export.json", result)
     return result

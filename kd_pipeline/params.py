@@ -10,6 +10,7 @@ import difflib
 import functools
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from kd_pipeline.errors import ParamsError
 
 ROLES = ("teacher", "assistant", "student")
+# Roles trained with another role's architecture and budget: the baseline (no teacher) and
+# `direct` (distilled from the teacher without the assistant) are the student's controls.
+ARCHITECTURE_OF = {"teacher": "teacher", "assistant": "assistant", "student": "student",
+                   "direct": "student", "baseline": "student", "pruned": "student"}
 
 
 class _Group(BaseModel):
@@ -72,6 +77,9 @@ class ModelParams(_Group):
     pretrained: bool = False
     pretrained_file: str | None = None
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    # Keys of the shared `train` group that this role trains with instead (checked against
+    # TrainParams by Params.train_for), e.g. a longer budget for the teacher.
+    train: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("model")
     @classmethod
@@ -114,7 +122,9 @@ class TrainParams(_Group):
     plateau_patience: int = Field(2, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     early_stopping_patience: int = Field(0, ge=0)
-    monitor: Literal["accuracy", "f1", "roc_auc", "loss"] = "accuracy"
+    # auto: accuracy for one class per image, roc_auc for multi-label data (where mean per-label
+    # accuracy rewards predicting every label absent)
+    monitor: Literal["auto", "accuracy", "f1", "roc_auc", "loss"] = "auto"
     class_weights: bool = False
     sampler: Literal["shuffle", "balanced"] = "shuffle"
     augment: AugmentParams = Field(default_factory=AugmentParams)
@@ -125,6 +135,9 @@ class TrainParams(_Group):
 class KDParams(_Group):
     alpha: float = Field(0.7, ge=0, le=1)
     temperature: float = Field(4.0, gt=0)
+    # true: stop instead of distilling from a teacher less accurate on validation than the
+    # student trained alone (the baseline); false: say so in one line and go on
+    require_better_teacher: bool = False
 
 
 class PruneParams(_Group):
@@ -154,8 +167,11 @@ class EvaluateParams(_Group):
 
 
 class TargetsParams(_Group):
-    """Checked for the deployed variant against the teacher."""
+    """Checked for the deployed variant: accuracy against the reference, cost against the teacher."""
 
+    # best_float: the most accurate float model (teacher, assistant, student, direct, baseline);
+    # teacher: the teacher, whatever its accuracy
+    reference: Literal["best_float", "teacher"] = "best_float"
     max_accuracy_drop: float = Field(0.05, ge=0, le=1)
     min_speedup: float = Field(0.40, ge=0)  # 0.40: batch-1 latency at least 1.4x lower
     min_size_reduction: float = Field(0.30, ge=0, lt=1)  # 0.30: file at least 30% smaller
@@ -164,7 +180,12 @@ class TargetsParams(_Group):
 class ExportParams(_Group):
     select: Literal["smallest", "fastest", "most_accurate"] = "smallest"
     max_float_diff: float = Field(1e-4, gt=0)  # ONNX vs PyTorch logits, float models
-    min_int8_agreement: float = Field(0.99, ge=0, le=1)  # top-1 agreement with the float source
+    # int8 fidelity: top-1 agreement with the float source on the test images whose float
+    # decision is not a near-tie (top-1 minus top-2 probability >= int8_margin; multi-label:
+    # |p - 0.5| >= int8_margin / 2 per label). Near-ties flip both ways under int8 noise; what
+    # they cost in accuracy is bounded by targets.max_accuracy_drop.
+    min_int8_agreement: float = Field(0.99, ge=0, le=1)
+    int8_margin: float = Field(0.2, ge=0, lt=1)
 
 
 class GateParams(_Group):
@@ -189,26 +210,41 @@ class Params(_Group):
     gate: GateParams = Field(default_factory=GateParams)
 
     def role(self, role: str) -> ModelParams:
-        """The model params of one chain role (teacher, assistant or student)."""
-        if role not in ROLES:
-            raise ParamsError(f"unknown role {role!r}; allowed: {', '.join(ROLES)}")
-        return getattr(self, role)
+        """The model params of a role: its own group, or the student's for direct, baseline and pruned."""
+        if role not in ARCHITECTURE_OF:
+            raise ParamsError(f"unknown role {role!r}; allowed: {', '.join(ARCHITECTURE_OF)}")
+        return getattr(self, ARCHITECTURE_OF[role])
+
+    def train_for(self, role: str) -> TrainParams:
+        """The shared `train` group with the role's own `train` keys on top (nested `augment` merged)."""
+        override = self.role(role).train
+        if not override:
+            return self.train
+        merged = self.train.model_dump()
+        for key, value in override.items():
+            if key == "augment" and isinstance(value, dict):
+                merged["augment"] = {**merged["augment"], **value}
+            else:
+                merged[key] = value
+        return TrainParams.model_validate(merged)
 
 
-def _format_error(err: ValidationError, source: str) -> str:
+def _format_error(
+    err: ValidationError, source: str, root: type[BaseModel] | None = None, prefix: tuple[str, ...] = ()
+) -> str:
     first = err.errors()[0]
-    key = ".".join(str(part) for part in first["loc"])
+    key = ".".join(str(part) for part in (*prefix, *first["loc"]))
     value = first.get("input")
     if first["type"] == "extra_forbidden":
-        parent = _model_at(first["loc"][:-1])
+        parent = _model_at(first["loc"][:-1], root or Params)
         allowed = ", ".join(parent.model_fields) if parent else "see params.yaml"
         return f"{source}: unknown key '{key}'; allowed keys here: {allowed}"
     message = first["msg"].removeprefix("Value error, ")
     return f"{source}: {key} = {value!r} is not allowed: {message}"
 
 
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    model: type[BaseModel] = Params
+def _model_at(loc: tuple[Any, ...], root: type[BaseModel]) -> type[BaseModel] | None:
+    model: type[BaseModel] = root
     for part in loc:
         field = model.model_fields.get(str(part))
         annotation = field.annotation if field else None
@@ -223,9 +259,35 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: expected a mapping of groups, got {type(raw).__name__}")
     try:
-        return Params.model_validate(raw)
+        params = Params.model_validate(raw)
     except ValidationError as err:
         raise ParamsError(_format_error(err, source)) from None
+    for role in ROLES:  # each role's `train` keys, checked as the shared group is
+        try:
+            params.train_for(role)
+        except ValidationError as err:
+            raise ParamsError(_format_error(err, source, TrainParams, (role, "train"))) from None
+    return params
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """YAML 1.2 numbers: `1e-3` is a float (PyYAML's YAML 1.1 reads it as a string)."""
+
+
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(text: str) -> Any:
+    """YAML as DVC reads it (1.2 numbers), without executing anything."""
+    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 (a SafeLoader)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -234,7 +296,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     if not path.is_file():
         raise ParamsError(f"{path}: file not found (run from the project root)")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = read_yaml(path.read_text())
     except yaml.YAMLError as err:
         raise ParamsError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
     return parse_params(raw, str(path))

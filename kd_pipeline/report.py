@@ -24,6 +24,15 @@ COLUMNS = (
     ("throughput", "img/s b64", "{:.0f}"),
     ("latency_ratio_vs_teacher", "× faster", "{:.2f}"),
     ("size_ratio_vs_teacher", "× smaller", "{:.2f}"),
+    ("accuracy_drop_vs_reference", "drop vs ref.", "{:+.4f}"),
+    ("accuracy_drop_vs_teacher", "drop vs teacher", "{:+.4f}"),
+    ("int8_agreement_decided", "int8 agreement", "{:.2%}"),
+)
+GAINS = (
+    ("distillation_gain", "Distillation over none", "student (distilled) minus baseline (same architecture,"
+     " no teacher, same data and budget)"),
+    ("assistant_gain", "Assistant over direct distillation", "student (taught by the assistant) minus direct"
+     " (the same architecture distilled from the teacher itself)"),
 )
 
 
@@ -117,19 +126,15 @@ def render_summary(result: dict[str, Any], params: Params) -> str:
     if evaluation["missing"]:
         lines += ["", "Missing variants:"] + [f"- **{n}**: {r}" for n, r in evaluation["missing"].items()]
 
-    gain = evaluation.get("distillation_gain")
-    lines += ["", "## Gain from distillation", ""]
-    if gain:
-        lines.append(
-            f"Student (distilled) minus baseline (same architecture, no teacher, same data and budget):"
-            f" accuracy {gain['accuracy']:+.4f}, balanced accuracy {gain['balanced_accuracy']:+.4f},"
-            f" macro F1 {gain['f1']:+.4f}."
-        )
-    else:
-        lines.append("Not measured: the student or the baseline is missing.")
-
+    lines += _gains(evaluation) + _teachers(evaluation)
     lines += ["", "## Targets", ""]
     deployed = evaluation["deployed"]
+    reference = evaluation["reference"]
+    lines.append(
+        f"Reference for accuracy drops: **{reference}** ({variants[reference]['accuracy']:.4f};"
+        f" targets.reference = {params.targets.reference}); the teacher scores {variants['teacher']['accuracy']:.4f}."
+        " Speed and size are compared with the teacher."
+    )
     lines.append(f"Deployed variant: **{deployed or 'none'}** ({evaluation['deployed_reason']}).")
     if evaluation["targets"]:
         lines += ["", "| target | value | limit | result |", "|---|---|---|---|"]
@@ -138,15 +143,18 @@ def render_summary(result: dict[str, Any], params: Params) -> str:
             lines.append(
                 f"| {name} | {t['value']:.4f} | {bound} {t['limit']:.4f} | {'pass' if t['pass'] else '**FAIL**'} |"
             )
+    if evaluation.get("not_deployable"):
+        lines += ["", "Not deployable (they do not reproduce their float source):"]
+        lines += [f"- **{name}**: {why}" for name, why in evaluation["not_deployable"].items()]
 
     lines += ["", "## Recommendation", ""]
     budget = params.targets.max_accuracy_drop
-    teacher_acc = variants["teacher"]["accuracy"]
-    ok = {n: m for n, m in variants.items() if n != "teacher" and teacher_acc - m["accuracy"] <= budget + 1e-12}
+    ok = {n: m for n, m in variants.items() if n != "teacher" and m["accuracy_drop_vs_reference"] <= budget + 1e-12
+          and n not in evaluation.get("not_deployable", {})}
     if ok:
         smallest = min(ok, key=lambda n: ok[n]["size_mb"])
         fastest = min(ok, key=lambda n: ok[n]["latency_ms"])
-        lines.append(f"Within {budget:g} accuracy of the teacher:")
+        lines.append(f"Within {budget:g} accuracy of the reference ({reference}):")
         lines.append(f"- smallest on disk: **{smallest}** ({ok[smallest]['size_mb']:.2f} MB)")
         lines.append(f"- fastest at batch 1: **{fastest}** ({ok[fastest]['latency_ms']:.2f} ms)")
     best = max(variants, key=lambda n: variants[n]["accuracy"])
@@ -167,6 +175,31 @@ def render_summary(result: dict[str, Any], params: Params) -> str:
     if evaluation["warnings"]:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in evaluation["warnings"]]
     return "\n".join(lines) + "\n"
+
+
+def _gains(evaluation: dict[str, Any]) -> list[str]:
+    """What distillation and the assistant each added, on this run's test split."""
+    lines = ["", "## Gains", ""]
+    for key, title, definition in GAINS:
+        gain = evaluation.get(key)
+        if gain:
+            lines.append(
+                f"- **{title}**: {definition}: accuracy {gain['accuracy']:+.4f}, balanced accuracy"
+                f" {gain['balanced_accuracy']:+.4f}, macro F1 {gain['f1']:+.4f}."
+            )
+        else:
+            lines.append(f"- **{title}**: not measured (a variant is missing).")
+    lines.append("- One seed's numbers: `python -m kd_pipeline.seeds` gives their seed-to-seed spread"
+                 " (reports/seeds.md).")
+    return lines
+
+
+def _teachers(evaluation: dict[str, Any]) -> list[str]:
+    warnings = evaluation.get("teacher_warnings") or []
+    if not warnings:
+        return ["", "Teacher quality: every teacher in the chain is at least as accurate on validation"
+                " as the student trained alone."]
+    return ["", "## Teacher quality", ""] + [f"- ⚠ {line}" for line in warnings]
 
 
 def write_outputs(

@@ -134,6 +134,8 @@ def _image_folder(cfg: DataParams, scratch: Path | None = None) -> RawData:
         (path, label)
         for label, folder in enumerate(class_dirs)
         for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        # hidden files and folders (.ipynb_checkpoints/, ._ AppleDouble files) are not the user's images
+        if not any(part.startswith(".") for part in path.relative_to(folder).parts)
     ]
     shape = (len(files), cfg.image_size, cfg.image_size, 3)
     if scratch is not None and files:

@@ -1,9 +1,14 @@
 """Which variant to deploy, and whether it meets the targets; `python -m kd_pipeline.targets` for CI.
 
-Definitions, all against the teacher on the same test split and CPU:
-- accuracy drop     = teacher accuracy − variant accuracy               (≤ max_accuracy_drop)
+Definitions, on the same test split and CPU:
+- reference         = targets.reference: the most accurate float model (best_float: teacher,
+                      assistant, student, direct, baseline) or the teacher
+- accuracy drop     = reference accuracy − variant accuracy             (≤ max_accuracy_drop)
 - speedup           = teacher batch-1 latency / variant latency − 1     (≥ min_speedup)
 - size reduction    = 1 − variant file size / teacher file size         (≥ min_size_reduction)
+
+A from-scratch teacher on small data can be the weakest model of all; "within the drop of
+the teacher" would then allow anything, so the default reference is the best float model.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from kd_pipeline.errors import PipelineError, exit_on_pipeline_error
 from kd_pipeline.params import ExportParams, TargetsParams, load_params
 
 SELECT_KEY = {"smallest": ("size_mb", min), "fastest": ("latency_ms", min), "most_accurate": ("accuracy", max)}
+FLOAT_MODELS = ("teacher", "assistant", "student", "direct", "baseline")
 
 
 def ratios_vs_teacher(variant: dict[str, float], teacher: dict[str, float]) -> dict[str, float]:
@@ -31,38 +37,56 @@ def ratios_vs_teacher(variant: dict[str, float], teacher: dict[str, float]) -> d
     }
 
 
+def reference_variant(variants: dict[str, dict[str, float]], targets: TargetsParams) -> str:
+    """The model accuracy drops are measured from (ties go to the earlier, bigger model)."""
+    if targets.reference == "teacher":
+        return "teacher"
+    measured = [name for name in FLOAT_MODELS if name in variants]
+    return max(measured, key=lambda name: variants[name]["accuracy"])
+
+
 @dataclass(frozen=True)
 class Selection:
     variant: str | None
     reason: str
+    within_budget: bool  # False: nothing met max_accuracy_drop, the most accurate one was taken
 
 
 def select_variant(
-    variants: dict[str, dict[str, float]], targets: TargetsParams, rule: ExportParams
+    variants: dict[str, dict[str, float]],
+    targets: TargetsParams,
+    rule: ExportParams,
+    unfaithful: dict[str, str] | None = None,
 ) -> Selection:
-    """The variant the rule picks among those within the accuracy budget (never the teacher)."""
-    teacher = variants["teacher"]
-    candidates = {name: m for name, m in variants.items() if name != "teacher"}
+    """The variant the rule picks among those within the accuracy budget of the reference.
+
+    Never the teacher, never a variant in `unfaithful` (name → why it does not reproduce its
+    source). When none is within the budget, the most accurate candidate is taken and the
+    selection says so, so a run always ends with a model to ship.
+    """
+    unfaithful = unfaithful or {}
+    candidates = {name: m for name, m in variants.items() if name != "teacher" and name not in unfaithful}
     if not candidates:
-        return Selection(None, "no variant besides the teacher was measured")
-    allowed = {
-        name: m for name, m in candidates.items()
-        if teacher["accuracy"] - m["accuracy"] <= targets.max_accuracy_drop + 1e-12
-    }
+        return Selection(None, "no variant besides the teacher can be deployed", False)
+    reference = reference_variant(variants, targets)
+    best = variants[reference]["accuracy"]
+    allowed = {n: m for n, m in candidates.items() if best - m["accuracy"] <= targets.max_accuracy_drop + 1e-12}
     if not allowed:
-        closest = max(candidates, key=lambda n: candidates[n]["accuracy"])
-        drop = teacher["accuracy"] - candidates[closest]["accuracy"]
+        chosen = max(candidates, key=lambda n: candidates[n]["accuracy"])
+        drop = best - candidates[chosen]["accuracy"]
         return Selection(
-            None,
-            f"no variant is within targets.max_accuracy_drop = {targets.max_accuracy_drop:g} of the teacher;"
-            f" closest: {closest} (drop {drop:.4f})",
+            chosen,
+            f"no variant is within targets.max_accuracy_drop = {targets.max_accuracy_drop:g} of the reference"
+            f" ({reference}); deploying the most accurate one, {chosen} (drop {drop:.4f})",
+            False,
         )
     key, pick = SELECT_KEY[rule.select]
     chosen = pick(allowed, key=lambda n: allowed[n][key])
     return Selection(
         chosen,
-        f"{rule.select} variant within {targets.max_accuracy_drop:g} accuracy of the teacher ({key} "
-        f"{allowed[chosen][key]:.4g})",
+        f"{rule.select} variant within {targets.max_accuracy_drop:g} accuracy of the reference, {reference}"
+        f" ({key} {allowed[chosen][key]:.4g})",
+        True,
     )
 
 

@@ -181,6 +181,8 @@ def fit(
     """
     device = normalizer.device
     use_amp = device.type == "cuda"
+    if cfg.monitor == "auto":
+        cfg = cfg.model_copy(update={"monitor": "roc_auc" if train.multilabel else "accuracy"})
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg)
     stopper = EarlyStopping(cfg.early_stopping_patience, "min" if cfg.monitor == "loss" else "max")

@@ -7,6 +7,7 @@ from kd_pipeline.data import load_meta, load_split
 from kd_pipeline.errors import exit_on_pipeline_error
 from kd_pipeline.params import load_params
 from kd_pipeline.report import write_outputs
+from kd_pipeline.teachers import teacher_warnings
 
 
 @exit_on_pipeline_error
@@ -16,11 +17,14 @@ def main() -> None:
     test = load_split("data/prepared", "test")
     loaders = default_loaders(Path("models"), meta, params.evaluate.num_threads)
     result = compare(loaders, test, meta, params)
+    result["evaluation"]["teacher_warnings"] = teacher_warnings(Path("models"))
     write_outputs(
         result, params, meta.class_names, test.labels.tolist(),
         Path("metrics/evaluate.json"), Path("plots"), Path("reports/summary.md"),
     )
     evaluation = result["evaluation"]
+    for line in evaluation["teacher_warnings"]:
+        print(f"warning: {line}")
     print(f"deployed: {evaluation['deployed']} ({evaluation['deployed_reason']}); targets passed:"
           f" {evaluation['targets_passed']}")
 

@@ -9,10 +9,12 @@ from kd_pipeline.params import load_params
 def main() -> None:
     result = export_deployable(load_params())
     check = (
-        f"agreement on {result['agreement_on']} {result['agreement']:.2%}" if result["int8"]
+        f"int8 agreement {result['int8_agreement_decided']:.2%} outside near-ties" if result["int8"]
         else f"max abs diff {result['max_abs_diff']:.1e}"
     )
-    print(f"exported {result['variant']} ({result['onnx_mb']:.2f} MB ONNX), verified: {check}")
+    same = ", the file evaluate measured" if result["same_file_as_evaluated"] else ""
+    targets = "meets its targets" if result["meets_targets"] else "misses a target (see reports/summary.md)"
+    print(f"exported {result['variant']} ({result['onnx_mb']:.2f} MB ONNX{same}), {check}; {targets}")
 
 
 if __name__ == "__main__":

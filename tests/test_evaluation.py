@@ -1,3 +1,4 @@
+import hashlib
 import json
 from pathlib import Path
 
@@ -11,7 +12,14 @@ from kd_pipeline.errors import CheckpointError, PipelineError
 from kd_pipeline.evaluation import full_metrics, softmax, time_model
 from kd_pipeline.params import ExportParams, TargetsParams, parse_params
 from kd_pipeline.report import render_summary, write_outputs
-from kd_pipeline.targets import check_targets, failures, main, ratios_vs_teacher, select_variant
+from kd_pipeline.targets import (
+    check_targets,
+    failures,
+    main,
+    ratios_vs_teacher,
+    reference_variant,
+    select_variant,
+)
 
 Y_TRUE = np.array([0, 0, 1, 1, 2, 2, 2, 0])
 LOGITS = np.array([[3, 1, 0], [0, 2, 1], [0, 3, 0], [1, 2, 0], [0, 0, 4], [2, 0, 1], [0, 1, 3], [4, 0, 0]], dtype=float)
@@ -44,12 +52,39 @@ def _variants(student_acc: float = 0.97, student_ms: float = 2.0, student_mb: fl
     }
 
 
-def test_selection_rules_and_closest_when_none_qualifies() -> None:
+def test_selection_rules_and_the_most_accurate_when_none_qualifies() -> None:
     targets = TargetsParams(max_accuracy_drop=0.02)
     assert select_variant(_variants(), targets, ExportParams(select="smallest")).variant == "student"
     assert select_variant(_variants(), targets, ExportParams(select="most_accurate")).variant == "assistant"
     none = select_variant(_variants(student_acc=0.5), TargetsParams(max_accuracy_drop=0.001), ExportParams())
-    assert none.variant is None and "closest: assistant" in none.reason
+    assert none.variant == "assistant" and not none.within_budget
+    assert "no variant is within targets.max_accuracy_drop = 0.001 of the reference (teacher)" in none.reason
+
+
+def test_reference_is_the_best_float_model_unless_the_teacher_is_asked_for() -> None:
+    weak_teacher = {
+        "teacher": {"accuracy": 0.727, "latency_ms": 10.0, "size_mb": 100.0},
+        "assistant": {"accuracy": 0.825, "latency_ms": 6.0, "size_mb": 50.0},
+        "student": {"accuracy": 0.855, "latency_ms": 2.0, "size_mb": 10.0},
+        "baseline": {"accuracy": 0.904, "latency_ms": 2.0, "size_mb": 10.0},
+        "pruned_int8": {"accuracy": 0.80, "latency_ms": 0.5, "size_mb": 2.0},
+    }
+    assert reference_variant(weak_teacher, TargetsParams()) == "baseline"
+    assert reference_variant(weak_teacher, TargetsParams(reference="teacher")) == "teacher"
+    # Against the weak teacher everything qualifies and the smallest wins; against the best
+    # float model (0.904) only the student and the baseline are within 0.05.
+    lenient = select_variant(weak_teacher, TargetsParams(reference="teacher"), ExportParams())
+    assert lenient.variant == "pruned_int8" and lenient.within_budget
+    strict = select_variant(weak_teacher, TargetsParams(), ExportParams())
+    assert strict.variant in {"student", "baseline"} and "reference, baseline" in strict.reason
+    assert reference_variant({**weak_teacher, "pruned": {"accuracy": 0.99}}, TargetsParams()) == "baseline"
+
+
+def test_variants_that_do_not_reproduce_their_source_are_never_deployed() -> None:
+    variants = {**_variants(), "student_int8": {"accuracy": 0.97, "latency_ms": 0.5, "size_mb": 2.0}}
+    assert select_variant(variants, TargetsParams(), ExportParams()).variant == "student_int8"
+    chosen = select_variant(variants, TargetsParams(), ExportParams(), {"student_int8": "int8 agrees on 90%"})
+    assert chosen.variant == "student"
 
 
 def test_target_check_fails_when_missed_and_passes_when_met() -> None:
@@ -86,14 +121,17 @@ def test_check_command_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert info.value.code == 2
 
 
-def _fake_variant(name: str, logits: np.ndarray, ms: float, mb: float) -> Variant:
+def _fake_variant(name: str, logits: np.ndarray, ms: float, mb: float, folder: Path) -> Variant:
+    """A variant that answers `logits` for the images in order (the test split is run in one chunk)."""
     import time
 
     def run(images: np.ndarray) -> np.ndarray:
         time.sleep(ms / 1000)
         return np.resize(logits, (len(images), logits.shape[1]))
 
-    return Variant(name=name, run=run, size_mb=mb, parameters=1000, macs=None, kind="fake")
+    path = folder / f"{name}.bin"
+    path.write_bytes(name.encode())
+    return Variant(name=name, run=run, size_mb=mb, parameters=1000, macs=None, kind="fake", path=path)
 
 
 def test_compare_report_lists_every_variant_and_marks_missing(prepared_dir: Path, tmp_path: Path) -> None:
@@ -105,18 +143,26 @@ def test_compare_report_lists_every_variant_and_marks_missing(prepared_dir: Path
     def broken() -> Variant:
         raise CheckpointError("models/baseline/model.json: not found")
 
+    flipped = perfect.copy()
+    flipped[: len(flipped) // 5] = np.roll(flipped[: len(flipped) // 5], 1, axis=1)  # 20% confident flips
     loaders = {
-        "teacher": lambda: _fake_variant("teacher", perfect, 2.0, 100.0),
-        "student": lambda: _fake_variant("student", perfect, 0.1, 10.0),
+        "teacher": lambda: _fake_variant("teacher", perfect, 2.0, 100.0, tmp_path),
+        "student": lambda: _fake_variant("student", perfect, 0.1, 10.0, tmp_path),
         "baseline": broken,
+        "student_int8": lambda: _fake_variant("student_int8", flipped, 0.05, 3.0, tmp_path),
     }
     fake_test = Split(images=np.array(test.images), labels=test.labels)
     result = compare(loaders, fake_test, meta, params)
     evaluation = result["evaluation"]
-    assert set(evaluation["variants"]) == {"teacher", "student"}
+    assert set(evaluation["variants"]) == {"teacher", "student", "student_int8"}
     assert "baseline" in evaluation["missing"]
+    assert 0.5 < evaluation["variants"]["student_int8"]["int8_agreement"] < 0.9
+    assert "student_int8" in evaluation["not_deployable"]
+    assert "quantize.per_channel" not in evaluation["not_deployable"]["student_int8"]  # already true
     assert evaluation["deployed"] == "student" and evaluation["targets_passed"]
+    assert evaluation["reference"] == "teacher"  # tied with the student: the bigger model
     assert evaluation["variants"]["student"]["latency_ratio_vs_teacher"] > 1.5
+    assert evaluation["files"]["student"]["sha256"] == hashlib.sha256(b"student").hexdigest()
 
     write_outputs(
         result,
@@ -129,6 +175,7 @@ def test_compare_report_lists_every_variant_and_marks_missing(prepared_dir: Path
     )
     summary = (tmp_path / "summary.md").read_text()
     assert "| teacher |" in summary and "| student |" in summary and "**baseline**: models/baseline" in summary
+    assert "Reference for accuracy drops: **teacher**" in summary and "- **student_int8**: int8 agrees" in summary
     assert json.loads((tmp_path / "plots/confusion/student.json").read_text())[0].keys() == {"actual", "predicted"}
     assert (tmp_path / "plots/tradeoff.png").read_bytes()[:4] == b"\x89PNG"
     assert render_summary(result, params) == summary

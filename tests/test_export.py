@@ -1,3 +1,4 @@
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -6,13 +7,17 @@ import pytest
 import torch
 from onnx import numpy_helper
 
+from kd_pipeline.comparison import predict_split
 from kd_pipeline.compression import export_onnx
 from kd_pipeline.data import Split
-from kd_pipeline.export import ExportError, verify
+from kd_pipeline.evaluation import decide, onnx_runner
+from kd_pipeline.export import ExportError, prove
+from kd_pipeline.fidelity import file_sha256, predictions_sha256
 from kd_pipeline.models import create_model
-from kd_pipeline.params import ExportParams
+from kd_pipeline.params import parse_params
 
 CARD = {"mean": [0.5] * 3, "std": [0.25] * 3, "input_size": [3, 16, 16]}
+PARAMS = parse_params({})
 
 
 def _setup(tmp_path: Path) -> tuple[torch.nn.Module, Path, Split]:
@@ -24,26 +29,42 @@ def _setup(tmp_path: Path) -> tuple[torch.nn.Module, Path, Split]:
     return model, path, Split(images, np.zeros(20, np.int64))
 
 
-def test_float_export_passes_verification(tmp_path: Path) -> None:
-    model, path, split = _setup(tmp_path)
-    check = verify(path, model, CARD, split, int8=False, cfg=ExportParams())
-    assert check["max_abs_diff"] <= 1e-4 and check["images"] == 20
+def _evaluated(variant: str, path: Path, split: Split) -> dict:
+    """What evaluate records for a variant: its file, its test decisions and its fidelity numbers."""
+    run = onnx_runner(path, CARD["mean"], CARD["std"], PARAMS.evaluate.num_threads)
+    predictions = decide(predict_split(run, split), split.multilabel)
+    return {
+        "files": {variant: {"path": str(path), "sha256": file_sha256(path),
+                            "predictions_sha256": predictions_sha256(predictions)}},
+        "variants": {variant: {"max_abs_diff": 1e-6}},
+    }
 
 
-def test_verification_catches_a_corrupted_model(tmp_path: Path) -> None:
+def test_an_onnx_variant_is_proven_to_be_the_file_evaluate_measured(tmp_path: Path) -> None:
     model, path, split = _setup(tmp_path)
+    evaluation = _evaluated("student_onnx", path, split)
+    check = prove("student_onnx", path, model, CARD, split, evaluation, PARAMS)
+    assert check == {"same_file_as_evaluated": True, "images": 20, "max_abs_diff": 1e-6}
+
+    evaluation["files"]["student_onnx"]["predictions_sha256"] = hashlib.sha256(b"other").hexdigest()
+    with pytest.raises(ExportError, match="test predictions differ from evaluate's"):
+        prove("student_onnx", path, model, CARD, split, evaluation, PARAMS)
+    path.write_bytes(path.read_bytes() + b"\0")
+    with pytest.raises(ExportError, match="changed since evaluate measured it"):
+        prove("student_onnx", path, model, CARD, split, evaluation, PARAMS)
+
+
+def test_a_pytorch_variant_is_converted_and_checked_against_pytorch(tmp_path: Path) -> None:
+    model, path, split = _setup(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"weights")
+    evaluation = {"files": {"student": {"path": str(weights), "sha256": file_sha256(weights)}}}
+    check = prove("student", path, model, CARD, split, evaluation, PARAMS)
+    assert check["max_abs_diff"] <= 1e-4 and not check["same_file_as_evaluated"]
+
     proto = onnx.load(str(path))
     first = proto.graph.initializer[0]
     first.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(first) * -3.0, first.name))
     onnx.save(proto, str(path))
     with pytest.raises(ExportError, match="differ from PyTorch"):
-        verify(path, model, CARD, split, int8=False, cfg=ExportParams())
-    with pytest.raises(ExportError, match="int8 agrees with PyTorch on .* of test top-1 classes"):
-        verify(path, model, CARD, split, int8=True, cfg=ExportParams(min_int8_agreement=1.0))
-
-
-def test_int8_check_of_a_multilabel_model_compares_label_decisions(tmp_path: Path) -> None:
-    model, path, split = _setup(tmp_path)
-    multilabel = Split(split.images, np.zeros((20, 4), np.int64))
-    check = verify(path, model, CARD, multilabel, int8=True, cfg=ExportParams())
-    assert check == {"agreement": 1.0, "agreement_on": "label decisions", "images": 20}
+        prove("student", path, model, CARD, split, evaluation, PARAMS)

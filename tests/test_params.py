@@ -25,7 +25,14 @@ def test_project_params_file_is_valid() -> None:
         ({"train": {"lr": "0.1"}}, ["train.lr", "'0.1'", "number"]),
         ({"train": {"optimizer": "rmsprop"}}, ["train.optimizer", "rmsprop", "'adam', 'adamw' or 'sgd'"]),
         ({"train": {"scheduler": "linear"}}, ["train.scheduler", "'cosine', 'step', 'plateau' or 'none'"]),
-        ({"train": {"monitor": "auc"}}, ["train.monitor", "'accuracy', 'f1', 'roc_auc' or 'loss'"]),
+        ({"train": {"monitor": "auc"}}, ["train.monitor", "'auto', 'accuracy', 'f1', 'roc_auc' or 'loss'"]),
+        ({"teacher": {"model": "resnet50", "train": {"epochs": 0}}},
+         ["teacher.train.epochs", "0", "greater than or equal to 1"]),
+        ({"assistant": {"model": "resnet34", "train": {"lrr": 0.1}}},
+         ["unknown key 'assistant.train.lrr'", "lr", "epochs"]),
+        ({"student": {"model": "resnet18", "train": {"augment": {"crop_padding": -1}}}},
+         ["student.train.augment.crop_padding", "-1"]),
+        ({"targets": {"reference": "assistant"}}, ["targets.reference", "'best_float' or 'teacher'"]),
         ({"train": {"label_smoothing": 1.0}}, ["train.label_smoothing", "less than 1"]),
         ({"train": {"augment": {"brightness": 2}}}, ["train.augment.brightness", "2"]),
         ({"teacher": {"model": "resnet5"}}, ["teacher.model", "resnet5", "not a timm model", "resnet50"]),
@@ -73,3 +80,25 @@ def test_fingerprint_changes_with_params() -> None:
 def test_unknown_role() -> None:
     with pytest.raises(ParamsError, match="unknown role"):
         parse_params({}).role("professor")
+
+
+def test_role_train_keys_override_the_shared_group() -> None:
+    params = parse_params({
+        "train": {"epochs": 10, "lr": 0.003, "augment": {"hflip": True}},
+        "teacher": {"model": "resnet50", "train": {"epochs": 30, "augment": {"crop_padding": 4}}},
+    })
+    teacher = params.train_for("teacher")
+    assert (teacher.epochs, teacher.lr, teacher.augment.hflip, teacher.augment.crop_padding) == (30, 0.003, True, 4)
+    assert params.train_for("assistant") == params.train
+    for role in ("student", "direct", "baseline", "pruned"):  # the student's architecture and budget
+        assert params.train_for(role) == params.train
+    student = parse_params({"student": {"model": "resnet18", "train": {"lr": 0.01}}})
+    assert {student.train_for(r).lr for r in ("student", "direct", "baseline", "pruned")} == {0.01}
+
+
+def test_numbers_are_read_as_yaml_1_2(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("train: {lr: 1e-3, weight_decay: 5.0e-4}\nteacher: {model: resnet50, train: {lr: 3E-4}}\n")
+    params = load_params(path)
+    assert params.train.lr == 0.001 and params.train.weight_decay == 0.0005
+    assert params.train_for("teacher").lr == 0.0003

@@ -1,0 +1,134 @@
+"""Gains stated with their noise: one experiment per training seed, aggregated.
+
+    dvc exp run --queue -S train.seed=0,1,2 && dvc queue start -j 1   # wait for the queue
+    python -m kd_pipeline.seeds                                        # metrics/seeds.json, reports/seeds.md
+
+It takes the experiments (and the workspace) whose params equal the workspace's except
+`train.seed`, one per seed, and writes for every variant's accuracy, balanced accuracy and
+macro F1, and for both gains (distillation: student − baseline; assistant: student − direct),
+the mean, sample standard deviation, min and max across seeds, with one line per gain saying
+whether its mean exceeds its spread. The data split (`data.seed`) is the same in every run:
+the spread is that of training alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from kd_pipeline.errors import PipelineError, exit_on_pipeline_error
+from kd_pipeline.files import atomic_file, write_json
+from kd_pipeline.params import read_yaml
+
+METRICS = ("accuracy", "balanced_accuracy", "f1")
+GAINS = {"distillation_gain": "student − baseline", "assistant_gain": "student − direct"}
+EVALUATION = "metrics/evaluate.json"
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Mean, sample standard deviation (n − 1), min and max."""
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+    }
+
+
+def aggregate(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """Across-seed statistics from each seed's metrics/evaluate.json."""
+    if len(runs) < 2:
+        raise PipelineError(f"need at least 2 seeds to measure a spread, found {len(runs)}: {sorted(runs)}")
+    evaluations = [runs[seed] for seed in sorted(runs)]
+    names = [n for n in evaluations[0]["variants"] if all(n in e["variants"] for e in evaluations)]
+    variants = {
+        name: {m: spread([e["variants"][name][m] for e in evaluations]) for m in METRICS
+               if all(m in e["variants"][name] for e in evaluations)}
+        for name in names
+    }
+    gains = {
+        gain: {m: spread([e[gain][m] for e in evaluations]) for m in METRICS}
+        for gain in GAINS if all(gain in e for e in evaluations)
+    }
+    verdicts = {gain: verdict(gain, stats["accuracy"]) for gain, stats in gains.items()}
+    return {"seeds": sorted(runs), "variants": variants, "gains": gains, "verdicts": verdicts}
+
+
+def verdict(gain: str, stats: dict[str, float]) -> str:
+    """One line: the gain's mean ± spread, and whether the mean is larger than the spread."""
+    mean, std = stats["mean"], stats["std"]
+    exceeds = abs(mean) > std
+    sign = "a gain" if mean > 0 else "a loss"
+    judged = (f"{sign} larger than its seed-to-seed spread" if exceeds
+              else "within its seed-to-seed spread: no measurable effect")
+    return f"{gain} ({GAINS[gain]}) in accuracy: {mean:+.4f} ± {std:.4f} over {stats['n']} seeds, {judged}"
+
+
+def _without_seed(params: dict[str, Any]) -> str:
+    plain = json.loads(json.dumps(params))
+    plain.get("train", {}).pop("seed", None)
+    return json.dumps(plain, sort_keys=True)
+
+
+def collect_runs(shown: list[dict[str, Any]], workspace_params: dict[str, Any]) -> dict[int, tuple[str, dict]]:
+    """seed → (experiment name, evaluation) from `dvc exp show --json`, for the workspace's params."""
+    wanted = _without_seed(workspace_params)
+    found: dict[int, tuple[str, dict]] = {}
+    revs = []
+    for commit in shown:
+        revs.append(commit)
+        for experiment in commit.get("experiments") or []:
+            revs.extend(experiment.get("revs") or [])
+    for rev in revs:
+        data = rev.get("data") or {}
+        params = (data.get("params") or {}).get("params.yaml", {}).get("data")
+        evaluation = (data.get("metrics") or {}).get(EVALUATION, {}).get("data")
+        if rev.get("error") or not params or not evaluation or _without_seed(params) != wanted:
+            continue
+        seed = params["train"]["seed"]
+        found.setdefault(seed, (rev.get("name") or rev.get("rev", "?"), evaluation))
+    return found
+
+
+def render(summary: dict[str, Any], names: dict[int, str]) -> str:
+    lines = ["# Across seeds", "", f"Seeds {summary['seeds']} (train.seed; runs: "
+             + ", ".join(f"{seed}: {names[seed]}" for seed in summary["seeds"]) + ").",
+             "Mean ± sample standard deviation [min, max] on the test split.", ""]
+    lines += [f"- {line}" for line in summary["verdicts"].values()]
+    lines += ["", "| variant | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
+    rows = {**summary["variants"], **{f"{g} ({GAINS[g]})": s for g, s in summary["gains"].items()}}
+    for name, stats in rows.items():
+        cells = [f"{s['mean']:.4f} ± {s['std']:.4f} [{s['min']:.4f}, {s['max']:.4f}]"
+                 if (s := stats.get(m)) else "–" for m in METRICS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+@exit_on_pipeline_error
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Aggregate seed experiments: mean, spread, and the gains' verdict.")
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/seeds.json"))
+    parser.add_argument("--report", type=Path, default=Path("reports/seeds.md"))
+    args = parser.parse_args(argv)
+    proc = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise PipelineError(f"dvc exp show failed: {proc.stderr.strip().splitlines()[-1:]}")
+    workspace = read_yaml(Path("params.yaml").read_text())
+    runs = collect_runs(json.loads(proc.stdout), workspace)
+    summary = aggregate({seed: evaluation for seed, (_, evaluation) in runs.items()})
+    names = {seed: name for seed, (name, _) in runs.items()}
+    write_json(args.metrics, {**summary, "runs": {str(s): n for s, n in names.items()}})
+    with atomic_file(args.report) as tmp:
+        tmp.write_text(render(summary, names))
+    for line in summary["verdicts"].values():
+        print(line)
+    print(f"wrote {args.metrics} and {args.report}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+import pytest
+
+from kd_pipeline.errors import PipelineError
+from kd_pipeline.seeds import aggregate, collect_runs, render
+
+
+def _evaluation(student: float, baseline: float, direct: float) -> dict:
+    variants = {name: {"accuracy": acc, "balanced_accuracy": acc, "f1": acc}
+                for name, acc in (("student", student), ("baseline", baseline), ("direct", direct))}
+    gain = {k: student - baseline for k in ("accuracy", "balanced_accuracy", "f1")}
+    assistant = {k: student - direct for k in ("accuracy", "balanced_accuracy", "f1")}
+    return {"variants": variants, "distillation_gain": gain, "assistant_gain": assistant}
+
+
+RUNS = {0: _evaluation(0.90, 0.85, 0.89), 1: _evaluation(0.92, 0.86, 0.93), 2: _evaluation(0.94, 0.84, 0.93)}
+
+
+def test_mean_spread_and_range_match_a_hand_computation() -> None:
+    summary = aggregate(RUNS)
+    student = summary["variants"]["student"]["accuracy"]
+    assert student["mean"] == pytest.approx(0.92) and student["std"] == pytest.approx(0.02)  # sqrt(.0008 / 2)
+    assert (student["min"], student["max"], student["n"]) == (0.90, 0.94, 3)
+    gain = summary["gains"]["distillation_gain"]["accuracy"]  # 0.05, 0.06, 0.10
+    assert gain["mean"] == pytest.approx(0.07) and gain["std"] == pytest.approx(0.026457513, rel=1e-6)
+    assistant = summary["gains"]["assistant_gain"]["accuracy"]  # 0.01, -0.01, 0.01
+    assert assistant["mean"] == pytest.approx(0.01 / 3) and assistant["std"] == pytest.approx(0.011547005, rel=1e-6)
+    assert "larger than its seed-to-seed spread" in summary["verdicts"]["distillation_gain"]
+    assert "no measurable effect" in summary["verdicts"]["assistant_gain"]
+    report = render(summary, {0: "a", 1: "b", 2: "c"})
+    assert "| student | 0.9200 ± 0.0200 [0.9000, 0.9400]" in report and "+0.0700 ± 0.0265 over 3 seeds" in report
+
+
+def test_one_seed_is_not_a_spread() -> None:
+    with pytest.raises(PipelineError, match="at least 2 seeds"):
+        aggregate({0: RUNS[0]})
+
+
+def test_runs_are_the_experiments_that_differ_from_the_workspace_only_in_seed() -> None:
+    def rev(name: str, seed: int, temperature: float, evaluation: dict | None, error: bool = False) -> dict:
+        params = {"train": {"seed": seed, "epochs": 10}, "kd": {"temperature": temperature}}
+        metrics = {"metrics/evaluate.json": {"data": evaluation}} if evaluation else {}
+        return {"name": name, "rev": name, "error": {"msg": "x"} if error else None,
+                "data": {"params": {"params.yaml": {"data": params}}, "metrics": metrics}}
+
+    shown = [
+        rev("workspace", 0, 4.0, RUNS[0]),
+        {**rev("main", 0, 4.0, RUNS[0]), "experiments": [
+            {"revs": [rev("seed-1", 1, 4.0, RUNS[1])]},
+            {"revs": [rev("hot", 2, 8.0, RUNS[2])]},           # other params: not a seed run
+            {"revs": [rev("broken", 3, 4.0, None, error=True)]},  # failed: left out
+            {"revs": [rev("seed-2", 2, 4.0, RUNS[2])]},
+        ]},
+    ]
+    runs = collect_runs(shown, {"train": {"seed": 5, "epochs": 10}, "kd": {"temperature": 4.0}})
+    assert {seed: name for seed, (name, _) in runs.items()} == {0: "workspace", 1: "seed-1", 2: "seed-2"}
