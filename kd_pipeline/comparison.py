@@ -34,6 +34,8 @@ from kd_pipeline.targets import check_targets, ratios_vs_teacher, reference_vari
 # it in models/quantized/<source>.int8.onnx (both in ONNX Runtime).
 TORCH_VARIANTS = ("teacher", "assistant", "student", "direct", "baseline", "pruned")
 ONNX_VARIANTS = {"student_onnx": "fp32", "pruned_onnx": "fp32", "student_int8": "int8", "pruned_int8": "int8"}
+# Each measured variant's file, SHA-256 and test-prediction digest (evaluate writes, export checks).
+FILES_RECORD = Path("reports/evaluated_files.json")
 
 
 def source_of(variant: str) -> str:
@@ -120,7 +122,8 @@ def compare(
 
     Returns the evaluation: per-variant metrics, each converted variant's fidelity to its
     source, the gains from distillation and from the assistant, ratios against the teacher,
-    the reference, the deployed variant and its target checks; and per-variant details.
+    the reference, the deployed variant and its target checks; per-variant details; and the
+    files measured (path, SHA-256, test-prediction digest), which export checks.
     """
     variants, details, logits, files, missing, notes = _measure(loaders, test, meta, params)
     if "teacher" not in variants:
@@ -154,10 +157,9 @@ def compare(
         t["pass"] for t in evaluation["targets"].values()
     )
     evaluation["not_deployable"] = unfaithful
-    evaluation["files"] = files
     evaluation["missing"] = missing
     evaluation["warnings"] = notes
-    return {"evaluation": evaluation, "details": details}
+    return {"evaluation": evaluation, "details": details, "files": files}
 
 
 def _measure(

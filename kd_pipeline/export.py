@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import save_file
 
 from kd_pipeline.chain import DEFAULT_LAYOUT, Layout
-from kd_pipeline.comparison import ONNX_VARIANTS, onnx_file, predict_split, source_of
+from kd_pipeline.comparison import FILES_RECORD, ONNX_VARIANTS, onnx_file, predict_split, source_of
 from kd_pipeline.compression import export_onnx
 from kd_pipeline.data import Split, load_meta, load_split
 from kd_pipeline.errors import PipelineError
@@ -43,17 +43,16 @@ def _check_same_file(path: Path, record: dict[str, str]) -> None:
 
 def prove(
     variant: str, onnx_path: Path, model: torch.nn.Module, card: dict[str, Any], test: Split,
-    evaluation: dict[str, Any], params: Params,
+    record: dict[str, str], measured: dict[str, float], params: Params,
 ) -> dict[str, Any]:
-    """Show that `onnx_path` is what evaluate measured for `variant`; raise ExportError if not."""
-    record = evaluation["files"][variant]
+    """Show that `onnx_path` is what evaluate measured for `variant` (its `record` in
+    reports/evaluated_files.json, its `measured` metrics); raise ExportError if not."""
     if variant in ONNX_VARIANTS:
         _check_same_file(onnx_path, record)
         run = onnx_runner(onnx_path, card["mean"], card["std"], params.evaluate.num_threads)
         predictions = decide(predict_split(run, test), test.multilabel)
         if predictions_sha256(predictions) != record["predictions_sha256"]:
             raise ExportError(f"{onnx_path.name}: its test predictions differ from evaluate's for {variant}")
-        measured = evaluation["variants"][variant]
         keys = ("int8_agreement", "int8_agreement_decided", "decided_share", "max_abs_diff")
         return {"same_file_as_evaluated": True, "images": len(test), **{k: measured[k] for k in keys if k in measured}}
     _check_same_file(Path(record["path"]), record)
@@ -124,15 +123,20 @@ def _model_card(variant: str, card: dict, evaluation: dict, params: Params, chec
     ])
 
 
-def export_deployable(params: Params, layout: Layout = DEFAULT_LAYOUT, out_dir: Path = Path("export")) -> dict:
+def export_deployable(
+    params: Params, layout: Layout = DEFAULT_LAYOUT, out_dir: Path = Path("export"), files_path: Path = FILES_RECORD
+) -> dict:
     """Write export/ for the variant evaluate chose, after proving it is what evaluate measured."""
     evaluation_path = layout.metrics / "evaluate.json"
     if not evaluation_path.is_file():
         raise ExportError(f"{evaluation_path}: not found; run the evaluate stage first")
+    if not files_path.is_file():
+        raise ExportError(f"{files_path}: not found; run the evaluate stage first")
     evaluation = json.loads(evaluation_path.read_text())
     variant = evaluation.get("deployed")
     if not variant:
         raise ExportError(f"nothing to export: {evaluation.get('deployed_reason')}")
+    record = json.loads(files_path.read_text())[variant]
     meta = load_meta(layout.prepared)
     test = load_split(layout.prepared, "test")
     source = source_of(variant)
@@ -143,7 +147,7 @@ def export_deployable(params: Params, layout: Layout = DEFAULT_LAYOUT, out_dir: 
             shutil.copyfile(onnx_file(layout.models, variant), onnx_path)
         else:
             export_onnx(model, card["input_size"], onnx_path)
-        check = prove(variant, onnx_path, model, card, test, evaluation, params)
+        check = prove(variant, onnx_path, model, card, test, record, evaluation["variants"][variant], params)
         state = {k: v.contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / "model.safetensors"))
         write_json(tmp / "model.json", card)

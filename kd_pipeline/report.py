@@ -210,8 +210,10 @@ def write_outputs(
     metrics_path: Path,
     plots_dir: Path,
     report_path: Path,
+    files_path: Path,
 ) -> None:
     write_json(metrics_path, result["evaluation"])
+    write_json(files_path, result["files"])  # not metrics: hashes that export checks
     write_plot_data(result, class_names, test_labels, plots_dir)
     with atomic_file(report_path) as tmp:
         tmp.write_text(render_summary(result, params))

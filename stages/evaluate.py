@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from kd_pipeline.comparison import compare, default_loaders
+from kd_pipeline.comparison import FILES_RECORD, compare, default_loaders
 from kd_pipeline.data import load_meta, load_split
 from kd_pipeline.errors import exit_on_pipeline_error
 from kd_pipeline.params import load_params
@@ -20,7 +20,7 @@ def main() -> None:
     result["evaluation"]["teacher_warnings"] = teacher_warnings(Path("models"))
     write_outputs(
         result, params, meta.class_names, test.labels.tolist(),
-        Path("metrics/evaluate.json"), Path("plots"), Path("reports/summary.md"),
+        Path("metrics/evaluate.json"), Path("plots"), Path("reports/summary.md"), FILES_RECORD,
     )
     evaluation = result["evaluation"]
     for line in evaluation["teacher_warnings"]:

@@ -162,7 +162,7 @@ def test_compare_report_lists_every_variant_and_marks_missing(prepared_dir: Path
     assert evaluation["deployed"] == "student" and evaluation["targets_passed"]
     assert evaluation["reference"] == "teacher"  # tied with the student: the bigger model
     assert evaluation["variants"]["student"]["latency_ratio_vs_teacher"] > 1.5
-    assert evaluation["files"]["student"]["sha256"] == hashlib.sha256(b"student").hexdigest()
+    assert result["files"]["student"]["sha256"] == hashlib.sha256(b"student").hexdigest()
 
     write_outputs(
         result,
@@ -172,6 +172,7 @@ def test_compare_report_lists_every_variant_and_marks_missing(prepared_dir: Path
         tmp_path / "evaluate.json",
         tmp_path / "plots",
         tmp_path / "summary.md",
+        tmp_path / "files.json",
     )
     summary = (tmp_path / "summary.md").read_text()
     assert "| teacher |" in summary and "| student |" in summary and "**baseline**: models/baseline" in summary

@@ -29,37 +29,33 @@ def _setup(tmp_path: Path) -> tuple[torch.nn.Module, Path, Split]:
     return model, path, Split(images, np.zeros(20, np.int64))
 
 
-def _evaluated(variant: str, path: Path, split: Split) -> dict:
-    """What evaluate records for a variant: its file, its test decisions and its fidelity numbers."""
+def _record(path: Path, split: Split) -> dict:
+    """What evaluate records for an ONNX variant: its file and a digest of its test decisions."""
     run = onnx_runner(path, CARD["mean"], CARD["std"], PARAMS.evaluate.num_threads)
     predictions = decide(predict_split(run, split), split.multilabel)
-    return {
-        "files": {variant: {"path": str(path), "sha256": file_sha256(path),
-                            "predictions_sha256": predictions_sha256(predictions)}},
-        "variants": {variant: {"max_abs_diff": 1e-6}},
-    }
+    return {"path": str(path), "sha256": file_sha256(path), "predictions_sha256": predictions_sha256(predictions)}
 
 
 def test_an_onnx_variant_is_proven_to_be_the_file_evaluate_measured(tmp_path: Path) -> None:
     model, path, split = _setup(tmp_path)
-    evaluation = _evaluated("student_onnx", path, split)
-    check = prove("student_onnx", path, model, CARD, split, evaluation, PARAMS)
+    record, measured = _record(path, split), {"accuracy": 0.5, "max_abs_diff": 1e-6}
+    check = prove("student_onnx", path, model, CARD, split, record, measured, PARAMS)
     assert check == {"same_file_as_evaluated": True, "images": 20, "max_abs_diff": 1e-6}
 
-    evaluation["files"]["student_onnx"]["predictions_sha256"] = hashlib.sha256(b"other").hexdigest()
+    other = {**record, "predictions_sha256": hashlib.sha256(b"other").hexdigest()}
     with pytest.raises(ExportError, match="test predictions differ from evaluate's"):
-        prove("student_onnx", path, model, CARD, split, evaluation, PARAMS)
+        prove("student_onnx", path, model, CARD, split, other, measured, PARAMS)
     path.write_bytes(path.read_bytes() + b"\0")
     with pytest.raises(ExportError, match="changed since evaluate measured it"):
-        prove("student_onnx", path, model, CARD, split, evaluation, PARAMS)
+        prove("student_onnx", path, model, CARD, split, record, measured, PARAMS)
 
 
 def test_a_pytorch_variant_is_converted_and_checked_against_pytorch(tmp_path: Path) -> None:
     model, path, split = _setup(tmp_path)
     weights = tmp_path / "model.safetensors"
     weights.write_bytes(b"weights")
-    evaluation = {"files": {"student": {"path": str(weights), "sha256": file_sha256(weights)}}}
-    check = prove("student", path, model, CARD, split, evaluation, PARAMS)
+    record = {"path": str(weights), "sha256": file_sha256(weights)}
+    check = prove("student", path, model, CARD, split, record, {}, PARAMS)
     assert check["max_abs_diff"] <= 1e-4 and not check["same_file_as_evaluated"]
 
     proto = onnx.load(str(path))
@@ -67,4 +63,4 @@ def test_a_pytorch_variant_is_converted_and_checked_against_pytorch(tmp_path: Pa
     first.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(first) * -3.0, first.name))
     onnx.save(proto, str(path))
     with pytest.raises(ExportError, match="differ from PyTorch"):
-        prove("student", path, model, CARD, split, evaluation, PARAMS)
+        prove("student", path, model, CARD, split, record, {}, PARAMS)

@@ -86,7 +86,7 @@ def test_repro_writes_every_output(repo: Path) -> None:
     evaluation = json.loads((repo / "metrics/evaluate.json").read_text())
     assert set(evaluation["variants"]) == VARIANTS
     assert {"distillation_gain", "assistant_gain", "targets", "reference"} <= set(evaluation)
-    assert evaluation["files"][evaluation["deployed"]]["sha256"]
+    assert json.loads((repo / "reports/evaluated_files.json").read_text())[evaluation["deployed"]]["sha256"]
     summary = (repo / "reports/summary.md").read_text()
     for name in VARIANTS:
         assert f"| {name} |" in summary
@@ -126,6 +126,14 @@ def test_bad_param_fails_in_one_line_and_good_params_restore_from_cache(repo: Pa
     restored = _run(["dvc", "repro"], repo)
     assert "epoch" not in restored.stdout, "a stage retrained instead of restoring from the run cache"
     assert (repo / "models/student/model.safetensors").is_file()
+
+
+def test_a_role_budget_change_invalidates_that_role_and_its_pupils_only(repo: Path) -> None:
+    _write_params(repo, teacher={"train": {"epochs": 3}})
+    changed = set(json.loads(_run(["dvc", "status", "--json"], repo).stdout))
+    assert {"train_teacher", "distill_assistant", "distill_direct"} <= changed
+    assert not changed & {"prepare", "train_baseline"}
+    _write_params(repo)
 
 
 def test_two_runs_same_metrics(repo: Path) -> None:
