@@ -83,6 +83,9 @@ def collect_runs(shown: list[dict[str, Any]], workspace_params: dict[str, Any]) 
     for commit in shown:
         revs.append(commit)
         for experiment in commit.get("experiments") or []:
+            # a queued or running experiment shows the files it was copied from, not its own results
+            if (experiment.get("executor") or {}).get("state") not in (None, "success"):
+                continue
             revs.extend(experiment.get("revs") or [])
     for rev in revs:
         data = rev.get("data") or {}

@@ -49,6 +49,7 @@ def test_runs_are_the_experiments_that_differ_from_the_workspace_only_in_seed() 
             {"revs": [rev("hot", 2, 8.0, RUNS[2])]},           # other params: not a seed run
             {"revs": [rev("broken", 3, 4.0, None, error=True)]},  # failed: left out
             {"revs": [rev("seed-2", 2, 4.0, RUNS[2])]},
+            {"revs": [rev("running", 3, 4.0, RUNS[0])], "executor": {"state": "running"}},  # not its own yet
         ]},
     ]
     runs = collect_runs(shown, {"train": {"seed": 5, "epochs": 10}, "kd": {"temperature": 4.0}})
