@@ -131,8 +131,7 @@ def test_bad_param_fails_in_one_line_and_good_params_restore_from_cache(repo: Pa
 def test_a_role_budget_change_invalidates_that_role_and_its_pupils_only(repo: Path) -> None:
     _write_params(repo, teacher={"train": {"epochs": 3}})
     changed = set(json.loads(_run(["dvc", "status", "--json"], repo).stdout))
-    assert {"train_teacher", "distill_assistant", "distill_direct"} <= changed
-    assert not changed & {"prepare", "train_baseline"}
+    assert changed == {"train_teacher"}  # its pupils follow once models/teacher changes; the baseline does not
     _write_params(repo)
 
 
