@@ -48,7 +48,7 @@ def prove(
     """Show that `onnx_path` is what evaluate measured for `variant` (its `record` in
     reports/evaluated_files.json, its `measured` metrics); raise ExportError if not."""
     if variant in ONNX_VARIANTS:
-        _check_same_file(onnx_path, record)
+        _check_same_file(onnx_path, record)  # before loading it: a changed file may not even parse
         run = onnx_runner(onnx_path, card["mean"], card["std"], params.evaluate.num_threads)
         predictions = decide(predict_split(run, test), test.multilabel)
         if predictions_sha256(predictions) != record["predictions_sha256"]:
