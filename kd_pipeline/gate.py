@@ -1,14 +1,19 @@
 """The metric gate for pull requests: `python -m kd_pipeline.gate --base origin/main`.
 
-Posts `dvc metrics diff` and `dvc params diff` against the base revision as Markdown (to
-`--summary`, e.g. $GITHUB_STEP_SUMMARY, and stdout) and exits 1 when the evaluation's target
-check fails or a watched metric fell by more than `gate.tolerance`.
+It compares like with like: the pull request carries the `dvc.lock` and metrics its author
+produced, and the gate checks that they are the product of the committed code, params and data
+(`dvc status` finds nothing to rerun) instead of retraining on a different machine. Then it diffs
+evaluate's per-variant metrics against the base branch. A fall fails the gate when it exceeds
+max(`gate.tolerance`, `gate.seed_sds` × √2 × the seed-to-seed standard deviation in
+`metrics/seeds.json`): √2 because both sides are single runs. The Markdown report goes to stdout
+and `--summary` ($GITHUB_STEP_SUMMARY); `--plots DIR` writes `dvc plots diff` as HTML.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -18,56 +23,166 @@ from kd_pipeline.errors import PipelineError, exit_on_pipeline_error
 from kd_pipeline.params import GateParams, load_params
 from kd_pipeline.targets import failures
 
+EVALUATION = "metrics/evaluate.json"
+SEEDS = "metrics/seeds.json"
 
-def _dvc(*args: str) -> str:
+
+def _dvc(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(["dvc", *args], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise PipelineError(f"dvc {' '.join(args)} failed: {proc.stderr.strip().splitlines()[-1:]}")
-    return proc.stdout
+    if check and proc.returncode != 0:
+        raise PipelineError(f"dvc {' '.join(args)} failed: {_last_line(proc.stderr)}")
+    return proc
 
 
-def regressions(diff: dict[str, dict[str, Any]], cfg: GateParams) -> list[str]:
-    """Watched metrics that fell by more than the tolerance, from `dvc metrics diff --json`."""
-    found = []
-    for path, metrics in diff.items():
-        for name, change in metrics.items():
-            old, new = change.get("old"), change.get("new")
-            if name.rsplit(".", 1)[-1] not in cfg.watch or not isinstance(old, int | float):
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no message"
+
+
+def pull() -> str | None:
+    """`dvc pull` from the configured remote; None on success, else why it failed (one line)."""
+    proc = _dvc("pull", check=False)
+    return None if proc.returncode == 0 else _last_line(proc.stderr or proc.stdout)
+
+
+def stale_stages(status: dict[str, Any], pulled: bool) -> tuple[list[str], list[str]]:
+    """(stages whose lock is stale, stages that could not be checked) from `dvc status --json`.
+
+    Without the remote's data, missing files read as "deleted" or "not in cache": they say nothing about
+    staleness, so those stages are only listed as unchecked unless something else changed.
+    """
+    stale, unchecked = [], []
+    for stage, entries in status.items():
+        changes: list[str] = []
+        missing = False
+        for entry in entries:
+            if isinstance(entry, str):  # "always changed", "changed checksum"
+                changes.append(entry)
                 continue
-            if not isinstance(new, int | float):
-                found.append(f"{path}: {name} disappeared (was {old:.4f})")
-            elif old - new > cfg.tolerance:
-                fall = f"fell {old - new:.4f} ({old:.4f} → {new:.4f})"
-                found.append(f"{path}: {name} {fall}, tolerance {cfg.tolerance:g}")
+            for kind, files in entry.items():
+                for path, state in _flatten(files):
+                    if state in ("deleted", "not in cache") and not pulled:
+                        missing = True
+                    else:
+                        changes.append(f"{kind.removeprefix('changed ')} {path} {state}")
+        if changes:
+            stale.append(f"{stage.split(':')[-1]} ({'; '.join(changes)})")
+        elif missing:
+            unchecked.append(stage.split(":")[-1])
+    return stale, unchecked
+
+
+def _flatten(files: dict[str, Any]) -> list[tuple[str, str]]:
+    """(path, state) pairs; params come nested as {file: {key: state}}."""
+    pairs = []
+    for path, state in files.items():
+        if isinstance(state, dict):
+            pairs += [(f"{path}:{key}", value) for key, value in state.items()]
+        else:
+            pairs.append((path, state))
+    return pairs
+
+
+def allowance(name: str, cfg: GateParams, seeds: dict[str, Any] | None) -> float:
+    """The largest fall of `variants.<variant>.<metric>` that is noise, not a regression."""
+    parts = name.split(".")
+    spread = 0.0
+    if seeds and len(parts) == 3:
+        spread = seeds.get("variants", {}).get(parts[1], {}).get(parts[2], {}).get("std") or 0.0
+    return max(cfg.tolerance, cfg.seed_sds * math.sqrt(2.0) * spread)
+
+
+def regressions(diff: dict[str, dict[str, Any]], cfg: GateParams, seeds: dict[str, Any] | None = None) -> list[str]:
+    """Watched variant metrics of the evaluation that fell by more than their allowance."""
+    found = []
+    for name, change in diff.get(EVALUATION, {}).items():
+        parts = name.split(".")
+        if len(parts) != 3 or parts[0] != "variants" or parts[2] not in cfg.watch:
+            continue
+        old, new = change.get("old"), change.get("new")
+        if not isinstance(old, int | float):
+            continue
+        limit = allowance(name, cfg, seeds)
+        if not isinstance(new, int | float):
+            found.append(f"{name} disappeared (was {old:.4f})")
+        elif old - new > limit:
+            found.append(f"{name} fell {old - new:.4f} ({old:.4f} → {new:.4f}), allowed {limit:.4f}")
     return found
+
+
+def _read_at(base: str, path: str) -> dict[str, Any] | None:
+    proc = subprocess.run(["git", "show", f"{base}:{path}"], capture_output=True, text=True)
+    return json.loads(proc.stdout) if proc.returncode == 0 and proc.stdout.strip() else None
+
+
+def _read(path: str) -> dict[str, Any] | None:
+    file = Path(path)
+    return json.loads(file.read_text()) if file.is_file() else None
+
+
+def _deployed(evaluation: dict[str, Any] | None) -> str:
+    if not evaluation:
+        return "none"
+    return f"`{evaluation.get('deployed')}` ({evaluation.get('deployed_reason', '')})"
+
+
+def _lock_lines(pull_error: str | None, stale: list[str], unchecked: list[str]) -> list[str]:
+    lines = [f"- ❌ dvc.lock is stale, rerun and commit: {s}" for s in stale]
+    if pull_error is not None:
+        lines.append(f"- ⚠️ remote not reachable ({pull_error}): data and models not checked, code and params were")
+    if unchecked:
+        lines.append(f"- ⚠️ not checked without the remote's files: {', '.join(unchecked)}")
+    if not stale:
+        lines.append("- ✅ dvc.lock is current: the committed metrics come from the committed inputs")
+    return lines
+
+
+def report(base: str, cfg: GateParams, pull_error: str | None, plots: str | None) -> tuple[str, bool]:
+    """The Markdown report and whether the gate fails."""
+    stale, unchecked = stale_stages(json.loads(_dvc("status", "--json").stdout or "{}"), pull_error is None)
+    diff = json.loads(_dvc("metrics", "diff", "--json", "--targets", EVALUATION, "--", base).stdout or "{}")
+    fell = regressions(diff, cfg, _read(SEEDS))
+    evaluation, base_evaluation = _read(EVALUATION), _read_at(base, EVALUATION)
+    missed = failures(evaluation) if evaluation else [f"{EVALUATION} not found: run the pipeline and commit it"]
+    already = set(failures(base_evaluation)) if base_evaluation else set()
+    new_misses = [m for m in missed if m not in already]
+
+    lines = [f"## Against `{base}`", "", f"- deployed: {_deployed(evaluation)}",
+             f"- base deployed: {_deployed(base_evaluation)}", ""]
+    lines += ["### Gate", "", *_lock_lines(pull_error, stale, unchecked)]
+    lines += [f"- ❌ target missed: {m}" for m in new_misses]
+    lines += [f"- ⚠️ target missed on the base too: {m}" for m in missed if m in already]
+    lines += [f"- ❌ regression: {r}" for r in fell]
+    if not fell:
+        lines.append(f"- ✅ no watched metric ({', '.join(cfg.watch)}) fell by more than its allowance")
+    metrics_md = _dvc("metrics", "diff", "--md", "--targets", EVALUATION, "--", base).stdout.strip()
+    params_md = _dvc("params", "diff", "--md", base).stdout.strip()
+    lines += ["", "### Metrics", "", metrics_md or "No change.", "", "### Params", "", params_md or "No change."]
+    if plots:
+        shown = _dvc("plots", "diff", base, "--out", plots, check=False)
+        lines += ["", f"Plots diff: {plots}/index.html" if shown.returncode == 0
+                  else f"Plots diff not written: {_last_line(shown.stderr)}"]
+    return "\n".join(lines) + "\n", bool(stale or new_misses or fell)
 
 
 @exit_on_pipeline_error
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Fail a pull request whose metrics regress.")
+    parser = argparse.ArgumentParser(description="Fail a pull request whose lock is stale or whose metrics regress.")
     parser.add_argument("--base", required=True, help="git revision to compare with, e.g. origin/main")
     parser.add_argument("--summary", help="file to append the Markdown report to ($GITHUB_STEP_SUMMARY)")
-    parser.add_argument("--evaluation", default="metrics/evaluate.json")
+    parser.add_argument("--no-pull", action="store_true", help="do not `dvc pull` first (check code and params only)")
+    parser.add_argument("--plots", help="folder for the `dvc plots diff` HTML page")
     args = parser.parse_args(argv)
     cfg = load_params().gate
-    diff = json.loads(_dvc("metrics", "diff", "--json", args.base) or "{}")
-    fell = regressions(diff, cfg)
-    evaluation_path = Path(args.evaluation)
-    missed = failures(json.loads(evaluation_path.read_text())) if evaluation_path.is_file() else [
-        f"{evaluation_path} not found: run the pipeline first"
-    ]
-    lines = [f"## Metrics against `{args.base}`", "", _dvc("metrics", "diff", "--md", args.base) or "No change.", ""]
-    lines += ["## Params against the base", "", _dvc("params", "diff", "--md", args.base) or "No change.", ""]
-    lines += ["## Gate", ""]
-    lines += [f"- ❌ target missed: {m}" for m in missed] + [f"- ❌ regression: {r}" for r in fell]
-    if not missed and not fell:
-        lines.append(f"- ✅ targets met, no watched metric fell by more than {cfg.tolerance:g}")
-    report = "\n".join(lines) + "\n"
-    print(report)
+    pull_error = "--no-pull given" if args.no_pull else pull()
+    text, failed = report(args.base, cfg, pull_error, args.plots)
+    print(text)
+    if pull_error is not None:
+        print(f"::warning::metric gate: remote not reachable ({pull_error}); data and models not checked")
     if args.summary:
         with open(args.summary, "a") as handle:
-            handle.write(report)
-    return 1 if missed or fell else 0
+            handle.write(text)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

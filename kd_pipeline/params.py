@@ -188,11 +188,25 @@ class ExportParams(_Group):
     int8_margin: float = Field(0.2, ge=0, lt=1)
 
 
+# Higher-is-better quality metrics that evaluate writes for every variant (metrics/evaluate.json).
+GATE_METRICS = ("accuracy", "balanced_accuracy", "f1", "precision", "recall", "roc_auc", "exact_match")
+
+
 class GateParams(_Group):
-    """The pull-request gate: a watched metric may not fall by more than `tolerance`."""
+    """The pull-request gate: a watched metric of a variant may not fall by more than its allowance,
+    max(`tolerance`, `seed_sds` × √2 × its seed-to-seed standard deviation when measured)."""
 
     tolerance: float = Field(0.01, ge=0)
+    seed_sds: float = Field(2.0, ge=0)
     watch: list[str] = Field(default_factory=lambda: ["accuracy", "balanced_accuracy", "f1", "roc_auc"])
+
+    @field_validator("watch")
+    @classmethod
+    def _known_metrics(cls, watch: list[str]) -> list[str]:
+        unknown = [name for name in watch if name not in GATE_METRICS]
+        if unknown:
+            raise ValueError(f"unknown metric {unknown[0]!r}; allowed: {', '.join(GATE_METRICS)}")
+        return watch
 
 
 class Params(_Group):
