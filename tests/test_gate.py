@@ -103,7 +103,8 @@ def test_gate_passes_unchanged_fails_stale_lock_and_regression(tmp_path: Path) -
 
     (repo / "toy.yaml").write_text("quality: 0.5\n")  # params changed, lock and metrics not rerun
     stale = _gate(repo, summary)
-    assert stale.returncode == 1 and "dvc.lock is stale, rerun and commit: score (deps toy.yaml:quality modified)" in stale.stdout
+    assert stale.returncode == 1
+    assert "dvc.lock is stale, rerun and commit: score (deps toy.yaml:quality modified)" in stale.stdout
 
     _dvc(repo, "repro", "-q")  # rerun: the lock is current, and the metric really fell
     worse = _gate(repo, summary)

@@ -1,0 +1,191 @@
+"""Records behind README numbers: `python -m kd_pipeline.record NAME --command "..."`.
+
+A record is a finished run's small files, copied into `results/NAME/` (in git): its params,
+`dvc.lock` (which code, params and data produced it), the evaluation and export metrics, the
+report and model card, the seed aggregate when there is one, and `run.json` with the command
+line and the machine. The README's result tables are generated from the records
+(`python -m kd_pipeline.record --readme`), and a test fails when they disagree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from kd_pipeline.errors import PipelineError, exit_on_pipeline_error
+from kd_pipeline.files import atomic_dir, write_json
+from kd_pipeline.params import read_yaml
+
+RESULTS = Path("results")
+README = Path("README.md")
+# (source in the workspace, name in the record, required)
+FILES = (
+    ("params.yaml", "params.yaml", True),
+    ("dvc.lock", "dvc.lock", True),
+    ("metrics/evaluate.json", "evaluate.json", True),
+    ("reports/summary.md", "summary.md", True),
+    ("metrics/export.json", "export.json", False),
+    ("export/MODEL_CARD.md", "MODEL_CARD.md", False),
+    ("metrics/seeds.json", "seeds.json", False),
+    ("reports/seeds.md", "seeds.md", False),
+)
+# A generated block: <!-- table: records --> or <!-- table: variants NAME -->, then <!-- /table -->.
+BLOCK = re.compile(r"(<!-- table: (\w+)(?: (\S+))? -->\n).*?(<!-- /table -->)", re.DOTALL)
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, core count and GPU: what timings in a record depend on."""
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    gpu = None
+    if shutil.which("nvidia-smi"):
+        proc = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                              capture_output=True, text=True)
+        gpu = proc.stdout.strip().splitlines()[0] if proc.returncode == 0 and proc.stdout.strip() else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu}
+
+
+def _git(*args: str) -> str:
+    proc = subprocess.run(["git", *args], capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else ""
+
+
+def record(name: str, command: str, root: Path = Path("."), results: Path = RESULTS) -> Path:
+    """Copy the finished run in `root` into `results/name/`; refuse a run whose lock is stale."""
+    missing = [src for src, _, required in FILES if required and not (root / src).is_file()]
+    if missing:
+        raise PipelineError(f"no finished run to record: {', '.join(missing)} missing (run `dvc repro` first)")
+    status = subprocess.run(["dvc", "status", "--json"], cwd=root, capture_output=True, text=True)
+    if status.returncode == 0 and json.loads(status.stdout or "{}"):
+        stale = ", ".join(json.loads(status.stdout))
+        raise PipelineError(f"dvc.lock is stale for {stale}: rerun (`dvc repro`) before recording")
+    target = root / results / name
+    with atomic_dir(target) as tmp:
+        for src, dst, _ in FILES:
+            if (root / src).is_file():
+                shutil.copy(root / src, tmp / dst)
+        write_json(tmp / "run.json", {
+            "command": command,
+            "code_commit": _git("-C", str(root), "rev-parse", "HEAD"),
+            "machine": machine(),
+        })
+    return target
+
+
+def _cell(stats: dict[str, Any] | None, single: float | None, signed: bool = False) -> str:
+    if stats:
+        fmt = "+.3f" if signed else ".3f"
+        return f"{stats['mean']:{fmt}} ± {stats['std']:.3f}"
+    return "–" if single is None else f"{single:{'+.3f' if signed else '.3f'}}"
+
+
+def dataset_label(params: dict[str, Any]) -> str:
+    data = params["data"]
+    name = data["subset"] if data["name"] == "medmnist" else data["name"]
+    return f"{name} ({data['image_size']} px)"
+
+
+def records_table(results: Path = RESULTS) -> str:
+    """One row per record: float models and gains (mean ± sd over seeds when aggregated),
+    and the deployed variant of the recorded run."""
+    head = ("| record | data | seeds | teacher | assistant | student | direct | baseline | distillation gain"
+            " | assistant gain | deployed | accuracy | size | meets targets |")
+    rows = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for folder in sorted(p for p in results.iterdir() if (p / "evaluate.json").is_file()):
+        evaluation = json.loads((folder / "evaluate.json").read_text())
+        params = read_yaml((folder / "params.yaml").read_text())
+        seeds = json.loads((folder / "seeds.json").read_text()) if (folder / "seeds.json").is_file() else {}
+        variants, spread = evaluation["variants"], seeds.get("variants", {})
+        cells = [_cell(spread.get(v, {}).get("accuracy"), variants.get(v, {}).get("accuracy"))
+                 for v in ("teacher", "assistant", "student", "direct", "baseline")]
+        for gain in ("distillation_gain", "assistant_gain"):
+            cells.append(_cell(seeds.get("gains", {}).get(gain, {}).get("accuracy"),
+                               (evaluation.get(gain) or {}).get("accuracy"), signed=True))
+        deployed = evaluation.get("deployed")
+        shipped = variants.get(deployed, {})
+        meets = str(evaluation.get("targets_passed")).lower()
+        rows.append(
+            f"| {folder.name} | {dataset_label(params)} | {len(seeds.get('seeds', [])) or 1} | " + " | ".join(cells)
+            + f" | {deployed} | {shipped.get('accuracy', 0):.3f} | {shipped.get('size_mb', 0):.2f} MB | {meets} |"
+        )
+    return "\n".join(rows)
+
+
+RUNTIME = {"onnx": "ONNX Runtime fp32", "int8": "ONNX Runtime int8"}
+LABEL = {"student": "via the assistant", "direct": "from the teacher", "baseline": "no KD"}
+
+
+def variants_table(folder: Path) -> str:
+    """Every variant of one record, as evaluate measured it (deployed in bold)."""
+    evaluation = json.loads((folder / "evaluate.json").read_text())
+    params = read_yaml((folder / "params.yaml").read_text())
+    rows = ["| variant | runtime | test accuracy | macro F1 | parameters | MMACs | size | latency b1 | × faster"
+            " | × smaller |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, m in evaluation["variants"].items():
+        role = {"direct": "student", "baseline": "student"}.get(name, name)
+        label = f"{name} ({params[role]['model']}, {LABEL[name]})" if name in LABEL else name
+        if role in ("teacher", "assistant"):
+            label = f"{name} ({params[role]['model']})"
+        runtime = RUNTIME.get(name.rsplit("_", 1)[-1], "PyTorch fp32")
+        cells = [f"{m['accuracy']:.4f}", f"{m['f1']:.4f}", f"{m['parameters'] / 1e6:.2f} M", f"{m['macs'] / 1e6:.1f}",
+                 f"{m['size_mb']:.2f} MB", f"{m['latency_ms']:.2f} ms", f"{m['latency_ratio_vs_teacher']:.1f}",
+                 f"{m['size_ratio_vs_teacher']:.1f}"]
+        if name == evaluation.get("deployed"):
+            label, cells = f"**{label} (deployed)**", [f"**{c}**" for c in cells]
+        rows.append(f"| {label} | {runtime} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def render(kind: str, arg: str | None, results: Path = RESULTS) -> str:
+    if kind == "records":
+        return records_table(results)
+    if kind == "variants" and arg and (results / arg / "evaluate.json").is_file():
+        return variants_table(results / arg)
+    raise PipelineError(f"README table {kind!r} {arg or ''}: unknown kind or no record {results / (arg or '')}")
+
+
+def readme_with_tables(text: str, results: Path = RESULTS) -> str:
+    """The README with every generated block re-rendered from the records."""
+    if not BLOCK.search(text):
+        raise PipelineError(f"{README}: no <!-- table: ... --> block found")
+    return BLOCK.sub(lambda m: f"{m.group(1)}{render(m.group(2), m.group(3), results)}\n{m.group(4)}", text)
+
+
+@exit_on_pipeline_error
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Record a finished run, or regenerate the README's table.")
+    parser.add_argument("name", nargs="?", help="record folder under results/")
+    parser.add_argument("--command", help="the command line that produced the run (required with NAME)")
+    parser.add_argument("--readme", action="store_true", help="rewrite the README table from results/")
+    parser.add_argument("--check", action="store_true", help="exit 1 when the README table is not current")
+    args = parser.parse_args(argv)
+    if args.name:
+        if not args.command:
+            raise PipelineError("--command is required: the command line that produced this run")
+        print(f"recorded {record(args.name, args.command)}")
+    if args.readme or args.check:
+        text = README.read_text()
+        current = readme_with_tables(text)
+        if args.check:
+            if current != text:
+                print(f"{README}: the results table differs from {RESULTS}/; run python -m kd_pipeline.record --readme")
+                return 1
+        else:
+            README.write_text(current)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Records behind README numbers: copying a finished run, refusing a stale one, the README check."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kd_pipeline.errors import PipelineError
+from kd_pipeline.record import README, readme_with_tables, record, records_table
+from tests.conftest import ROOT
+
+STAGE = """\
+import json, os
+os.makedirs("metrics", exist_ok=True); os.makedirs("reports", exist_ok=True)
+json.dump({"variants": {"student": {"accuracy": 0.9}}, "deployed": "student"}, open("metrics/evaluate.json", "w"))
+open("reports/summary.md", "w").write("# summary")
+"""
+
+
+def test_readme_tables_match_the_records() -> None:
+    text = (ROOT / README).read_text()
+    assert "<!-- table: records -->" in text
+    assert readme_with_tables(text, ROOT / "results") == text, "run python -m kd_pipeline.record --readme"
+
+
+def _evaluation(accuracies: dict[str, float]) -> dict:
+    variants = {name: {"accuracy": acc, "size_mb": 1.0} for name, acc in accuracies.items()}
+    return {"variants": variants, "deployed": "student", "targets_passed": False,
+            "distillation_gain": {"accuracy": accuracies["student"] - accuracies["baseline"]}}
+
+
+def test_records_table_shows_spread_when_aggregated_and_single_runs_otherwise(tmp_path: Path) -> None:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for name, seeds in (("a", True), ("b", False)):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "params.yaml").write_text(yaml.safe_dump(params))
+        (folder / "evaluate.json").write_text(json.dumps(_evaluation({"student": 0.9, "baseline": 0.85})))
+        if seeds:
+            stats = {"mean": 0.05, "std": 0.01, "min": 0.04, "max": 0.06, "n": 3}
+            (folder / "seeds.json").write_text(json.dumps(
+                {"seeds": [0, 1, 2], "variants": {"student": {"accuracy": {**stats, "mean": 0.91}}},
+                 "gains": {"distillation_gain": {"accuracy": stats}}}))
+    rows = records_table(tmp_path).splitlines()
+    assert rows[2].startswith("| a | digits (32 px) | 3 | – | – | 0.910 ± 0.010 |") and "+0.050 ± 0.010" in rows[2]
+    assert rows[3].startswith("| b | digits (32 px) | 1 | – | – | 0.900 | – | 0.850 | +0.050 |")
+    assert rows[3].endswith("| student | 0.900 | 1.00 MB | false |")
+
+
+def _run(cmd: list, cwd: Path) -> None:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    subprocess.run(cmd, cwd=cwd, env=env, check=True, capture_output=True)
+
+
+def test_record_copies_a_finished_run_and_refuses_a_stale_one(tmp_path: Path, monkeypatch) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "params.yaml").write_text("x: 1\n")
+    (repo / "stage.py").write_text(STAGE)
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"evaluate": {
+        "cmd": f"{sys.executable} stage.py", "deps": ["stage.py"], "params": ["x"],
+        "metrics": [{"metrics/evaluate.json": {"cache": False}}],
+        "outs": [{"reports/summary.md": {"cache": False}}]}}}))
+    _run(["git", "init", "-q"], repo)
+    _run(["dvc", "init", "-q"], repo)
+    with pytest.raises(PipelineError, match="no finished run to record: dvc.lock, metrics/evaluate.json"):
+        record("run", "dvc repro", root=repo)
+    _run(["dvc", "repro", "-q"], repo)
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    folder = record("run", "dvc repro", root=repo)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "dvc.lock", "evaluate.json", "params.yaml", "run.json", "summary.md"]
+    run = json.loads((folder / "run.json").read_text())
+    assert run["command"] == "dvc repro" and run["machine"]["cores"] == os.cpu_count()
+
+    (repo / "params.yaml").write_text("x: 2\n")
+    with pytest.raises(PipelineError, match="dvc.lock is stale for evaluate"):
+        record("run", "dvc repro", root=repo)
+    assert json.loads((folder / "run.json").read_text()) == run  # the old record is untouched
