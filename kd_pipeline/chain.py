@@ -15,6 +15,7 @@ from dvclive import Live
 from kd_pipeline.data import Normalizer, load_meta, load_split
 from kd_pipeline.errors import ParamsError, PipelineError
 from kd_pipeline.evaluation import classification_metrics, decide, predict_logits
+from kd_pipeline.files import atomic_dir
 from kd_pipeline.models import (
     count_parameters,
     create_model,
@@ -86,7 +87,10 @@ def train_role(role: str, params: Params, layout: Layout = Layout(), **fit_kwarg
     kd = params.kd if teacher is not None else None
     params_hash = fingerprint(role, role_cfg, cfg, kd, meta.content_hash, teacher_hash)
 
-    with Live(dir=str(layout.metrics / role), save_dvc_exp=False, dvcyaml=False, report=None) as live:
+    # dvclive writes every epoch; into a temporary folder that takes metrics/<role>/'s place only
+    # when the stage completes, so a killed stage never leaves a finished-looking metrics.json.
+    with (atomic_dir(layout.metrics / role) as live_dir,
+          Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False, report=None) as live):
         live.log_params(
             {
                 "role": role,

@@ -206,7 +206,8 @@ def prune_student(params: Params, layout: Layout = DEFAULT_LAYOUT) -> dict[str, 
     finetune = student_train.model_copy(
         update={"epochs": max(cfg.epochs, 1), "lr": cfg.lr, "scheduler": "cosine"}
     )
-    with Live(dir=str(layout.metrics / "pruned"), save_dvc_exp=False, dvcyaml=False, report=None) as live:
+    with (atomic_dir(layout.metrics / "pruned") as live_dir,  # in place only when the stage completes
+          Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False, report=None) as live):
         live.log_params({f"prune.{k}": v for k, v in cfg.model_dump().items() if k != "keep_layers"})
         if cfg.epochs > 0:
             fit(model, train, val, finetune, normalizer, meta.num_classes,

@@ -114,3 +114,22 @@ def test_multilabel_training_and_distillation_learn(prepared_dir: Path, tmp_path
         assert {"val/accuracy", "val/exact_match", "val/f1"} <= set(result.best)
     report = full_metrics(test.labels, predict_logits(student, test, normalizer).numpy(), ["even", "low", "round"])
     assert report.summary["roc_auc"] > 0.75  # chance is 0.5
+
+
+def test_a_killed_stage_leaves_no_dvclive_output_and_a_finished_one_does(prepared_dir: Path, tmp_path: Path) -> None:
+    from kd_pipeline.chain import Layout, train_role
+
+    layout = Layout(prepared=prepared_dir, models=tmp_path / "models", metrics=tmp_path / "metrics",
+                    resume=tmp_path / "resume")
+    params = tiny_params(train={"epochs": 2})
+
+    def kill(epoch: int) -> None:
+        raise Killed
+
+    with pytest.raises(Killed):
+        train_role("teacher", params, layout, on_epoch_end=kill)
+    assert not (layout.metrics / "teacher").exists(), "a killed stage left metrics that look finished"
+    assert list(layout.metrics.iterdir()) == []  # nor its temporary folder
+    train_role("teacher", params, layout)
+    assert (layout.metrics / "teacher" / "metrics.json").is_file()
+    assert (layout.metrics / "teacher" / "plots" / "metrics" / "val" / "accuracy.tsv").is_file()
