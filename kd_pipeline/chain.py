@@ -10,9 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from dvclive import Live
+from torch import nn
 
-from kd_pipeline.data import Normalizer, load_meta, load_split
+from kd_pipeline.data import Meta, Normalizer, load_meta, load_split
+from kd_pipeline.distillation import TeacherEnsemble
 from kd_pipeline.errors import ParamsError, PipelineError
 from kd_pipeline.evaluation import classification_metrics, decide, predict_logits
 from kd_pipeline.files import atomic_dir
@@ -24,7 +27,7 @@ from kd_pipeline.models import (
     read_card,
     save_checkpoint,
 )
-from kd_pipeline.params import Params, fingerprint
+from kd_pipeline.params import KDParams, Params, fingerprint
 from kd_pipeline.teachers import weaker_than_baseline
 from kd_pipeline.training import ResumeFile, fit, resolve_device, seed_everything
 
@@ -64,15 +67,8 @@ def train_role(role: str, params: Params, layout: Layout = Layout(), **fit_kwarg
     seed_everything(cfg.seed, cfg.num_threads)
     device = resolve_device(cfg.device)
 
-    teacher_role = TEACHER_OF[role]
-    teacher = None
-    teacher_hash = None
-    if teacher_role is not None:
-        teacher_dir = layout.model_dir(teacher_role)
-        teacher, teacher_card = load_checkpoint(teacher_dir, num_classes=meta.num_classes)
-        check_teacher(teacher_role, teacher_card, layout, params.kd.require_better_teacher)
-        teacher = move_to_device(teacher, device).eval()
-        teacher_hash = teacher_card["params_hash"]
+    teacher_role = "+".join(teachers_of(role, params.kd)) or None
+    teacher, teacher_hash = load_teachers(teachers_of(role, params.kd), params, layout, meta, device)
 
     model = create_model(
         role_cfg.model, meta.num_classes, role_cfg.pretrained, role_cfg.pretrained_file, role_cfg.model_kwargs
@@ -85,7 +81,9 @@ def train_role(role: str, params: Params, layout: Layout = Layout(), **fit_kwarg
         std = list(model.pretrained_cfg.get("std", std))
     normalizer = Normalizer(mean, std, device, channels_last=device.type == "cuda")
     kd = params.kd if teacher is not None else None
-    params_hash = fingerprint(role, role_cfg, cfg, kd, meta.content_hash, teacher_hash)
+    # Only the student reads kd.learn_from: the other roles' hashes (and dvc.yaml params) leave it out.
+    kd_read = kd.model_dump(exclude=set() if role == "student" else {"learn_from"}) if kd else {}
+    params_hash = fingerprint(role, role_cfg, cfg, kd_read or None, meta.content_hash, teacher_hash)
 
     # dvclive writes every epoch; into a temporary folder that takes metrics/<role>/'s place only
     # when the stage completes, so a killed stage never leaves a finished-looking metrics.json.
@@ -99,7 +97,7 @@ def train_role(role: str, params: Params, layout: Layout = Layout(), **fit_kwarg
                 "num_parameters": count_parameters(model),
                 "device": device.type,
                 **{f"train.{k}": v for k, v in cfg.model_dump(exclude={"augment"}).items()},
-                **({f"kd.{k}": v for k, v in kd.model_dump().items()} if kd else {}),
+                **{f"kd.{k}": v for k, v in kd_read.items()},
             }
         )
         resume = ResumeFile(layout.resume / role / "state.pt", params_hash)
@@ -139,6 +137,33 @@ def train_role(role: str, params: Params, layout: Layout = Layout(), **fit_kwarg
     save_checkpoint(model, layout.model_dir(role), card)
     resume.clear()
     return test_metrics
+
+
+def teachers_of(role: str, kd: KDParams) -> list[str]:
+    """The models a role learns from: its nearest teacher in the chain, or for the student (and
+    the pruned student) with `kd.learn_from: all_above`, the assistant and the teacher."""
+    if role in ("student", "pruned") and kd.learn_from == "all_above":
+        return ["assistant", "teacher"]
+    nearest = "assistant" if role == "pruned" else TEACHER_OF[role]
+    return [nearest] if nearest else []
+
+
+def load_teachers(
+    roles: list[str], params: Params, layout: Layout, meta: Meta, device: torch.device
+) -> tuple[nn.Module | None, str | None]:
+    """The teachers as one eval-mode module (an ensemble when several) and their params hash."""
+    if not roles:
+        return None, None
+    models, hashes = [], []
+    for teacher_role in roles:
+        model, card = load_checkpoint(layout.model_dir(teacher_role), num_classes=meta.num_classes)
+        check_teacher(teacher_role, card, layout, params.kd.require_better_teacher)
+        models.append(move_to_device(model, device).eval())
+        hashes.append(card["params_hash"])
+    if len(models) == 1:
+        return models[0], hashes[0]
+    ensemble = TeacherEnsemble(models, params.kd.temperature, meta.task == "multilabel")
+    return ensemble.eval(), "+".join(hashes)
 
 
 def check_teacher(teacher_role: str, teacher_card: dict[str, Any], layout: Layout, required: bool) -> None:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from kd_pipeline.chain import DEFAULT_LAYOUT, Layout
+from kd_pipeline.chain import DEFAULT_LAYOUT, Layout, load_teachers, teachers_of
 from kd_pipeline.data import Normalizer, Split, load_meta, load_split, normalize_numpy
 from kd_pipeline.errors import CheckpointError, PipelineError
 from kd_pipeline.evaluation import classification_metrics, count_macs, decide, predict_logits
@@ -185,7 +185,8 @@ def integer_ops(onnx_path: str | Path) -> list[str]:
 
 
 def prune_student(params: Params, layout: Layout = DEFAULT_LAYOUT) -> dict[str, Any]:
-    """Prune the student, fine-tune it by distillation from the assistant, write models/pruned."""
+    """Prune the student, fine-tune it by distillation from the assistant (and the teacher with
+    `kd.learn_from: all_above`), write models/pruned."""
     from dvclive import Live
 
     cfg = params.prune
@@ -200,8 +201,9 @@ def prune_student(params: Params, layout: Layout = DEFAULT_LAYOUT) -> dict[str, 
         prune_channels(model, card["input_size"], cfg)
     else:
         prune_weights(model, cfg)
-    teacher, _ = load_checkpoint(layout.model_dir("assistant"), num_classes=meta.num_classes)
-    model, teacher = move_to_device(model, device), move_to_device(teacher, device).eval()
+    teacher_roles = teachers_of("pruned", params.kd)
+    teacher, _ = load_teachers(teacher_roles, params, layout, meta, device)
+    model = move_to_device(model, device)
     normalizer = Normalizer(card["mean"], card["std"], device, channels_last=device.type == "cuda")
     finetune = student_train.model_copy(
         update={"epochs": max(cfg.epochs, 1), "lr": cfg.lr, "scheduler": "cosine"}
@@ -227,7 +229,7 @@ def prune_student(params: Params, layout: Layout = DEFAULT_LAYOUT) -> dict[str, 
     card = {
         **card,
         "role": "pruned",
-        "teacher": "assistant",
+        "teacher": "+".join(teacher_roles),
         "channel_pruned": cfg.method == "structured",
         "compression": {"prune": cfg.model_dump(), **summary},
         "num_parameters": after["parameters"],

@@ -60,3 +60,29 @@ def kd_loss(
     soft = soft_loss(student_logits, teacher_logits, t, multilabel=targets.ndim == 2)
     hard = hard_loss(student_logits, targets, class_weights, label_smoothing)
     return alpha * t * t * soft + (1.0 - alpha) * hard
+
+
+class TeacherEnsemble(torch.nn.Module):
+    """Several teachers as one: logits whose tempered probabilities are the mean of theirs.
+
+    Densely guided distillation (Son et al., ICCV 2021) lets the student learn from every model
+    above it in the chain, so one assistant's mistakes are not passed on alone. Averaging the
+    teachers' KL terms equals (up to a constant) the KL to their mean tempered distribution, so
+    one set of mixture logits, T·log mean softmax(zᵢ/T) (per-label sigmoid for multi-label),
+    serves the unchanged loss and the cached-logits path.
+    """
+
+    def __init__(self, teachers: list[torch.nn.Module], temperature: float, multilabel: bool) -> None:
+        super().__init__()
+        self.teachers = torch.nn.ModuleList(teachers)
+        self.temperature = temperature
+        self.multilabel = multilabel
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.temperature
+        scaled = torch.stack([teacher(x).float() / t for teacher in self.teachers])
+        if self.multilabel:
+            p = torch.sigmoid(scaled).mean(dim=0).clamp(1e-6, 1 - 1e-6)
+            return t * (torch.log(p) - torch.log1p(-p))
+        log_mean = torch.logsumexp(F.log_softmax(scaled, dim=-1), dim=0) - torch.log(torch.tensor(len(self.teachers)))
+        return t * log_mean

@@ -71,7 +71,9 @@ def _lineage(source: str, params: Params) -> str:
         "teacher": f"teacher `{params.teacher.model}` trained from the labels",
         "assistant": f"assistant `{params.assistant.model}` distilled from teacher `{params.teacher.model}` ({kd})",
         "student": f"teacher `{params.teacher.model}` → assistant `{params.assistant.model}` → student"
-                   f" `{params.student.model}` ({kd})",
+                   f" `{params.student.model}` ({kd})" if params.kd.learn_from == "nearest" else
+                   f"teacher `{params.teacher.model}` → assistant `{params.assistant.model}`; student"
+                   f" `{params.student.model}` distilled from both (densely guided, {kd})",
         "direct": f"student `{params.student.model}` distilled from teacher `{params.teacher.model}` directly ({kd})",
         "baseline": f"student `{params.student.model}` trained from the labels alone (no teacher)",
     }

@@ -138,6 +138,9 @@ class KDParams(_Group):
     # true: stop instead of distilling from a teacher less accurate on validation than the
     # student trained alone (the baseline); false: say so in one line and go on
     require_better_teacher: bool = False
+    # nearest: the student learns from the assistant (teacher-assistant KD); all_above: from the
+    # assistant and the teacher together (densely guided KD), also in the prune fine-tune
+    learn_from: Literal["nearest", "all_above"] = "nearest"
 
 
 class PruneParams(_Group):

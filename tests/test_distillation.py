@@ -81,3 +81,31 @@ def test_multilabel_hard_loss_uses_pos_weight() -> None:
     # every positive costs log 2 three times over, negatives unchanged: (3 + 1) / 2 × log 2
     assert plain.item() == pytest.approx(math.log(2))
     assert weighted.item() == pytest.approx(2 * math.log(2))
+
+
+def test_an_ensemble_of_teachers_gives_the_mean_of_their_tempered_probabilities() -> None:
+    from kd_pipeline.distillation import TeacherEnsemble
+
+    torch.manual_seed(0)
+    x = torch.randn(5, 4)
+    a, b = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    t = 4.0
+    mixed = TeacherEnsemble([a, b], t, multilabel=False)(x)
+    expected = (torch.softmax(a(x) / t, dim=1) + torch.softmax(b(x) / t, dim=1)) / 2
+    assert torch.allclose(torch.softmax(mixed / t, dim=1), expected, atol=1e-6)
+    mixed = TeacherEnsemble([a, b], t, multilabel=True)(x)
+    expected = (torch.sigmoid(a(x) / t) + torch.sigmoid(b(x) / t)) / 2
+    assert torch.allclose(torch.sigmoid(mixed / t), expected, atol=1e-6)
+    # one teacher: the same distribution as the teacher alone
+    assert torch.allclose(torch.softmax(TeacherEnsemble([a], t, False)(x) / t, 1), torch.softmax(a(x) / t, 1))
+
+
+def test_the_student_learns_from_the_assistant_or_from_every_model_above_it() -> None:
+    from kd_pipeline.chain import teachers_of
+    from kd_pipeline.params import KDParams
+
+    nearest, dense = KDParams(), KDParams(learn_from="all_above")
+    assert [teachers_of(r, nearest) for r in ("teacher", "assistant", "student", "direct", "pruned")] == [
+        [], ["teacher"], ["assistant"], ["teacher"], ["assistant"]]
+    assert [teachers_of(r, dense) for r in ("assistant", "student", "direct", "baseline", "pruned")] == [
+        ["teacher"], ["assistant", "teacher"], ["teacher"], [], ["assistant", "teacher"]]
