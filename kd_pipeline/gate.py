@@ -126,6 +126,15 @@ def _deployed(evaluation: dict[str, Any] | None) -> str:
     return f"`{evaluation.get('deployed')}` ({evaluation.get('deployed_reason', '')})"
 
 
+def _diff_table(diff: dict[str, dict[str, Any]], base: str) -> list[str]:
+    """`dvc metrics/params diff --json` as a Markdown table (one dvc call serves check and report)."""
+    rows = [f"| {path} | {name} | {change.get('old')} | {change.get('new')} | {change.get('diff', '')} |"
+            for path, changes in diff.items() for name, change in changes.items()]
+    if not rows:
+        return ["No change."]
+    return [f"| path | name | {base} | workspace | change |", "|---|---|---|---|---|", *rows]
+
+
 def _lock_lines(pull_error: str | None, stale: list[str], unchecked: list[str]) -> list[str]:
     lines = [f"- ❌ dvc.lock is stale, rerun and commit: {s}" for s in stale]
     if pull_error is not None:
@@ -141,6 +150,7 @@ def report(base: str, cfg: GateParams, pull_error: str | None, plots: str | None
     """The Markdown report and whether the gate fails."""
     stale, unchecked = stale_stages(json.loads(_dvc("status", "--json").stdout or "{}"), pull_error is None)
     diff = json.loads(_dvc("metrics", "diff", "--json", "--targets", EVALUATION, "--", base).stdout or "{}")
+    params = json.loads(_dvc("params", "diff", "--json", base).stdout or "{}")
     fell = regressions(diff, cfg, _read(SEEDS))
     evaluation, base_evaluation = _read(EVALUATION), _read_at(base, EVALUATION)
     missed = failures(evaluation) if evaluation else [f"{EVALUATION} not found: run the pipeline and commit it"]
@@ -155,9 +165,7 @@ def report(base: str, cfg: GateParams, pull_error: str | None, plots: str | None
     lines += [f"- ❌ regression: {r}" for r in fell]
     if not fell:
         lines.append(f"- ✅ no watched metric ({', '.join(cfg.watch)}) fell by more than its allowance")
-    metrics_md = _dvc("metrics", "diff", "--md", "--targets", EVALUATION, "--", base).stdout.strip()
-    params_md = _dvc("params", "diff", "--md", base).stdout.strip()
-    lines += ["", "### Metrics", "", metrics_md or "No change.", "", "### Params", "", params_md or "No change."]
+    lines += ["", "### Metrics", "", *_diff_table(diff, base), "", "### Params", "", *_diff_table(params, base)]
     if plots:
         shown = _dvc("plots", "diff", base, "--out", plots, check=False)
         lines += ["", f"Plots diff: {plots}/index.html" if shown.returncode == 0

@@ -1,0 +1,63 @@
+"""Helpers of the end-to-end tests: a temporary git + DVC repository with this project's
+stages, tiny params, and commands run as a user would run them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, TINY_MODEL
+
+ROLES = ("teacher", "assistant", "student")
+STAGES = {
+    "prepare", "train_teacher", "distill_assistant", "distill_student", "distill_direct", "train_baseline",
+    "prune", "quantize", "evaluate", "export",
+}
+VARIANTS = {*ROLES, "direct", "baseline", "pruned", "student_onnx", "pruned_onnx", "student_int8", "pruned_int8"}
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = str(cwd)
+    env["DVC_NO_ANALYTICS"] = "1"
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def write_params(repo: Path, **changes: dict) -> None:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"]["image_size"] = 16
+    for role in ROLES:
+        params[role]["model"] = TINY_MODEL
+    params["train"].update({"epochs": 1, "batch_size": 128, "num_threads": 1, "device": "cpu"})
+    params["evaluate"].update({"warmup": 1, "repeats": 3, "throughput_batch": 8})
+    params["prune"].update({"epochs": 1})
+    params["quantize"].update({"calibration_batches": 2})
+    for group, values in changes.items():
+        params[group].update(values)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def new_repo(tmp_path_factory: pytest.TempPathFactory, name: str = "kd-e2e") -> Path:
+    """A git repository holding dvc.yaml, the stages and the library, with tiny params."""
+    repo = tmp_path_factory.mktemp(name)
+    for file in ("dvc.yaml", ".gitignore"):
+        shutil.copy(ROOT / file, repo / file)
+    for folder in ("stages", "kd_pipeline"):
+        shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    write_params(repo)
+    run(["git", "init", "-q"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "x"], repo)
+    run(["dvc", "init", "-q"], repo)
+    return repo
+
+

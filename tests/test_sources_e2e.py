@@ -1,0 +1,79 @@
+"""The real `dvc repro` on other sources than digits, each in its own temporary repository
+(so they run beside the digits repository under pytest-xdist)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from tests.e2e import VARIANTS, new_repo, run, write_params
+
+
+@pytest.mark.xdist_group("e2e-chest")
+def test_multilabel_chestmnist_end_to_end(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """ChestMNIST's layout (14 yes/no labels per image) through every stage, then predict."""
+    import numpy as np
+    from PIL import Image
+
+    from tests.test_sources import write_medmnist
+
+    repo = new_repo(tmp_path_factory, "kd-e2e-chest")
+    raw = repo / "raw"
+    raw.mkdir(exist_ok=True)
+    write_medmnist(raw, "chestmnist", sizes=(48, 12, 16), labels_per_image=14)
+    write_params(repo, data={"name": "medmnist", "subset": "chestmnist", "root": str(raw)},
+                 train={"class_weights": True}, kd={"learn_from": "all_above"})
+    run(["dvc", "repro"], repo)
+    meta = json.loads((repo / "data/prepared/meta.json").read_text())
+    assert meta["task"] == "multilabel" and len(meta["class_names"]) == 14
+    assert json.loads((repo / "metrics/data.json").read_text())["train_images"] == 48  # the official splits
+    card = json.loads((repo / "models/student/model.json").read_text())
+    assert card["num_classes"] == 14 and card["class_names"] == meta["class_names"]
+    assert (repo / "plots/data/samples.png").is_file()
+    assert card["task"] == "multilabel" and card["teacher"] == "assistant+teacher"  # densely guided
+    evaluation = json.loads((repo / "metrics/evaluate.json").read_text())
+    assert evaluation["task"] == "multilabel" and set(evaluation["variants"]) == VARIANTS
+    for measured in evaluation["variants"].values():
+        assert {"accuracy", "exact_match", "roc_auc", "f1"} <= set(measured)
+    summary = (repo / "reports/summary.md").read_text()
+    assert "mean per-label accuracy" in summary and "| atelectasis |" in summary
+    rows = json.loads((repo / "plots/confusion/student.json").read_text())
+    assert rows and all(r["actual"].endswith((": yes", ": no")) for r in rows)
+    assert json.loads((repo / "export/preprocessing.json").read_text())["task"] == "multilabel"
+
+    images = np.load(repo / "data/prepared/test/images.npy")
+    folder = repo / "to_predict_chest"
+    folder.mkdir(exist_ok=True)
+    Image.fromarray(images[0]).save(folder / "0.png")
+    proc = run([sys.executable, "-m", "kd_pipeline.predict", "--model", "export", "--json", "--top", "14",
+                str(folder)], repo)
+    [result] = json.loads(proc.stdout)
+    probs = {t["class"]: t["probability"] for t in result["top"]}
+    assert len(probs) == 14 and set(result["labels"]) == {c for c, p in probs.items() if p > 0.5}
+
+
+@pytest.mark.xdist_group("e2e-messy")
+def test_messy_imbalanced_folder_runs_through_export_with_default_params(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A user's folder, untuned: 1:100 imbalance, mixed formats and modes, corrupt and hidden files."""
+    from tests.messy_folder import write_messy_folder
+
+    repo = new_repo(tmp_path_factory, "kd-e2e-messy")
+    folder = repo / "messy"
+    counts = write_messy_folder(folder, largest=300, ratio=100)
+    write_params(repo, data={"name": "imagefolder", "root": str(folder)})
+    run(["dvc", "repro"], repo)
+    meta = json.loads((repo / "data/prepared/meta.json").read_text())
+    assert meta["class_names"] == sorted(counts)
+    assert {name: sum(meta["counts"][s][name] for s in meta["counts"]) for name in counts} == counts
+    assert all(meta["counts"][split]["ring"] >= 1 for split in ("train", "val", "test"))
+    skipped = " ".join(meta["source"]["skipped_files"])
+    assert "truncated.jpg" in skipped and "empty.png" in skipped and len(meta["source"]["skipped_files"]) == 2
+    evaluation = json.loads((repo / "metrics/evaluate.json").read_text())
+    exported = json.loads((repo / "metrics/export.json").read_text())
+    assert exported["variant"] == evaluation["deployed"] and (repo / "export/model.onnx").is_file()
+    if not evaluation["targets_passed"]:
+        assert "**meets_targets**: false" in (repo / "export/MODEL_CARD.md").read_text()
