@@ -14,6 +14,7 @@ import torch
 from dvclive import Live
 from torch import nn
 
+from kd_pipeline import paths
 from kd_pipeline.data import Meta, Normalizer, load_meta, load_split
 from kd_pipeline.distillation import TeacherEnsemble
 from kd_pipeline.errors import ParamsError, PipelineError
@@ -41,10 +42,10 @@ TEACHER_OF = {"teacher": None, "assistant": "teacher", "student": "assistant", "
 class Layout:
     """Where the stages read and write, relative to the project root."""
 
-    prepared: Path = Path("data/prepared")
-    models: Path = Path("models")
-    metrics: Path = Path("metrics")
-    resume: Path = Path(".resume")
+    prepared: Path = paths.PREPARED
+    models: Path = paths.MODELS
+    metrics: Path = paths.METRICS
+    resume: Path = paths.RESUME
 
     def model_dir(self, role: str) -> Path:
         return self.models / role
@@ -53,7 +54,7 @@ class Layout:
 DEFAULT_LAYOUT = Layout()
 
 
-def train_role(role: str, params: Params, layout: Layout = Layout(), **fit_kwargs: Any) -> dict[str, float]:
+def train_role(role: str, params: Params, layout: Layout = DEFAULT_LAYOUT, **fit_kwargs: Any) -> dict[str, float]:
     """Train one role (distilling from its teacher in the chain) and write its checkpoint.
 
     Returns the test metrics of the best epoch. dvclive output goes to metrics/<role>/.

@@ -35,7 +35,6 @@ from kd_pipeline.targets import check_targets, ratios_vs_teacher, reference_vari
 TORCH_VARIANTS = ("teacher", "assistant", "student", "direct", "baseline", "pruned")
 ONNX_VARIANTS = {"student_onnx": "fp32", "pruned_onnx": "fp32", "student_int8": "int8", "pruned_int8": "int8"}
 # Each measured variant's file, SHA-256 and test-prediction digest (evaluate writes, export checks).
-FILES_RECORD = Path("reports/evaluated_files.json")
 
 
 def source_of(variant: str) -> str:

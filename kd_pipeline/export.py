@@ -19,8 +19,9 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from kd_pipeline import paths
 from kd_pipeline.chain import DEFAULT_LAYOUT, Layout
-from kd_pipeline.comparison import FILES_RECORD, ONNX_VARIANTS, onnx_file, predict_split, source_of
+from kd_pipeline.comparison import ONNX_VARIANTS, onnx_file, predict_split, source_of
 from kd_pipeline.compression import export_onnx
 from kd_pipeline.data import Split, load_meta, load_split
 from kd_pipeline.errors import PipelineError
@@ -137,7 +138,10 @@ def _model_card(variant: str, card: dict, evaluation: dict, params: Params, chec
 
 
 def export_deployable(
-    params: Params, layout: Layout = DEFAULT_LAYOUT, out_dir: Path = Path("export"), files_path: Path = FILES_RECORD
+    params: Params,
+    layout: Layout = DEFAULT_LAYOUT,
+    out_dir: Path = paths.EXPORT,
+    files_path: Path = paths.EVALUATED_FILES,
 ) -> dict:
     """Write export/ for the variant evaluate chose, after proving it is what evaluate measured."""
     evaluation_path = layout.metrics / "evaluate.json"

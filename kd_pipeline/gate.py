@@ -19,12 +19,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kd_pipeline import paths
 from kd_pipeline.errors import PipelineError, exit_on_pipeline_error
 from kd_pipeline.params import GateParams, load_params
 from kd_pipeline.targets import failures
 
-EVALUATION = "metrics/evaluate.json"
-SEEDS = "metrics/seeds.json"
+EVALUATION = str(paths.EVALUATION)
+SEEDS = str(paths.SEEDS_METRICS)
 
 
 def _dvc(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -20,22 +20,23 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kd_pipeline import paths
 from kd_pipeline.errors import PipelineError, exit_on_pipeline_error
 from kd_pipeline.files import atomic_dir, write_json
 from kd_pipeline.params import read_yaml
 
-RESULTS = Path("results")
+RESULTS = paths.RESULTS
 README = Path("README.md")
 # (source in the workspace, name in the record, required)
 FILES = (
     ("params.yaml", "params.yaml", True),
     ("dvc.lock", "dvc.lock", True),
-    ("metrics/evaluate.json", "evaluate.json", True),
-    ("reports/summary.md", "summary.md", True),
-    ("metrics/export.json", "export.json", False),
-    ("export/MODEL_CARD.md", "MODEL_CARD.md", False),
-    ("metrics/seeds.json", "seeds.json", False),
-    ("reports/seeds.md", "seeds.md", False),
+    (str(paths.EVALUATION), "evaluate.json", True),
+    (str(paths.SUMMARY), "summary.md", True),
+    (str(paths.EXPORT_METRICS), "export.json", False),
+    (str(paths.EXPORT / "MODEL_CARD.md"), "MODEL_CARD.md", False),
+    (str(paths.SEEDS_METRICS), "seeds.json", False),
+    (str(paths.SEEDS_REPORT), "seeds.md", False),
 )
 # A generated block: <!-- table: records --> or <!-- table: variants NAME -->, then <!-- /table -->.
 BLOCK = re.compile(r"(<!-- table: (\w+)(?: (\S+))? -->\n).*?(<!-- /table -->)", re.DOTALL)

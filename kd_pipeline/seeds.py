@@ -20,13 +20,14 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from kd_pipeline import paths
 from kd_pipeline.errors import PipelineError, exit_on_pipeline_error
 from kd_pipeline.files import atomic_file, write_json
 from kd_pipeline.params import read_yaml
 
 METRICS = ("accuracy", "balanced_accuracy", "f1")
 GAINS = {"distillation_gain": "student − baseline", "assistant_gain": "student − direct"}
-EVALUATION = "metrics/evaluate.json"
+EVALUATION = str(paths.EVALUATION)
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -115,8 +116,8 @@ def render(summary: dict[str, Any], names: dict[int, str]) -> str:
 @exit_on_pipeline_error
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Aggregate seed experiments: mean, spread, and the gains' verdict.")
-    parser.add_argument("--metrics", type=Path, default=Path("metrics/seeds.json"))
-    parser.add_argument("--report", type=Path, default=Path("reports/seeds.md"))
+    parser.add_argument("--metrics", type=Path, default=paths.SEEDS_METRICS)
+    parser.add_argument("--report", type=Path, default=paths.SEEDS_REPORT)
     args = parser.parse_args(argv)
     proc = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True)
     if proc.returncode != 0:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kd_pipeline import paths
 from kd_pipeline.errors import PipelineError, exit_on_pipeline_error
 from kd_pipeline.params import ExportParams, TargetsParams, load_params
 
@@ -130,7 +131,7 @@ def failures(evaluation: dict[str, Any]) -> list[str]:
 @exit_on_pipeline_error
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Exit non-zero when the deployed variant misses a target.")
-    parser.add_argument("--metrics", default="metrics/evaluate.json")
+    parser.add_argument("--metrics", default=str(paths.EVALUATION))
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     load_params(args.params)  # a broken params file is reported before anything else

@@ -1,8 +1,7 @@
 """Stage evaluate: every variant on the same test split → metrics, plots, reports/summary.md."""
 
-from pathlib import Path
-
-from kd_pipeline.comparison import FILES_RECORD, compare, default_loaders
+from kd_pipeline import paths
+from kd_pipeline.comparison import compare, default_loaders
 from kd_pipeline.data import load_meta, load_split
 from kd_pipeline.errors import exit_on_pipeline_error
 from kd_pipeline.params import load_params
@@ -13,14 +12,14 @@ from kd_pipeline.teachers import teacher_warnings
 @exit_on_pipeline_error
 def main() -> None:
     params = load_params()
-    meta = load_meta("data/prepared")
-    test = load_split("data/prepared", "test")
-    loaders = default_loaders(Path("models"), meta, params.evaluate.num_threads)
+    meta = load_meta(paths.PREPARED)
+    test = load_split(paths.PREPARED, "test")
+    loaders = default_loaders(paths.MODELS, meta, params.evaluate.num_threads)
     result = compare(loaders, test, meta, params)
-    result["evaluation"]["teacher_warnings"] = teacher_warnings(Path("models"))
+    result["evaluation"]["teacher_warnings"] = teacher_warnings(paths.MODELS)
     write_outputs(
         result, params, meta.class_names, test.labels.tolist(),
-        Path("metrics/evaluate.json"), Path("plots"), Path("reports/summary.md"), FILES_RECORD,
+        paths.EVALUATION, paths.PLOTS, paths.SUMMARY, paths.EVALUATED_FILES,
     )
     evaluation = result["evaluation"]
     for line in evaluation["teacher_warnings"]:

@@ -1,18 +1,22 @@
 """Stage prepare: dataset → resized uint8 arrays with a stratified, seeded split, and its analysis."""
 
-from pathlib import Path
 
+from kd_pipeline import paths
 from kd_pipeline.data import prepare
 from kd_pipeline.errors import exit_on_pipeline_error
 from kd_pipeline.params import load_params
 from kd_pipeline.report import write_data_report
+from kd_pipeline.tracking import untracked_note
 
 
 @exit_on_pipeline_error
 def main() -> None:
     params = load_params()
-    meta = prepare(params.data, "data/prepared")
-    summary = write_data_report(meta, Path("data/prepared"), Path("plots/data"), Path("metrics/data.json"))
+    note = untracked_note(params.data)
+    if note:
+        print(f"warning: {note}")
+    meta = prepare(params.data, paths.PREPARED)
+    summary = write_data_report(meta, paths.PREPARED, paths.DATA_PLOTS, paths.DATA_METRICS)
     sizes = {split: summary[f"{split}_images"] for split in meta.counts}
     kind = "labels (multi-label)" if meta.task == "multilabel" else "classes"
     print(

@@ -16,8 +16,6 @@ import yaml
 from tests.conftest import ROOT, TINY_MODEL
 from tests.e2e import ROLES, STAGES, VARIANTS, new_repo, run, write_params
 
-pytestmark = pytest.mark.xdist_group("e2e-digits")  # one repository, tests in order
-
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -173,8 +171,10 @@ def test_the_deployed_model_is_a_dvc_artifact_fetched_from_the_remote(repo: Path
     run(["git", "add", "-A"], repo)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "remote"], repo)
     run(["dvc", "push", "-q"], repo)
+    # A model version is a Git tag in the model registry's format (what `gto register` writes).
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "tag", "-a", "kd-student@v0.1.0", "-m", "v0.1.0"], repo)
     got = tmp_path / "got"
-    run(["dvc", "artifacts", "get", str(repo), "kd-student", "-o", str(got)], tmp_path)
+    run(["dvc", "artifacts", "get", str(repo), "kd-student", "--rev", "v0.1.0", "-o", str(got)], tmp_path)
     for name in ("model.onnx", "MODEL_CARD.md", "preprocessing.json"):
         assert (got / name).read_bytes() == (repo / "export" / name).read_bytes(), name
 

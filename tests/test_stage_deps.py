@@ -14,6 +14,8 @@ def _imports(path: Path) -> set[Path]:
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+        if isinstance(node, ast.ImportFrom) and node.module == "kd_pipeline":  # from kd_pipeline import paths
+            names += [f"kd_pipeline.{alias.name}" for alias in node.names]
         names += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
         found |= {Path(*name.split(".")).with_suffix(".py") for name in names if name.startswith("kd_pipeline.")}
     return found

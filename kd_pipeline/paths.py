@@ -1,0 +1,27 @@
+"""Every path the pipeline reads or writes, relative to the project root, in one place.
+
+`dvc.yaml` names the same paths for DVC; tests point the library elsewhere through `Layout`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+RAW = Path("data/raw")  # datasets versioned with `dvc add` / `dvc import-url`, a dependency of prepare
+PREPARED = Path("data/prepared")
+MODELS = Path("models")
+METRICS = Path("metrics")
+PLOTS = Path("plots")
+REPORTS = Path("reports")
+RESUME = Path(".resume")  # training state between epochs, outside DVC's outputs
+EXPORT = Path("export")
+RESULTS = Path("results")  # committed records of finished runs
+
+DATA_METRICS = METRICS / "data.json"
+DATA_PLOTS = PLOTS / "data"
+EVALUATION = METRICS / "evaluate.json"
+EXPORT_METRICS = METRICS / "export.json"
+SEEDS_METRICS = METRICS / "seeds.json"
+SUMMARY = REPORTS / "summary.md"
+SEEDS_REPORT = REPORTS / "seeds.md"
+EVALUATED_FILES = REPORTS / "evaluated_files.json"  # the files evaluate measured, for export's proof
