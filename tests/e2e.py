@@ -52,7 +52,7 @@ def new_repo(tmp_path_factory: pytest.TempPathFactory, name: str = "kd-e2e") -> 
     repo = tmp_path_factory.mktemp(name)
     for file in ("dvc.yaml", ".gitignore"):
         shutil.copy(ROOT / file, repo / file)
-    for folder in ("stages", "kd_pipeline"):
+    for folder in ("stages", "kd_pipeline", "data/raw"):
         shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
     write_params(repo)
     run(["git", "init", "-q"], repo)
