@@ -17,7 +17,7 @@ def _git(repo: Path, *args: str) -> None:
 
 def _gate(repo: Path, summary: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    cmd = [sys.executable, "-m", "kd_pipeline.gate", "--base", "HEAD", "--summary", str(summary)]
+    cmd = [sys.executable, "-m", "kd_pipeline.gate", "--base", "base", "--summary", str(summary)]
     env["PYTHONPATH"] = str(ROOT)
     return subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=120)
 
@@ -85,6 +85,7 @@ def _toy_repo(tmp_path: Path) -> Path:
         _dvc(repo, *args)
     _git(repo, "add", "-A")
     _git(repo, "commit", "-qm", "base")
+    _git(repo, "tag", "base")  # the base branch; each step below is a pull-request commit on top
     return repo
 
 
@@ -102,17 +103,21 @@ def test_gate_passes_unchanged_fails_stale_lock_and_regression(tmp_path: Path) -
     assert "dvc.lock is current" in summary.read_text() and "remote not reachable" not in unchanged.stdout
 
     (repo / "toy.yaml").write_text("quality: 0.5\n")  # params changed, lock and metrics not rerun
+    _git(repo, "commit", "-qam", "params only")
     stale = _gate(repo, summary)
     assert stale.returncode == 1
     assert "dvc.lock is stale, rerun and commit: score (deps toy.yaml:quality modified)" in stale.stdout
 
     _dvc(repo, "repro", "-q")  # rerun: the lock is current, and the metric really fell
+    _dvc(repo, "push", "-q")
+    _git(repo, "commit", "-qam", "rerun")
     worse = _gate(repo, summary)
     assert worse.returncode == 1 and "regression: variants.student.accuracy fell 0.4900" in worse.stdout
     assert "dvc.lock is current" in worse.stdout and "target missed: accuracy_drop" in worse.stdout
 
     _dvc(repo, "remote", "modify", "local", "url", str(tmp_path / "nowhere"))
-    _git(repo, "checkout", "-q", "--", "toy.yaml", "dvc.lock", "metrics")
+    _git(repo, "checkout", "-q", "base", "--", "toy.yaml", "dvc.lock", "metrics")
+    _git(repo, "commit", "-qam", "back to the base's inputs")
     shutil.rmtree(repo / ".dvc" / "cache")
     (repo / "model.bin").unlink()
     neutral = _gate(repo, summary)
