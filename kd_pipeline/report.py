@@ -195,7 +195,9 @@ def _gains(evaluation: dict[str, Any]) -> list[str]:
 
 
 def _teachers(evaluation: dict[str, Any]) -> list[str]:
-    warnings = evaluation.get("teacher_warnings") or []
+    warnings = evaluation.get("teacher_warnings")
+    if warnings is None:
+        return ["", "Teacher quality: not checked (the teacher's, assistant's or baseline's model card is missing)."]
     if not warnings:
         return ["", "Teacher quality: every teacher in the chain is at least as accurate on validation"
                 " as the student trained alone."]

@@ -41,11 +41,12 @@ def weaker_than_baseline(teacher_role: str, teacher_card: dict[str, Any], baseli
     )
 
 
-def teacher_warnings(models_dir: Path) -> list[str]:
-    """The one-line warning of every teacher in the chain that is weaker than the baseline."""
+def teacher_warnings(models_dir: Path) -> list[str] | None:
+    """The one-line warning of every teacher in the chain that is weaker than the baseline;
+    None when a card is missing, so the report says "not checked" rather than "all good"."""
     cards = {role: models_dir / role / CARD_FILE for role in ("teacher", "assistant", "baseline")}
     if not all(path.is_file() for path in cards.values()):
-        return []
+        return None
     baseline = read_card(models_dir / "baseline")
     found = (weaker_than_baseline(role, read_card(models_dir / role), baseline) for role in ("teacher", "assistant"))
     return [line for line in found if line]

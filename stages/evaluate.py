@@ -22,7 +22,7 @@ def main() -> None:
         paths.EVALUATION, paths.PLOTS, paths.SUMMARY, paths.EVALUATED_FILES,
     )
     evaluation = result["evaluation"]
-    for line in evaluation["teacher_warnings"]:
+    for line in evaluation["teacher_warnings"] or []:
         print(f"warning: {line}")
     print(f"deployed: {evaluation['deployed']} ({evaluation['deployed_reason']}); targets passed:"
           f" {evaluation['targets_passed']}")

@@ -34,6 +34,7 @@ def test_guard_warns_or_stops_before_distilling(tmp_path: Path, capsys: pytest.C
     layout = Layout(models=tmp_path / "models")
     check_teacher("teacher", _card("teacher", 0.7), layout, required=True)  # no baseline yet: noted
     assert "not checked" in capsys.readouterr().out
+    assert teacher_warnings(layout.models) is None  # not checked, which is not "no warnings"
     for role, accuracy in (("teacher", 0.7), ("assistant", 0.95), ("baseline", 0.9)):
         write_json(layout.model_dir(role) / "model.json", _card(role, accuracy))
     check_teacher("teacher", _card("teacher", 0.7), layout, required=False)
