@@ -129,13 +129,33 @@ def export_onnx(model: nn.Module, input_size: list[int], path: str | Path) -> No
         raise CheckpointError(f"ONNX export of {type(model).__name__} failed: {str(err).splitlines()[0]}") from None
 
 
-class CalibrationImages:
-    """ONNX Runtime CalibrationDataReader over the first batches of the training split."""
+def calibration_sample(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """Sorted indices of `count` training images, class-stratified and seeded.
 
-    def __init__(self, split: Split, mean: list[float], std: list[float], batches: int, batch_size: int):
+    Prepared splits of an image folder are stored class by class, so the first N images can all
+    be one class, and int8 ranges calibrated on them misfit the rest. Multi-label data (N×L) and
+    classes too small to stratify fall back to a seeded uniform sample.
+    """
+    from sklearn.model_selection import train_test_split
+
+    everything = np.arange(len(labels))
+    if count >= len(labels):
+        return everything
+    stratify = labels if labels.ndim == 1 else None
+    try:
+        chosen, _ = train_test_split(everything, train_size=count, stratify=stratify, random_state=seed)
+    except ValueError:  # a class with one image, or fewer images asked than classes
+        chosen, _ = train_test_split(everything, train_size=count, random_state=seed)
+    return np.sort(chosen)
+
+
+class CalibrationImages:
+    """ONNX Runtime CalibrationDataReader over chosen training images, in batches."""
+
+    def __init__(self, split: Split, indices: np.ndarray, mean: list[float], std: list[float], batch_size: int):
         self._batches: Iterator[dict[str, np.ndarray]] = (
-            {"input": normalize_numpy(np.array(split.images[i : i + batch_size]), mean, std)}
-            for i in range(0, min(len(split), batches * batch_size), batch_size)
+            {"input": normalize_numpy(np.array(split.images[indices[i : i + batch_size]]), mean, std)}
+            for i in range(0, len(indices), batch_size)
         )
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -249,15 +269,18 @@ def quantize_variants(params: Params, sources: tuple[str, ...], layout: Layout =
         raise CompressionError(
             f"quantize.calibration_batch_size = {cfg.calibration_batch_size} exceeds the {len(train)} training images"
         )
+    indices = calibration_sample(train.labels, cfg.calibration_batches * cfg.calibration_batch_size, cfg.seed)
+    calibrated = {"images": len(indices), "sampling": "class-stratified" if train.labels.ndim == 1 else "uniform",
+                  "seed": cfg.seed}
+    if train.labels.ndim == 1:
+        calibrated["per_class"] = np.bincount(train.labels[indices], minlength=int(train.labels.max()) + 1).tolist()
     results = {}
     with atomic_dir(layout.models / "quantized") as tmp:
         for source in sources:
             model, card = load_checkpoint(layout.model_dir(source))
             fp32, int8 = tmp / f"{source}.fp32.onnx", tmp / f"{source}.int8.onnx"
             export_onnx(model, card["input_size"], fp32)
-            calibration = CalibrationImages(
-                train, card["mean"], card["std"], cfg.calibration_batches, cfg.calibration_batch_size
-            )
+            calibration = CalibrationImages(train, indices, card["mean"], card["std"], cfg.calibration_batch_size)
             quantize_onnx(fp32, int8, cfg, calibration)
             ops = integer_ops(int8)
             if not ops:
@@ -272,6 +295,7 @@ def quantize_variants(params: Params, sources: tuple[str, ...], layout: Layout =
             write_json(tmp / f"{source}.fp32.json", {**shared, "role": f"{source}_onnx"})
             write_json(tmp / f"{source}.int8.json", {
                 **shared, "role": f"{source}_int8", "quantize": cfg.model_dump(), **result,
+                **({"calibration": calibrated} if cfg.method == "static" else {}),
             })
             results[source] = result
             print(f"{source}: int8 ONNX {result['int8_mb']:.2f} MB (fp32 {result['fp32_mb']:.2f} MB), ops {ops}")

@@ -91,7 +91,9 @@ def _rule(evaluation: dict, params: Params) -> str:
     return evaluation["deployed_reason"]  # the fallback: most accurate, its reason names accuracies only
 
 
-def _model_card(variant: str, card: dict, evaluation: dict, params: Params, check: dict) -> str:
+def _model_card(
+    variant: str, card: dict, evaluation: dict, params: Params, check: dict, calibration: dict | None = None
+) -> str:
     measured = evaluation["variants"][variant]
     reference = evaluation["reference"]
     if "int8_agreement" in check:
@@ -115,7 +117,9 @@ def _model_card(variant: str, card: dict, evaluation: dict, params: Params, chec
         f"- **Architecture**: timm `{card['timm_name']}`{' (channel-pruned)' if card.get('channel_pruned') else ''},"
         f" {measured['parameters'] / 1e6:.2f} M parameters, {measured.get('macs', 0) / 1e6:.1f} MMACs",
         f"- **Made by**: {_lineage(source_of(variant), params)}"
-        + (f", int8 {params.quantize.method} (ONNX Runtime)" if variant.endswith("_int8") else ""),
+        + (f", int8 {params.quantize.method} (ONNX Runtime)" if variant.endswith("_int8") else "")
+        + (f", calibrated on {calibration['images']} training images ({calibration['sampling']},"
+           f" seed {calibration['seed']})" if calibration else ""),
         f"- **Data**: `{params.data.name}`, {len(card['class_names'])}"
         f" {'labels (multi-label: sigmoid per label)' if card.get('task') == 'multilabel' else 'classes'},"
         f" input {card['input_size']},"
@@ -174,7 +178,9 @@ def export_deployable(
             "resize": "bilinear", "color": "RGB", "scale": "pixel / 255", "mean": card["mean"], "std": card["std"],
             "task": meta.task, "output": "sigmoid per label" if meta.task == "multilabel" else "softmax",
         })
-        (tmp / "MODEL_CARD.md").write_text(_model_card(variant, card, evaluation, params, check))
+        int8_card = layout.models / "quantized" / f"{source}.int8.json"
+        calibration = json.loads(int8_card.read_text()).get("calibration") if variant.endswith("_int8") else None
+        (tmp / "MODEL_CARD.md").write_text(_model_card(variant, card, evaluation, params, check, calibration))
     measured = evaluation["variants"][variant]
     result = {
         "variant": variant, "int8": variant.endswith("_int8"), "meets_targets": evaluation["targets_passed"],

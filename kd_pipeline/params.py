@@ -160,6 +160,7 @@ class QuantizeParams(_Group):
     calibration_batches: int = Field(8, ge=1)
     calibration_batch_size: int = Field(32, ge=1)
     per_channel: bool = True
+    seed: int = 0  # of the class-stratified calibration sample
 
 
 class EvaluateParams(_Group):

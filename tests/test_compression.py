@@ -93,7 +93,7 @@ def test_int8_model_has_integer_ops_is_smaller_and_agrees(tmp_path: Path, method
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (64, 16, 16, 3), dtype=np.uint8)
     mean, std = [0.5] * 3, [0.25] * 3
-    calib = CalibrationImages(Split(images, np.zeros(64, np.int64)), mean, std, batches=2, batch_size=16)
+    calib = CalibrationImages(Split(images, np.zeros(64, np.int64)), np.arange(32), mean, std, batch_size=16)
     quantize_onnx(fp32, int8, QuantizeParams(method=method), calib)
     ops = integer_ops(int8)
     assert ops and ("QuantizeLinear" in ops or "DynamicQuantizeLinear" in ops)
@@ -103,3 +103,17 @@ def test_int8_model_has_integer_ops_is_smaller_and_agrees(tmp_path: Path, method
     got = ort.InferenceSession(str(int8)).run(None, {"input": x})[0]
     assert got.shape == ref.shape
     assert np.corrcoef(ref.ravel(), got.ravel())[0, 1] > 0.9
+
+
+def test_calibration_images_are_a_seeded_class_stratified_sample() -> None:
+    from kd_pipeline.compression import calibration_sample
+
+    labels = np.repeat(np.arange(4), [400, 50, 30, 20])  # stored class by class, as image folders are
+    chosen = calibration_sample(labels, 100, seed=0)
+    assert len(chosen) == 100 and np.all(np.diff(chosen) > 0)
+    assert np.bincount(labels[chosen]).tolist() == [80, 10, 6, 4]  # the training split's proportions
+    assert np.array_equal(chosen, calibration_sample(labels, 100, seed=0))
+    assert not np.array_equal(chosen, calibration_sample(labels, 100, seed=1))
+    assert len(calibration_sample(np.repeat([0, 1], [99, 1]), 10, seed=0)) == 10  # a lone image: uniform
+    assert len(calibration_sample(np.zeros((50, 3)), 10, seed=0)) == 10  # multi-label: uniform
+    assert len(calibration_sample(labels, 1000, seed=0)) == 500  # asked for more than there is: all
