@@ -175,7 +175,8 @@ def export_deployable(
         write_json(tmp / "labels.json", dict(enumerate(meta.class_names)))
         write_json(tmp / "preprocessing.json", {
             "input_name": "input", "input_layout": "NCHW", "input_size": card["input_size"],
-            "resize": "bilinear", "color": "RGB", "scale": "pixel / 255", "mean": card["mean"], "std": card["std"],
+            "resize": meta.source.get("resize", "stretch"), "interpolation": "bilinear", "color": "RGB",
+            "scale": "pixel / 255", "mean": card["mean"], "std": card["std"],
             "task": meta.task, "output": "sigmoid per label" if meta.task == "multilabel" else "softmax",
         })
         int8_card = layout.models / "quantized" / f"{source}.int8.json"

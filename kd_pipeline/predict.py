@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from kd_pipeline.imaging import RESIZE_MODES, fit_image
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
 
@@ -36,15 +38,20 @@ class Classifier:
         self.mean = np.asarray(prep["mean"], np.float32).reshape(1, 3, 1, 1)
         self.std = np.asarray(prep["std"], np.float32).reshape(1, 3, 1, 1)
         self.multilabel = prep.get("task") == "multilabel"
+        self.resize = prep.get("resize", "stretch")
+        if self.resize not in RESIZE_MODES:
+            allowed = ", ".join(RESIZE_MODES)
+            raise ValueError(f"{bundle / 'preprocessing.json'}: resize {self.resize!r}; allowed: {allowed}")
         self.session = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
 
     def load(self, path: Path) -> np.ndarray:
-        """Any Pillow-readable image → RGB uint8 HWC at the model's input size."""
+        """Any Pillow-readable image → RGB uint8 HWC at the model's input size, fitted (stretched
+        or padded) the way the training images were."""
         with Image.open(path) as image:
             image = image.convert("RGB")
-            if image.size != (self.size[1], self.size[0]):
-                image = image.resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR)
-            return np.asarray(image, dtype=np.uint8)
+            if image.size == (self.size[1], self.size[0]):
+                return np.asarray(image, dtype=np.uint8)
+            return fit_image(image, self.size[0], self.resize)
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         x = (images.astype(np.float32).transpose(0, 3, 1, 2) / 255.0 - self.mean) / self.std

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from kd_pipeline.errors import DataError
+from kd_pipeline.imaging import fit_image
 from kd_pipeline.params import DataParams
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
@@ -165,17 +166,3 @@ def _image_folder(cfg: DataParams, scratch: Path | None = None) -> RawData:
         pool=(images[: len(labels)], np.asarray(labels, np.int64)),
         skipped=skipped,
     )
-
-
-def fit_image(image: object, size: int, mode: str) -> np.ndarray:
-    """A PIL RGB image → size×size uint8: stretched, or scaled to fit and padded (aspect kept)."""
-    from PIL import Image
-
-    if mode == "stretch":
-        return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
-    width, height = image.size
-    scale = size / max(width, height)
-    resized = image.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.BILINEAR)
-    canvas = Image.new("RGB", (size, size))
-    canvas.paste(resized, ((size - resized.size[0]) // 2, (size - resized.size[1]) // 2))
-    return np.asarray(canvas, dtype=np.uint8)
