@@ -82,13 +82,14 @@ def load_onnx_variant(name: str, onnx_path: Path, meta: Meta, threads: int) -> V
         raise CheckpointError(
             f"{onnx_path}: made for {card['num_classes']} classes but the data has {meta.num_classes}"
         )
-    source = load_checkpoint(onnx_path.parent.parent / card["source"])[0]
-    return Variant(
+    if "parameters" not in card or "macs" not in card:
+        raise CheckpointError(f"{card_path}: no parameter or MAC count; run the quantize stage again")
+    return Variant(  # the ONNX file alone: its memory is measured without the PyTorch source
         name=name,
         run=onnx_runner(onnx_path, card["mean"], card["std"], threads),
         size_mb=file_size_mb(onnx_path),
-        parameters=count_parameters(source),
-        macs=count_macs(source, card["input_size"]),
+        parameters=card["parameters"],
+        macs=card["macs"],
         kind=f"onnxruntime {onnx_path.suffixes[0].lstrip('.')}",
         path=onnx_path,
     )

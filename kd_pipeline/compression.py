@@ -291,6 +291,8 @@ def quantize_variants(params: Params, sources: tuple[str, ...], layout: Layout =
             shared = {
                 **{k: card[k] for k in ("timm_name", "num_classes", "class_names", "input_size", "mean", "std")},
                 "task": card.get("task", "multiclass"), "source": source,
+                # counted here, so evaluate measures an ONNX variant's memory without its PyTorch source
+                "parameters": count_parameters(model), "macs": count_macs(model, card["input_size"]),
             }
             write_json(tmp / f"{source}.fp32.json", {**shared, "role": f"{source}_onnx"})
             write_json(tmp / f"{source}.int8.json", {

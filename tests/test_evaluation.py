@@ -247,3 +247,31 @@ def test_mean_roc_auc_matches_scikit_learn_and_skips_absent_classes() -> None:
     expected = np.mean([roc_auc_score(Y_TRUE[present] == k, probs[:, k]) for k in (0, 1)])
     assert mean_roc_auc(Y_TRUE[present], LOGITS[present]) == pytest.approx(expected)
     assert np.isnan(mean_roc_auc(np.zeros(4, np.int64), two))
+
+
+def test_an_onnx_variant_loads_without_its_pytorch_source(tmp_path) -> None:
+    """Peak memory of an ONNX variant is the ONNX Runtime session's, not its source checkpoint's."""
+    import json as _json
+
+    import pytest as _pytest
+
+    from kd_pipeline.comparison import load_onnx_variant
+    from kd_pipeline.compression import export_onnx
+    from kd_pipeline.data import Meta
+    from kd_pipeline.errors import CheckpointError
+    from kd_pipeline.models import create_model
+
+    folder = tmp_path / "models" / "quantized"  # no models/student beside it
+    folder.mkdir(parents=True)
+    export_onnx(create_model("resnet10t", 3).eval(), [3, 16, 16], folder / "student.fp32.onnx")
+    card = {"num_classes": 3, "mean": [0.5] * 3, "std": [0.25] * 3, "input_size": [3, 16, 16],
+            "source": "student", "parameters": 123, "macs": 456}
+    (folder / "student.fp32.json").write_text(_json.dumps(card))
+    meta = Meta(class_names=["a", "b", "c"], image_size=16, mean=[0.5] * 3, std=[0.25] * 3, counts={},
+                content_hash="x", source={})
+    variant = load_onnx_variant("student_onnx", folder / "student.fp32.onnx", meta, threads=1)
+    assert (variant.parameters, variant.macs) == (123, 456)
+    del card["macs"]
+    (folder / "student.fp32.json").write_text(_json.dumps(card))
+    with _pytest.raises(CheckpointError, match="run the quantize stage again"):
+        load_onnx_variant("student_onnx", folder / "student.fp32.onnx", meta, threads=1)
