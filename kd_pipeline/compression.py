@@ -27,7 +27,7 @@ from kd_pipeline.evaluation import classification_metrics, count_macs, decide, p
 from kd_pipeline.files import atomic_dir, write_json
 from kd_pipeline.models import count_parameters, load_checkpoint, move_to_device, save_checkpoint
 from kd_pipeline.params import Params, PruneParams, QuantizeParams, fingerprint
-from kd_pipeline.training import fit, resolve_device, seed_everything
+from kd_pipeline.training import ResumeFile, fit, resolve_device, seed_everything
 
 
 class CompressionError(PipelineError):
@@ -231,9 +231,11 @@ def prune_student(params: Params, layout: Layout = DEFAULT_LAYOUT) -> dict[str, 
     with (atomic_dir(layout.metrics / "pruned") as live_dir,  # in place only when the stage completes
           Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False, report=None) as live):
         live.log_params({f"prune.{k}": v for k, v in cfg.model_dump().items() if k != "keep_layers"})
+        params_hash = fingerprint(card["params_hash"], cfg, params.kd, finetune)
+        resume = ResumeFile(layout.resume / "pruned" / "state.pt", params_hash)  # a killed fine-tune resumes
         if cfg.epochs > 0:
             fit(model, train, val, finetune, normalizer, meta.num_classes,
-                teacher=teacher, kd=params.kd, live=live, name="pruned")
+                teacher=teacher, kd=params.kd, live=live, resume=resume, name="pruned")
         model = make_pruning_permanent(model.to("cpu"))
         cpu = Normalizer(card["mean"], card["std"], torch.device("cpu"), False)
         test_logits = predict_logits(model, test, cpu).numpy()
@@ -257,6 +259,7 @@ def prune_student(params: Params, layout: Layout = DEFAULT_LAYOUT) -> dict[str, 
         "params_hash": fingerprint(card["params_hash"], cfg, params.kd),
     }
     save_checkpoint(model, layout.model_dir("pruned"), card)
+    resume.clear()
     return {**summary, **test_metrics}
 
 

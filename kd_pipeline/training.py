@@ -12,6 +12,7 @@ What it adds over a bare loop, and why:
 
 from __future__ import annotations
 
+import random
 import resource
 import time
 from collections.abc import Callable
@@ -118,6 +119,31 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def capture_rng() -> dict[str, Any]:
+    """Every random generator a model or user code may draw from (torch CPU and CUDA, numpy,
+    Python), as tensors and plain values, so the resume file loads with `weights_only=True`."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
+                  "has_gauss": has_gauss, "cached": cached},
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+    }
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """The inverse of `capture_rng`: a resumed run draws the numbers the uninterrupted one would."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
+
+
 class ResumeFile:
     """The per-epoch training state, kept outside DVC's outputs so it survives a re-run.
 
@@ -201,7 +227,7 @@ def fit(
         stopper = EarlyStopping(**saved["early_stopping"])
         best_state = saved["best_state"]
         history = saved["history"]
-        torch.set_rng_state(saved["rng"])
+        restore_rng(saved["rng"])
         start_epoch = len(history) + 1
         tqdm.write(f"{name}: resuming after epoch {len(history)} from {resume.path}")
         for row in history:  # DVC removed the old dvclive output: write the curves again
@@ -289,7 +315,7 @@ def fit(
                 "early_stopping": stopper.__dict__.copy(),
                 "best_state": best_state,
                 "history": history,
-                "rng": torch.get_rng_state(),
+                "rng": capture_rng(),
             }
         )
         if on_epoch_end is not None:

@@ -59,7 +59,8 @@ def test_repro_writes_every_output(repo: Path) -> None:
         assert (repo / "export" / name).is_file(), name
     assert (repo / "plots/tradeoff.png").is_file()
     assert (repo / "plots/confusion/student.json").is_file()
-    assert not (repo / ".resume/student/state.pt").exists(), "resume state left after success"
+    for role in ("student", "pruned"):
+        assert not (repo / f".resume/{role}/state.pt").exists(), f"{role}: resume state left after success"
 
     shown = run(["dvc", "metrics", "show", "--json"], repo).stdout
     assert "metrics/student/metrics.json" in shown

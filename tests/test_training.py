@@ -21,7 +21,7 @@ def _run(prepared_dir: Path, state: Path | None, kill_after: int | None = None) 
     train, val = load_split(prepared_dir, "train"), load_split(prepared_dir, "val")
     seed_everything(0)
     teacher = create_model(TINY_MODEL, 10).eval()
-    model = create_model(TINY_MODEL, 10)
+    model = create_model(TINY_MODEL, 10, model_kwargs={"drop_rate": 0.3})  # random: resume must restore RNG
     normalizer = Normalizer(meta.mean, meta.std, torch.device("cpu"), channels_last=False)
 
     def kill(epoch: int) -> None:
