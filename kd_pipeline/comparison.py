@@ -58,6 +58,7 @@ class Variant:
     macs: int | None
     kind: str
     path: Path  # the file measured: export ships these very bytes
+    integer_mac_share: float | None = None  # int8 only: MACs ONNX Runtime runs in integer kernels
 
 
 def load_torch_variant(name: str, ckpt_dir: Path, meta: Meta) -> Variant:
@@ -90,6 +91,7 @@ def load_onnx_variant(name: str, onnx_path: Path, meta: Meta, threads: int) -> V
         size_mb=file_size_mb(onnx_path),
         parameters=card["parameters"],
         macs=card["macs"],
+        integer_mac_share=card.get("integer_mac_share"),
         kind=f"onnxruntime {onnx_path.suffixes[0].lstrip('.')}",
         path=onnx_path,
     )
@@ -197,6 +199,7 @@ def _measure(
                 "latency_ms": timing.latency_ms,
                 "throughput": timing.throughput,
                 "peak_memory_mb": memory.growth_mb,
+                **({"integer_mac_share": variant.integer_mac_share} if variant.integer_mac_share is not None else {}),
             }
             details[name] = {
                 "kind": variant.kind,

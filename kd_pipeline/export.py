@@ -119,7 +119,9 @@ def _model_card(
         f"- **Made by**: {_lineage(source_of(variant), params)}"
         + (f", int8 {params.quantize.method} (ONNX Runtime)" if variant.endswith("_int8") else "")
         + (f", calibrated on {calibration['images']} training images ({calibration['sampling']},"
-           f" seed {calibration['seed']})" if calibration else ""),
+           f" seed {calibration['seed']})" if calibration else "")
+        + (f"; ONNX Runtime runs {measured['integer_mac_share']:.1%} of its conv/matmul MACs in integer kernels"
+           if "integer_mac_share" in measured else ""),
         f"- **Data**: `{params.data.name}`, {len(card['class_names'])}"
         f" {'labels (multi-label: sigmoid per label)' if card.get('task') == 'multilabel' else 'classes'},"
         f" input {card['input_size']},"

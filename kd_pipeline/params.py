@@ -161,6 +161,8 @@ class QuantizeParams(_Group):
     calibration_batch_size: int = Field(32, ge=1)
     per_channel: bool = True
     seed: int = 0  # of the class-stratified calibration sample
+    # share of conv/matmul MACs ONNX Runtime must run in integer kernels (QLinearConv, QGemm, ...)
+    min_integer_mac_share: float = Field(0.95, ge=0, le=1)
 
 
 class EvaluateParams(_Group):

@@ -27,6 +27,7 @@ COLUMNS = (
     ("accuracy_drop_vs_reference", "drop vs ref.", "{:+.4f}"),
     ("accuracy_drop_vs_teacher", "drop vs teacher", "{:+.4f}"),
     ("int8_agreement_decided", "int8 agreement", "{:.2%}"),
+    ("integer_mac_share", "MACs in integer kernels", "{:.1%}"),
 )
 GAINS = (
     ("distillation_gain", "Distillation over none", "student (distilled) minus baseline (same architecture,"

@@ -18,6 +18,7 @@ from kd_pipeline.compression import (
     sparsity,
 )
 from kd_pipeline.data import Split, normalize_numpy
+from kd_pipeline.integer_kernels import integer_mac_share
 from kd_pipeline.models import count_parameters, create_model, load_checkpoint, save_checkpoint
 from kd_pipeline.params import PruneParams, QuantizeParams
 
@@ -97,6 +98,9 @@ def test_int8_model_has_integer_ops_is_smaller_and_agrees(tmp_path: Path, method
     quantize_onnx(fp32, int8, QuantizeParams(method=method), calib)
     ops = integer_ops(int8)
     assert ops and ("QuantizeLinear" in ops or "DynamicQuantizeLinear" in ops)
+    proof = integer_mac_share(fp32, int8)  # what ONNX Runtime really runs in integer kernels
+    assert proof.share > 0.99, proof  # dynamic leaves the small classifier (Gemm) in float
+    assert proof.float_layers == ([] if method == "static" else ["/fc/Gemm"]), proof
     assert int8.stat().st_size < 0.5 * fp32.stat().st_size
     x = normalize_numpy(images[:8], mean, std)
     ref = ort.InferenceSession(str(fp32)).run(None, {"input": x})[0]
@@ -117,3 +121,27 @@ def test_calibration_images_are_a_seeded_class_stratified_sample() -> None:
     assert len(calibration_sample(np.repeat([0, 1], [99, 1]), 10, seed=0)) == 10  # a lone image: uniform
     assert len(calibration_sample(np.zeros((50, 3)), 10, seed=0)) == 10  # multi-label: uniform
     assert len(calibration_sample(labels, 1000, seed=0)) == 500  # asked for more than there is: all
+
+
+def test_qdq_around_the_input_only_is_not_integer_execution(tmp_path: Path) -> None:
+    """A file with one Q/DQ pair holds int8 numbers but runs every convolution in float."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    fp32, fake = tmp_path / "m.fp32.onnx", tmp_path / "m.fake.onnx"
+    export_onnx(_model(), SIZE, fp32)
+    proto = onnx.load(str(fp32))
+    graph = proto.graph
+    first = graph.node[0]
+    scale = helper.make_tensor("s", TensorProto.FLOAT, [], [0.05])
+    zero = helper.make_tensor("z", TensorProto.UINT8, [], [128])
+    graph.initializer.extend([scale, zero])
+    q = helper.make_node("QuantizeLinear", ["input", "s", "z"], ["input_q"])
+    dq = helper.make_node("DequantizeLinear", ["input_q", "s", "z"], ["input_dq"])
+    first.input[0] = "input_dq"
+    graph.node.insert(0, dq)
+    graph.node.insert(0, q)
+    onnx.save(proto, str(fake))
+    assert "QuantizeLinear" in integer_ops(fake)  # the old check passed it
+    proof = integer_mac_share(fp32, fake)
+    assert proof.share == 0.0 and proof.float_layers and proof.integer_macs == 0
