@@ -33,13 +33,21 @@ from kd_pipeline.targets import check_targets, ratios_vs_teacher, reference_vari
 # PyTorch), their fp32 ONNX in models/quantized/<source>.fp32.onnx and the int8 ONNX made from
 # it in models/quantized/<source>.int8.onnx (both in ONNX Runtime).
 TORCH_VARIANTS = ("teacher", "assistant", "student", "direct", "baseline", "pruned")
-ONNX_VARIANTS = {"student_onnx": "fp32", "pruned_onnx": "fp32", "student_int8": "int8", "pruned_int8": "int8"}
+# teacher_onnx is the teacher in ONNX Runtime: the same-runtime reference for speed, never deployed.
+ONNX_VARIANTS = {"teacher_onnx": "fp32", "student_onnx": "fp32", "pruned_onnx": "fp32", "student_int8": "int8",
+                 "pruned_int8": "int8"}
 # Each measured variant's file, SHA-256 and test-prediction digest (evaluate writes, export checks).
 
 
 def source_of(variant: str) -> str:
     """The checkpoint a variant was made from: pruned_int8 → pruned."""
     return variant.removesuffix("_int8").removesuffix("_onnx")
+
+
+def same_runtime_teacher(variant: str, variants: dict[str, Any]) -> str:
+    """The teacher to compare a variant's speed with: in ONNX Runtime for an ONNX variant (when
+    measured), eager PyTorch otherwise, so a ratio never credits the runtime to the compression."""
+    return "teacher_onnx" if variant in ONNX_VARIANTS and "teacher_onnx" in variants else "teacher"
 
 
 def onnx_file(models_dir: Path, variant: str) -> Path:
@@ -135,8 +143,10 @@ def compare(
         variants[name].update({k: v for k, v in check.items() if k not in ("pass", "reason")})
         files[name]["predictions_sha256"] = predictions_sha256(details[name]["predictions"])
     reference = reference_variant(variants, params.targets)
-    for measured in variants.values():
+    for name, measured in variants.items():
         measured.update({f"{k}_vs_teacher": v for k, v in ratios_vs_teacher(measured, variants["teacher"]).items()})
+        same = ratios_vs_teacher(measured, variants[same_runtime_teacher(name, variants)])
+        measured.update({f"{k}_same_runtime": same[k] for k in ("speedup", "latency_ratio")})
         measured["accuracy_drop_vs_reference"] = variants[reference]["accuracy"] - measured["accuracy"]
 
     evaluation: dict[str, Any] = {"task": meta.task, "reference": reference, "variants": variants}
@@ -152,8 +162,9 @@ def compare(
     evaluation["deployed_reason"] = selection.reason
     evaluation["targets"] = {}
     if selection.variant is not None:
-        ratios = {**ratios_vs_teacher(variants[selection.variant], variants["teacher"]),
-                  "accuracy_drop": variants[selection.variant]["accuracy_drop_vs_reference"]}
+        chosen = variants[selection.variant]
+        ratios = {**ratios_vs_teacher(chosen, variants["teacher"]), "speedup": chosen["speedup_same_runtime"],
+                  "accuracy_drop": chosen["accuracy_drop_vs_reference"]}
         evaluation["targets"] = check_targets(ratios, params.targets)
     evaluation["targets_passed"] = bool(evaluation["targets"]) and all(
         t["pass"] for t in evaluation["targets"].values()

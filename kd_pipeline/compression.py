@@ -264,6 +264,18 @@ def prune_student(params: Params, layout: Layout = DEFAULT_LAYOUT) -> dict[str, 
     return {**summary, **test_metrics}
 
 
+def reference_onnx(layout: Layout, out: Path) -> None:
+    """The teacher as fp32 ONNX (teacher.fp32.onnx + card): speed-ups of ONNX variants are measured
+    against it, in the same runtime, and evaluate checks it against the PyTorch teacher."""
+    model, card = load_checkpoint(layout.model_dir("teacher"))
+    export_onnx(model, card["input_size"], out / "teacher.fp32.onnx")
+    write_json(out / "teacher.fp32.json", {
+        **{k: card[k] for k in ("timm_name", "num_classes", "class_names", "input_size", "mean", "std")},
+        "task": card.get("task", "multiclass"), "source": "teacher", "role": "teacher_onnx",
+        "parameters": count_parameters(model), "macs": count_macs(model, card["input_size"]),
+    })
+
+
 def quantize_variants(params: Params, sources: tuple[str, ...], layout: Layout = DEFAULT_LAYOUT) -> dict[str, Any]:
     """int8 ONNX of each source checkpoint into models/quantized/<source>.int8.onnx (+ .json card),
     beside the fp32 ONNX it was made from (<source>.fp32.onnx)."""
@@ -280,6 +292,7 @@ def quantize_variants(params: Params, sources: tuple[str, ...], layout: Layout =
         calibrated["per_class"] = np.bincount(train.labels[indices], minlength=int(train.labels.max()) + 1).tolist()
     results = {}
     with atomic_dir(layout.models / "quantized") as tmp:
+        reference_onnx(layout, tmp)
         for source in sources:
             model, card = load_checkpoint(layout.model_dir(source))
             fp32, int8 = tmp / f"{source}.fp32.onnx", tmp / f"{source}.int8.onnx"

@@ -4,7 +4,9 @@ Definitions, on the same test split and CPU:
 - reference         = targets.reference: the most accurate float model (best_float: teacher,
                       assistant, student, direct, baseline) or the teacher
 - accuracy drop     = reference accuracy − variant accuracy             (≤ max_accuracy_drop)
-- speedup           = teacher batch-1 latency / variant latency − 1     (≥ min_speedup)
+- speedup           = teacher batch-1 latency / variant latency − 1     (≥ min_speedup), in the
+                      same runtime: an ONNX variant against the teacher in ONNX Runtime
+                      (teacher_onnx), a PyTorch variant against the eager teacher
 - size reduction    = 1 − variant file size / teacher file size         (≥ min_size_reduction)
 
 A from-scratch teacher on small data can be the weakest model of all; "within the drop of
@@ -26,6 +28,7 @@ from kd_pipeline.params import ExportParams, TargetsParams, load_params
 
 SELECT_KEY = {"smallest": ("size_mb", min), "fastest": ("latency_ms", min), "most_accurate": ("accuracy", max)}
 FLOAT_MODELS = ("teacher", "assistant", "student", "direct", "baseline")
+TEACHERS = ("teacher", "teacher_onnx")  # references, never deployed
 
 
 def ratios_vs_teacher(variant: dict[str, float], teacher: dict[str, float]) -> dict[str, float]:
@@ -66,7 +69,7 @@ def select_variant(
     selection says so, so a run always ends with a model to ship.
     """
     unfaithful = unfaithful or {}
-    candidates = {name: m for name, m in variants.items() if name != "teacher" and name not in unfaithful}
+    candidates = {name: m for name, m in variants.items() if name not in TEACHERS and name not in unfaithful}
     if not candidates:
         return Selection(None, "no variant besides the teacher can be deployed", False)
     reference = reference_variant(variants, targets)

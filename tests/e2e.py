@@ -19,7 +19,8 @@ STAGES = {
     "prepare", "train_teacher", "distill_assistant", "distill_student", "distill_direct", "train_baseline",
     "prune", "quantize", "evaluate", "export",
 }
-VARIANTS = {*ROLES, "direct", "baseline", "pruned", "student_onnx", "pruned_onnx", "student_int8", "pruned_int8"}
+VARIANTS = {*ROLES, "direct", "baseline", "pruned", "teacher_onnx", "student_onnx", "pruned_onnx", "student_int8",
+            "pruned_int8"}
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -182,6 +182,27 @@ def test_compare_report_lists_every_variant_and_marks_missing(prepared_dir: Path
     assert render_summary(result, params) == summary
 
 
+def test_speed_of_an_onnx_variant_is_judged_against_the_teacher_in_onnx_runtime(prepared_dir: Path,
+                                                                               tmp_path: Path) -> None:
+    """Like with like: ONNX Runtime's own gain over eager PyTorch is not credited to compression."""
+    meta = load_meta(prepared_dir)
+    test = load_split(prepared_dir, "test")
+    perfect = np.eye(10)[test.labels] * 5
+    params = parse_params({"evaluate": {"warmup": 0, "repeats": 3, "throughput_batch": 4},
+                           "targets": {"min_speedup": 4.0}})
+    loaders = {name: (lambda name=name, ms=ms, mb=mb: _fake_variant(name, perfect, ms, mb, tmp_path))
+               for name, ms, mb in (("teacher", 40.0, 100.0), ("teacher_onnx", 10.0, 1.0),
+                                    ("student", 20.0, 10.0), ("student_onnx", 5.0, 9.0))}
+    evaluation = compare(loaders, Split(np.array(test.images), test.labels), meta, params)["evaluation"]
+    onnx = evaluation["variants"]["student_onnx"]
+    assert evaluation["deployed"] == "student_onnx"  # teacher_onnx is smaller, but a reference
+    assert 1.5 < onnx["latency_ratio_same_runtime"] < 3  # 10 ms / 5 ms, against teacher_onnx
+    assert onnx["latency_ratio_vs_teacher"] > 5  # 40 ms / 5 ms, against the eager teacher
+    assert evaluation["variants"]["student"]["latency_ratio_same_runtime"] > 1.5  # eager against eager
+    speed = evaluation["targets"]["speedup"]
+    assert speed["value"] == onnx["speedup_same_runtime"] and not speed["pass"]  # 4.0 asked of 2×
+
+
 def test_teacher_missing_is_fatal(prepared_dir: Path) -> None:
     meta = load_meta(prepared_dir)
 
