@@ -14,7 +14,8 @@ import yaml
 
 from tests.e2e import new_repo, run, write_params
 
-EPOCHS = 12  # enough that the kill lands between the first saved epoch and the last
+EPOCHS = 8  # enough that the kill lands between the first saved epoch and the last
+STAGES = (("distill_student", "models/student"), ("prune", "models/pruned"))
 
 
 def _out_hash(repo: Path, stage: str, path: str) -> str:
@@ -22,34 +23,35 @@ def _out_hash(repo: Path, stage: str, path: str) -> str:
     return next(out["md5"] for out in lock["stages"][stage]["outs"] if out["path"] == path)
 
 
-def _kill_after_first_epoch(repo: Path, stage: str, state: Path) -> None:
-    """`dvc repro` up to a stage, SIGKILLed (its whole process group) once the stage saved an epoch."""
+def _kill_once_saved(repo: Path, state: Path, log: Path) -> None:
+    """`dvc repro prune`, SIGKILLed (its whole process group) once `state` holds a saved epoch."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "PYTHONPATH": str(repo), "DVC_NO_ANALYTICS": "1"}
-    proc = subprocess.Popen(["dvc", "repro", stage], cwd=repo, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 300
-    while not state.is_file() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, f"{stage} finished before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert state.is_file()
+    with log.open("w") as out:
+        proc = subprocess.Popen(["dvc", "repro", "prune"], cwd=repo, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        deadline = time.time() + 300
+        while not state.is_file() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, f"finished before {state} was written: {log.read_text()[-500:]}"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
-@pytest.mark.parametrize("stage, role, out", [("distill_student", "student", "models/student"),
-                                               ("prune", "pruned", "models/pruned")])
-def test_a_killed_stage_resumes_to_the_same_hashes(
-    tmp_path_factory: pytest.TempPathFactory, stage: str, role: str, out: str
-) -> None:
-    repo = new_repo(tmp_path_factory, f"kd-e2e-kill-{role}")
+def test_a_killed_repro_resumes_training_and_pruning_to_the_same_hashes(tmp_path_factory: pytest.TempPathFactory,
+                                                                          tmp_path: Path) -> None:
+    repo = new_repo(tmp_path_factory, "kd-e2e-kill")
     write_params(repo, student={"train": {"epochs": EPOCHS}}, prune={"epochs": EPOCHS},
-                 train={"augment": {"hflip": True}})  # augmentation: the teacher runs per batch, RNG in use
-    _kill_after_first_epoch(repo, stage, repo / ".resume" / role / "state.pt")
-    resumed = run(["dvc", "repro", stage], repo)
-    assert f"{role}: resuming after epoch" in resumed.stdout + resumed.stderr
-    assert not (repo / ".resume" / role / "state.pt").exists()
-    after_kill = _out_hash(repo, stage, out)
+                 train={"augment": {"hflip": True}})  # augmentation: the teacher runs per batch
+    student_state, pruned_state = repo / ".resume/student/state.pt", repo / ".resume/pruned/state.pt"
+    _kill_once_saved(repo, student_state, tmp_path / "first.log")  # during distill_student
+    _kill_once_saved(repo, pruned_state, tmp_path / "second.log")  # resumes the student, killed in prune
+    assert "student: resuming after epoch" in (tmp_path / "second.log").read_text()
+    resumed = run(["dvc", "repro", "prune"], repo)
+    assert "pruned: resuming after epoch" in resumed.stdout + resumed.stderr
+    assert not student_state.exists() and not pruned_state.exists()
+    after_kills = {stage: _out_hash(repo, stage, out) for stage, out in STAGES}
 
-    run(["dvc", "repro", "--force", "--no-run-cache", "--single-item", stage], repo)  # uninterrupted
-    assert _out_hash(repo, stage, out) == after_kill
+    for stage, _ in STAGES:  # the same stages uninterrupted, the run cache not used
+        run(["dvc", "repro", "--force", "--no-run-cache", "--single-item", stage], repo)
+    assert {stage: _out_hash(repo, stage, out) for stage, out in STAGES} == after_kills
