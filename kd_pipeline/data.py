@@ -173,7 +173,7 @@ def prepare(cfg: DataParams, out_dir: str | Path, chunk_bytes: int = 32 << 20) -
             std=[round(max(float(v), 1e-3), 6) for v in std],
             counts=counts,
             content_hash=digest.hexdigest()[:16],
-            source={**cfg.model_dump(), "skipped_files": raw.skipped},
+            source={**cfg.model_dump(), "skipped_files": raw.skipped, "given_splits": sorted(raw.splits)},
             task="multilabel" if multilabel else "multiclass",
         )
         write_json(tmp / "meta.json", meta.__dict__)
@@ -187,11 +187,12 @@ def _split_sources(raw: RawData, cfg: DataParams) -> dict[str, tuple[np.ndarray,
         parts = stratified_split(labels, cfg.val_fraction, cfg.test_fraction, cfg.seed, raw.class_names)
         return {split: (images, labels, idx) for split, idx in parts.items()}
     sources = {split: (images, labels, np.arange(len(labels))) for split, (images, labels) in raw.splits.items()}
-    if "val" not in sources:  # carve a seeded, stratified validation split from train
+    missing = {split: fraction for split, fraction in (("test", cfg.test_fraction), ("val", cfg.val_fraction))
+               if split not in sources}
+    if missing:  # carve the missing splits from train: seeded and stratified
         images, labels, _ = sources["train"]
-        carved = _split(labels, {"val": cfg.val_fraction}, cfg.seed, raw.class_names)
-        sources["train"] = (images, labels, carved["train"])
-        sources["val"] = (images, labels, carved["val"])
+        carved = _split(labels, missing, cfg.seed, raw.class_names)
+        sources.update({split: (images, labels, idx) for split, idx in carved.items()})
     return sources
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from kd_pipeline.imaging import RESIZE_MODES, fit_image
+from kd_pipeline.imaging import RESIZE_MODES, fit_image, to_rgb
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
@@ -48,7 +48,7 @@ class Classifier:
         """Any Pillow-readable image → RGB uint8 HWC at the model's input size, fitted (stretched
         or padded) the way the training images were."""
         with Image.open(path) as image:
-            image = image.convert("RGB")
+            image = to_rgb(image)
             if image.size == (self.size[1], self.size[0]):
                 return np.asarray(image, dtype=np.uint8)
             return fit_image(image, self.size[0], self.resize)

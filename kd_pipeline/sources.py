@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from kd_pipeline.errors import DataError
-from kd_pipeline.imaging import fit_image
+from kd_pipeline.imaging import fit_image, to_rgb
 from kd_pipeline.params import DataParams
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
@@ -114,8 +114,73 @@ def _cifar(cfg: DataParams) -> RawData:
     return RawData(class_names=list(dataset.classes), splits=parts)
 
 
+# Folder names that mean "a split", not "a class": a root holding them is already split.
+SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+
+
+def _visible_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def folder_layout(root: Path) -> dict[str, Path]:
+    """{split: folder}: {"pool": root} for one folder per class, or the splits a root already holds.
+
+    A root with `train/` and `test/` (and optionally `val/`) keeps that split, each holding one
+    folder per class, as CIFAR-10's JPEG release and most exported datasets do. Read as
+    classes, such a root would silently become "train" against "test"; a root that mixes split
+    folders with other folders is refused for the same reason.
+    """
+    dirs = _visible_dirs(root)
+    named = [d for d in dirs if d.name.lower() in SPLIT_FOLDERS]
+    if not named:
+        if len(dirs) < 2:
+            found = f" ({dirs[0].name}/: point data.root at the folder that holds the class folders)" if dirs else ""
+            raise DataError(f"data.root {root}: needs at least 2 class sub-folders, found {len(dirs)}{found}")
+        return {"pool": root}
+    others = [d.name for d in dirs if d not in named]
+    if others:
+        raise DataError(
+            f"data.root {root}: mixes split folders ({', '.join(d.name for d in named)}) with other folders"
+            f" ({', '.join(others[:5])}); use one folder per class, or train/ and test/ (optionally val/)"
+            " each holding one folder per class"
+        )
+    layout: dict[str, Path] = {}
+    for folder in named:
+        split = SPLIT_FOLDERS[folder.name.lower()]
+        if split in layout:
+            raise DataError(f"data.root {root}: both {layout[split].name}/ and {folder.name}/ name the {split} split")
+        layout[split] = folder
+    if "train" not in layout:
+        raise DataError(f"data.root {root}: split folders {', '.join(d.name for d in named)} but no train/")
+    for split, folder in layout.items():
+        if not _visible_dirs(folder):
+            raise DataError(f"data.root {folder}: the {split} split holds no class sub-folders")
+    return {split: layout[split] for split in ("train", "val", "test") if split in layout}
+
+
+def _class_names(layout: dict[str, Path]) -> list[str]:
+    """The training split's class folders; other splits may hold fewer, never others."""
+    first = next(iter(layout.values()))
+    names = [d.name for d in _visible_dirs(first)]
+    for folder in layout.values():
+        unknown = sorted(set(d.name for d in _visible_dirs(folder)) - set(names))
+        if unknown:
+            raise DataError(f"data.root {folder}: class folders not in {first.name}/: {', '.join(unknown[:5])}")
+    return names
+
+
+def _image_files(folder: Path) -> list[Path]:
+    # hidden files and folders (.ipynb_checkpoints/, ._ AppleDouble files) are not the user's images
+    return [
+        path
+        for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not any(part.startswith(".") for part in path.relative_to(folder).parts)
+    ]
+
+
 def _image_folder(cfg: DataParams, scratch: Path | None = None) -> RawData:
-    """One sub-folder per class; every readable image converted to RGB at `data.image_size`.
+    """One sub-folder per class (or train/, val/, test/ each holding them); every readable
+    image converted to RGB at `data.image_size`.
 
     Decoded images go into a memory map in `scratch` when given (written in file order), so
     a folder of any size is decoded with bounded memory.
@@ -128,15 +193,14 @@ def _image_folder(cfg: DataParams, scratch: Path | None = None) -> RawData:
     root = Path(cfg.root).expanduser()
     if not root.is_dir():
         raise DataError(f"data.root {root}: folder not found")
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if len(class_dirs) < 2:
-        raise DataError(f"data.root {root}: needs at least 2 class sub-folders, found {len(class_dirs)}")
+    layout = folder_layout(root)
+    names = _class_names(layout)
     files = [
-        (path, label)
-        for label, folder in enumerate(class_dirs)
-        for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        # hidden files and folders (.ipynb_checkpoints/, ._ AppleDouble files) are not the user's images
-        if not any(part.startswith(".") for part in path.relative_to(folder).parts)
+        (split, path, label)
+        for split, split_root in layout.items()
+        for label, name in enumerate(names)
+        if (split_root / name).is_dir()
+        for path in _image_files(split_root / name)
     ]
     shape = (len(files), cfg.image_size, cfg.image_size, 3)
     if scratch is not None and files:
@@ -144,12 +208,13 @@ def _image_folder(cfg: DataParams, scratch: Path | None = None) -> RawData:
         images = np.lib.format.open_memmap(scratch / "decoded.npy", mode="w+", dtype=np.uint8, shape=shape)
     else:
         images = np.empty(shape, np.uint8)
-    labels, skipped = [], []
-    for path, label in tqdm(files, desc=f"decode {root.name}", unit="img", leave=False, disable=None):
+    kept: list[tuple[str, int]] = []
+    skipped: list[str] = []
+    for split, path, label in tqdm(files, desc=f"decode {root.name}", unit="img", leave=False, disable=None):
         try:
             with Image.open(path) as image:
-                images[len(labels)] = fit_image(image.convert("RGB"), cfg.image_size, cfg.resize)
-            labels.append(label)
+                images[len(kept)] = fit_image(to_rgb(image), cfg.image_size, cfg.resize)
+            kept.append((split, label))
         except (OSError, UnidentifiedImageError, ValueError) as err:
             reason = f"{path}: {type(err).__name__}: {err}"
             if cfg.on_corrupt == "fail":
@@ -157,12 +222,25 @@ def _image_folder(cfg: DataParams, scratch: Path | None = None) -> RawData:
             skipped.append(reason)
     if skipped:
         warnings.warn(f"skipped {len(skipped)} unreadable images: {'; '.join(skipped[:5])}", stacklevel=2)
-    seen = set(labels)
-    empty = [d.name for k, d in enumerate(class_dirs) if k not in seen]
+    splits = np.asarray([split for split, _ in kept])
+    labels = np.asarray([label for _, label in kept], np.int64)
+    first = next(iter(layout))
+    empty = [name for k, name in enumerate(names) if not (labels[splits == first] == k).any()]
     if empty:
-        raise DataError(f"data.root {root}: no readable images in class folders {', '.join(empty)}")
-    return RawData(
-        class_names=[d.name for d in class_dirs],
-        pool=(images[: len(labels)], np.asarray(labels, np.int64)),
-        skipped=skipped,
-    )
+        where = root if first == "pool" else layout[first]
+        raise DataError(f"data.root {where}: no readable images in class folders {', '.join(empty)}")
+    if first == "pool":
+        return RawData(class_names=names, pool=(images[: len(kept)], labels), skipped=skipped)
+    # Files were decoded split by split, so each split is one contiguous run of the memory map.
+    parts = {}
+    for split in layout:
+        where = np.flatnonzero(splits == split)
+        if not len(where):
+            raise DataError(f"data.root {layout[split]}: no readable images in the {split} split")
+        start, stop = int(where[0]), int(where[-1]) + 1
+        parts[split] = (images[start:stop], labels[start:stop])
+        missing = [name for k, name in enumerate(names) if not (parts[split][1] == k).any()]
+        if missing:
+            warnings.warn(f"{layout[split]}: no images of {', '.join(missing[:5])}; that split's"
+                          " per-class metrics leave them out", stacklevel=2)
+    return RawData(class_names=names, splits=parts, skipped=skipped)

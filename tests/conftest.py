@@ -38,3 +38,14 @@ def prepared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(autouse=True)
 def _one_thread() -> None:
     torch.set_num_threads(1)
+
+
+# The longest files first: pytest-xdist hands out whole files (--dist loadfile) in collection
+# order, so a long file collected last would run alone at the end on CI's two workers.
+LONGEST_FIRST = ("test_resume_e2e.py", "test_pipeline_e2e.py", "test_chest_e2e.py", "test_folder_e2e.py",
+                 "test_gate.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: k for k, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

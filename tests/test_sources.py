@@ -155,3 +155,53 @@ def test_pad_keeps_aspect_ratio() -> None:
     assert padded.shape == (16, 16, 3)
     assert padded[0].max() == 0 and padded[8].min() == 255  # black bars above, image in the middle
     assert fit_image(image, 16, "stretch").min() == 255
+
+
+def write_split_folder(root: Path, splits: dict[str, dict[str, int]]) -> None:
+    """root/<split>/<class>/<i>.jpg, as CIFAR-10's JPEG release is laid out."""
+    rng = np.random.default_rng(1)
+    for split, classes in splits.items():
+        for name, count in classes.items():
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(folder / f"{i}.jpg")
+
+
+def test_a_folder_already_split_keeps_its_split_and_its_classes(tmp_path: Path) -> None:
+    write_split_folder(tmp_path / "cifar", {"train": {"cat": 20, "dog": 12, "frog": 8},
+                                            "test": {"cat": 5, "dog": 4, "frog": 3}})
+    meta = prepare(DataParams(name="imagefolder", root=str(tmp_path / "cifar"), image_size=8), tmp_path / "p")
+    assert meta.class_names == ["cat", "dog", "frog"]  # not "test" against "train"
+    assert meta.counts["test"] == {"cat": 5, "dog": 4, "frog": 3}
+    assert {k: meta.counts["train"][k] + meta.counts["val"][k] for k in meta.class_names} == \
+        {"cat": 20, "dog": 12, "frog": 8}
+    assert all(meta.counts["val"][k] >= 1 for k in meta.class_names)  # carved, stratified
+    assert meta.source["given_splits"] == ["test", "train"]
+
+
+def test_a_given_validation_folder_is_kept_and_a_missing_test_is_carved(tmp_path: Path) -> None:
+    write_split_folder(tmp_path / "d", {"train": {"a": 12, "b": 12}, "valid": {"a": 3, "b": 2}})
+    meta = prepare(DataParams(name="imagefolder", root=str(tmp_path / "d"), image_size=8), tmp_path / "p")
+    assert meta.counts["val"] == {"a": 3, "b": 2}
+    assert all(meta.counts["test"][k] >= 1 for k in ("a", "b"))
+    assert sum(meta.counts["train"].values()) + sum(meta.counts["test"].values()) == 24
+
+
+@pytest.mark.parametrize(
+    ("splits", "message"),
+    [
+        ({"train": {"a": 3, "b": 3}, "cats": {"x": 1}}, r"mixes split folders \(train\) with other folders \(cats\)"),
+        ({"val": {"a": 3, "b": 3}, "test": {"a": 1, "b": 1}}, r"split folders test, val but no train/"),
+        ({"train": {"a": 3, "b": 3}, "test": {"a": 1, "c": 1}}, r"test: class folders not in train/: c"),
+        ({"train": {"a": 3, "b": 3}, "val": {"a": 1}, "validation": {"a": 1}}, r"both val/ and validation/"),
+        ({"photos": {"a": 3, "b": 3}}, r"found 1 \(photos/: point data.root at the folder that holds"),
+    ],
+)
+def test_a_layout_that_cannot_be_read_as_classes_is_one_clear_error(
+    tmp_path: Path, splits: dict[str, dict[str, int]], message: str
+) -> None:
+    write_split_folder(tmp_path / "d", splits)
+    with pytest.raises(DataError, match=message):
+        prepare(DataParams(name="imagefolder", root=str(tmp_path / "d"), image_size=8), tmp_path / "p")
+    assert not (tmp_path / "p").exists()
