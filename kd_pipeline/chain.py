@@ -68,8 +68,9 @@ def train_role(role: str, params: Params, layout: Layout = DEFAULT_LAYOUT, **fit
     seed_everything(cfg.seed, cfg.num_threads)
     device = resolve_device(cfg.device)
 
-    teacher_role = "+".join(teachers_of(role, params.kd)) or None
-    teacher, teacher_hash = load_teachers(teachers_of(role, params.kd), params, layout, meta, device)
+    teachers = teachers_of(role, params.kd)
+    teacher_role = "+".join(teachers) or None
+    teacher, teacher_hash = load_teachers(teachers, params, layout, meta, device)
 
     model = create_model(
         role_cfg.model, meta.num_classes, role_cfg.pretrained, role_cfg.pretrained_file, role_cfg.model_kwargs
