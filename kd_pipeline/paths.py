@@ -24,4 +24,6 @@ EXPORT_METRICS = METRICS / "export.json"
 SEEDS_METRICS = METRICS / "seeds.json"
 SUMMARY = REPORTS / "summary.md"
 SEEDS_REPORT = REPORTS / "seeds.md"
+PARETO_PLOTS = PLOTS / "pareto"  # across experiments: python -m kd_pipeline.pareto
+PARETO_REPORT = REPORTS / "pareto.md"
 EVALUATED_FILES = REPORTS / "evaluated_files.json"  # the files evaluate measured, for export's proof

@@ -37,6 +37,9 @@ FILES = (
     (str(paths.EXPORT / "MODEL_CARD.md"), "MODEL_CARD.md", False),
     (str(paths.SEEDS_METRICS), "seeds.json", False),
     (str(paths.SEEDS_REPORT), "seeds.md", False),
+    (str(paths.PARETO_REPORT), "pareto.md", False),
+    (str(paths.PARETO_PLOTS / "points.json"), "pareto_points.json", False),
+    (str(paths.PARETO_PLOTS / "pareto.png"), "pareto.png", False),
 )
 # A generated block: <!-- table: records --> or <!-- table: variants NAME -->, then <!-- /table -->.
 BLOCK = re.compile(r"(<!-- table: (\w+)(?: (\S+))? -->\n).*?(<!-- /table -->)", re.DOTALL)

@@ -16,18 +16,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 from pathlib import Path
 from typing import Any
 
 from kd_pipeline import paths
 from kd_pipeline.errors import PipelineError, exit_on_pipeline_error
+from kd_pipeline.experiments import finished_runs, show
 from kd_pipeline.files import atomic_file, write_json
 from kd_pipeline.params import read_yaml
 
 METRICS = ("accuracy", "balanced_accuracy", "f1")
 GAINS = {"distillation_gain": "student − baseline", "assistant_gain": "student − direct"}
-EVALUATION = str(paths.EVALUATION)
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -80,22 +79,9 @@ def collect_runs(shown: list[dict[str, Any]], workspace_params: dict[str, Any]) 
     """seed → (experiment name, evaluation) from `dvc exp show --json`, for the workspace's params."""
     wanted = _without_seed(workspace_params)
     found: dict[int, tuple[str, dict]] = {}
-    revs = []
-    for commit in shown:
-        revs.append(commit)
-        for experiment in commit.get("experiments") or []:
-            # a queued or running experiment shows the files it was copied from, not its own results
-            if (experiment.get("executor") or {}).get("state") not in (None, "success"):
-                continue
-            revs.extend(experiment.get("revs") or [])
-    for rev in revs:
-        data = rev.get("data") or {}
-        params = (data.get("params") or {}).get("params.yaml", {}).get("data")
-        evaluation = (data.get("metrics") or {}).get(EVALUATION, {}).get("data")
-        if rev.get("error") or not params or not evaluation or _without_seed(params) != wanted:
-            continue
-        seed = params["train"]["seed"]
-        found.setdefault(seed, (rev.get("name") or rev.get("rev", "?"), evaluation))
+    for run in finished_runs(shown):
+        if _without_seed(run.params) == wanted:
+            found.setdefault(run.params["train"]["seed"], (run.name, run.evaluation))
     return found
 
 
@@ -119,11 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics", type=Path, default=paths.SEEDS_METRICS)
     parser.add_argument("--report", type=Path, default=paths.SEEDS_REPORT)
     args = parser.parse_args(argv)
-    proc = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise PipelineError(f"dvc exp show failed: {proc.stderr.strip().splitlines()[-1:]}")
     workspace = read_yaml(Path("params.yaml").read_text())
-    runs = collect_runs(json.loads(proc.stdout), workspace)
+    runs = collect_runs(show(), workspace)
     summary = aggregate({seed: evaluation for seed, (_, evaluation) in runs.items()})
     names = {seed: name for seed, (name, _) in runs.items()}
     write_json(args.metrics, {**summary, "runs": {str(s): n for s, n in names.items()}})
