@@ -194,6 +194,16 @@ class ExportParams(_Group):
     int8_margin: float = Field(0.2, ge=0, lt=1)
 
 
+class VisualizeParams(_Group):
+    """Pictures of where the models look (Grad-CAM for CNNs, CLS attention for ViTs)."""
+
+    images: int = Field(8, ge=1, le=64)  # test images drawn: some correct, some the deployed variant misses
+    agreement_images: int = Field(1000, ge=0)  # test images the agreement metric averages over; 0: all
+    top_fraction: float = Field(0.2, gt=0, lt=1)  # share of pixels in the top-overlap metric
+    feature_channels: int = Field(4, ge=1, le=16)  # channels drawn per stage in the feature-map plot
+    seed: int = 0
+
+
 # Higher-is-better quality metrics that evaluate writes for every variant (metrics/evaluate.json).
 GATE_METRICS = ("accuracy", "balanced_accuracy", "f1", "precision", "recall", "roc_auc", "exact_match")
 
@@ -228,6 +238,7 @@ class Params(_Group):
     targets: TargetsParams = Field(default_factory=TargetsParams)
     export: ExportParams = Field(default_factory=ExportParams)
     gate: GateParams = Field(default_factory=GateParams)
+    visualize: VisualizeParams = Field(default_factory=VisualizeParams)
 
     def role(self, role: str) -> ModelParams:
         """The model params of a role: its own group, or the student's for direct, baseline and pruned."""

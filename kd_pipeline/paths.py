@@ -26,4 +26,6 @@ SUMMARY = REPORTS / "summary.md"
 SEEDS_REPORT = REPORTS / "seeds.md"
 PARETO_PLOTS = PLOTS / "pareto"  # across experiments: python -m kd_pipeline.pareto
 PARETO_REPORT = REPORTS / "pareto.md"
+VISUALIZE_PLOTS = PLOTS / "visualize"  # maps, feature maps and gradient flow as image plots
+VISUALIZE_METRICS = METRICS / "visualize.json"
 EVALUATED_FILES = REPORTS / "evaluated_files.json"  # the files evaluate measured, for export's proof

@@ -40,6 +40,9 @@ FILES = (
     (str(paths.PARETO_REPORT), "pareto.md", False),
     (str(paths.PARETO_PLOTS / "points.json"), "pareto_points.json", False),
     (str(paths.PARETO_PLOTS / "pareto.png"), "pareto.png", False),
+    (str(paths.VISUALIZE_METRICS), "visualize.json", False),
+    (str(paths.VISUALIZE_PLOTS / "overview.png"), "maps_overview.png", False),
+    (str(paths.VISUALIZE_PLOTS / "gradient_flow.png"), "gradient_flow.png", False),
 )
 # A generated block: <!-- table: records --> or <!-- table: variants NAME -->, then <!-- /table -->.
 BLOCK = re.compile(r"(<!-- table: (\w+)(?: (\S+))? -->\n).*?(<!-- /table -->)", re.DOTALL)

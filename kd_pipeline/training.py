@@ -7,7 +7,8 @@ What it adds over a bare loop, and why:
 - resume: the full state (model, optimizer, scheduler, early stopping, RNG, history) is
   saved atomically after every epoch outside DVC's outputs, so a killed stage picks up at
   its last completed epoch and ends with the same metrics as an uninterrupted run;
-- dvclive logging per epoch, replayed from the saved history on resume.
+- dvclive logging per epoch, replayed from the saved history on resume, including the
+  gradient norm of each layer group (`grad_norm/<group>`, kd_pipeline.gradient_flow).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from kd_pipeline.distillation import hard_loss, kd_loss
 from kd_pipeline.errors import DataError, ParamsError
 from kd_pipeline.evaluation import classification_metrics, decide, mean_roc_auc, predict_logits
 from kd_pipeline.files import atomic_file
+from kd_pipeline.gradient_flow import GradientFlow
 from kd_pipeline.params import KDParams, TrainParams
 
 
@@ -233,6 +235,7 @@ def fit(
         for row in history:  # DVC removed the old dvclive output: write the curves again
             _log_epoch(live, row)
 
+    flow = GradientFlow(model)
     cached_teacher_logits = None
     if teacher is not None and not cfg.augment.enabled:
         cached_teacher_logits = predict_logits(teacher, train, normalizer).to(device)
@@ -277,6 +280,7 @@ def fit(
                 loss = hard_loss(logits, y, weights, cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            flow.record()
             optimizer.step()
             loss_sum += loss.item() * len(labels)
             preds.append(decide(logits.detach().float().cpu().numpy(), train.multilabel))
@@ -287,6 +291,7 @@ def fit(
         row: dict[str, float] = {"epoch": float(epoch), "train/loss": loss_sum / len(train)}
         train_metrics = classification_metrics(np.concatenate(targets), np.concatenate(preds), num_classes)
         row.update({f"train/{k}": v for k, v in train_metrics.items()})
+        row.update(flow.epoch_means())
         val_logits = predict_logits(model, val, normalizer)
         row["val/loss"] = float(hard_loss(val_logits, torch.from_numpy(val.labels)).item())
         val_metrics = classification_metrics(val.labels, decide(val_logits.numpy(), val.multilabel), num_classes)

@@ -17,7 +17,7 @@ from tests.conftest import ROOT, TINY_MODEL
 ROLES = ("teacher", "assistant", "student")
 STAGES = {
     "prepare", "train_teacher", "distill_assistant", "distill_student", "distill_direct", "train_baseline",
-    "prune", "quantize", "evaluate", "export",
+    "prune", "quantize", "evaluate", "visualize", "export",
 }
 VARIANTS = {*ROLES, "direct", "baseline", "pruned", "teacher_onnx", "student_onnx", "pruned_onnx", "student_int8",
             "pruned_int8"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -37,7 +38,8 @@ def test_repro_writes_every_output(repo: Path) -> None:
         assert 0.0 <= metrics["test"]["accuracy"] <= 1.0
         assert {"loss", "accuracy", "precision", "recall", "f1"} <= set(metrics["val"])
         plots = repo / f"metrics/{role}/plots/metrics"
-        for name in ("train/loss", "val/accuracy", "val/f1", "lr", "epoch_time_s", "peak_memory_mb"):
+        for name in ("train/loss", "val/accuracy", "val/f1", "lr", "epoch_time_s", "peak_memory_mb",
+                     "grad_norm/stem", "grad_norm/layer4", "grad_norm/head"):
             assert (plots / f"{name}.tsv").is_file(), name
     assert json.loads((repo / "models/student/model.json").read_text())["teacher"] == "assistant"
     assert json.loads((repo / "models/direct/model.json").read_text())["teacher"] == "teacher"
@@ -59,6 +61,11 @@ def test_repro_writes_every_output(repo: Path) -> None:
         assert (repo / "export" / name).is_file(), name
     assert (repo / "plots/tradeoff.png").is_file()
     assert (repo / "plots/confusion/student.json").is_file()
+    pictures = {p.name for p in (repo / "plots/visualize").iterdir()}
+    assert {"overview.png", "feature_maps.png", "gradient_flow.png", "image_01.png"} <= pictures
+    seen = json.loads((repo / "metrics/visualize.json").read_text())
+    assert seen["deployed"] == evaluation["deployed"] and len(seen["images"]) == 8
+    assert set(seen["agreement_with_teacher"]) == {"assistant", "student", "direct", "baseline", "pruned"}
     for role in ("student", "pruned"):
         assert not (repo / f".resume/{role}/state.pt").exists(), f"{role}: resume state left after success"
 
@@ -191,7 +198,10 @@ def _offline_template(repo: Path) -> Path | None:
     template = repo / "offline_template.html"
     template.write_text(
         "<!DOCTYPE html><html><head><title>plots</title>"
-        "<script>window.onerror = function (m) { document.title = 'JSERROR ' + m; };</script>"
+        "<script>window.onerror = function (m) { document.title = 'JSERROR ' + m; };"
+        " window.addEventListener('load', function () { var all = Array.from(document.images);"
+        " var drawn = all.filter(function (i) { return i.complete && i.naturalWidth > 0; });"
+        " document.documentElement.setAttribute('data-images', drawn.length + '/' + all.length); });</script>"
         f"{scripts}</head><body>{{plot_divs}}</body></html>"
     )
     return template
@@ -225,4 +235,7 @@ def test_plots_render_in_a_browser(repo: Path) -> None:
         assert "<title>plots</title>" in dom, dom[dom.find("<title>"):][:300]  # onerror would retitle it
         drawn = dom.count("<canvas") + dom.count('<svg class="marks"')
         assert drawn >= expected, f"{kind}: {drawn} of {expected} plots drew"
-        assert dom.count("<img") >= 1  # tradeoff.png and the data plots are images
+        drawn_images, images = map(int, re.search(r'data-images="(\d+)/(\d+)"', dom).groups())
+        assert drawn_images == images, f"{kind}: {drawn_images} of {images} images drew"
+        # data (2), tradeoff (1), visualize: 8 test images, overview, feature maps, gradient flow
+        assert images >= 14 or kind == "diff", f"{kind}: only {images} images on the page"

@@ -21,7 +21,8 @@ def _run(prepared_dir: Path, state: Path | None, kill_after: int | None = None) 
     train, val = load_split(prepared_dir, "train"), load_split(prepared_dir, "val")
     seed_everything(0)
     teacher = create_model(TINY_MODEL, 10).eval()
-    model = create_model(TINY_MODEL, 10, model_kwargs={"drop_rate": 0.3})  # random: resume must restore RNG
+    # dropout and drop-path (stochastic depth) draw random numbers: resume must restore the RNG
+    model = create_model(TINY_MODEL, 10, model_kwargs={"drop_rate": 0.3, "drop_path_rate": 0.2})
     normalizer = Normalizer(meta.mean, meta.std, torch.device("cpu"), channels_last=False)
 
     def kill(epoch: int) -> None:
