@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -105,8 +106,17 @@ def _split(
     parts: dict[str, np.ndarray] = {}
     remaining = 1.0
     for name, fraction in fractions.items():
+        size: float | int = fraction / remaining
+        if not multilabel:  # a stratified split needs at least one image per class on each side
+            classes = len(np.unique(labels[rest]))
+            size = max(math.ceil(size * len(rest)), classes)
+            if len(rest) - size < classes:
+                raise DataError(
+                    f"{len(labels)} images are too few to put each of the {classes} classes in train, val and"
+                    " test (data.val_fraction, data.test_fraction); add images"
+                )
         rest, taken = train_test_split(
-            rest, test_size=fraction / remaining, stratify=None if multilabel else labels[rest], random_state=seed
+            rest, test_size=size, stratify=None if multilabel else labels[rest], random_state=seed
         )
         remaining -= fraction
         parts[name] = taken

@@ -39,6 +39,18 @@ def test_split_refuses_classes_too_small_to_split() -> None:
         stratified_split(labels, 0.15, 0.2, seed=0, class_names=["a", "b"])
 
 
+def test_many_classes_few_images_split_or_fail_in_one_line() -> None:
+    labels = np.repeat(np.arange(10), 40)  # 5% of 400 is 20 images: enough for 10 classes
+    parts = stratified_split(labels, 0.05, 0.05, seed=0)
+    assert all(len(np.unique(labels[parts[name]])) == 10 for name in parts)
+    labels = np.repeat(np.arange(10), 4)  # 5% of 40 is 2 images, fewer than the classes: one each
+    parts = stratified_split(labels, 0.05, 0.05, seed=0)
+    assert {name: len(idx) for name, idx in parts.items()} == {"train": 20, "val": 10, "test": 10}
+    labels = np.concatenate([np.repeat(np.arange(12), 3), [0, 1]])  # 38 images: test 12 + val 12 leaves 14
+    with pytest.raises(DataError, match="too few to put each of the 12 classes"):
+        stratified_split(labels, 0.45, 0.4, seed=0)
+
+
 def test_small_classes_reach_every_split() -> None:
     labels = np.array([0] * 200 + [1] * 3 + [2] * 5)
     for seed in range(5):
