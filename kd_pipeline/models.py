@@ -14,6 +14,7 @@ import timm
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from timm.layers import Attention
 from torch import nn
 
 from kd_pipeline.errors import CheckpointError
@@ -128,6 +129,21 @@ def reshape_like(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
             module.num_features = module.weight.shape[0]
         elif isinstance(module, nn.Linear):
             module.out_features, module.in_features = module.weight.shape
+        elif isinstance(module, nn.LayerNorm) and module.weight is not None:
+            module.normalized_shape = (module.weight.shape[0],)
+    return sync_attention(model)
+
+
+def sync_attention(model: nn.Module) -> nn.Module:
+    """Make each timm attention block's head size follow its (pruned) qkv projection.
+
+    Pruning narrows the head dimension and keeps the number of heads; the softmax scale stays
+    the one the weights were trained with (a fresh model at the original width has it too).
+    """
+    for module in model.modules():
+        if isinstance(module, Attention):
+            module.head_dim = module.qkv.out_features // (3 * module.num_heads)
+            module.attn_dim = module.num_heads * module.head_dim
     return model
 
 

@@ -11,7 +11,8 @@ from tests.e2e import VARIANTS, new_repo, run, write_params
 
 
 def test_multilabel_chestmnist_end_to_end(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """ChestMNIST's layout (14 yes/no labels per image) through every stage, then predict."""
+    """ChestMNIST's layout (14 yes/no labels per image) through every stage, then predict, with the
+    ViT chain (timm's test_vit for every role): pruned heads, int8, attention maps."""
     import numpy as np
     from PIL import Image
 
@@ -21,8 +22,9 @@ def test_multilabel_chestmnist_end_to_end(tmp_path_factory: pytest.TempPathFacto
     raw = repo / "raw"
     raw.mkdir(exist_ok=True)
     write_medmnist(raw, "chestmnist", sizes=(48, 12, 16), labels_per_image=14)
+    vit = {"model": "test_vit", "model_kwargs": {"img_size": 16, "patch_size": 4}}
     write_params(repo, data={"name": "medmnist", "subset": "chestmnist", "root": str(raw)},
-                 train={"class_weights": True}, kd={"learn_from": "all_above"})
+                 train={"class_weights": True}, kd={"learn_from": "all_above"}, teacher=vit, assistant=vit, student=vit)
     run(["dvc", "repro"], repo)
     meta = json.loads((repo / "data/prepared/meta.json").read_text())
     assert meta["task"] == "multilabel" and len(meta["class_names"]) == 14
@@ -35,6 +37,11 @@ def test_multilabel_chestmnist_end_to_end(tmp_path_factory: pytest.TempPathFacto
     assert evaluation["task"] == "multilabel" and set(evaluation["variants"]) == VARIANTS
     for measured in evaluation["variants"].values():
         assert {"accuracy", "exact_match", "roc_auc", "f1"} <= set(measured)
+    variants = evaluation["variants"]
+    assert variants["pruned"]["parameters"] < 0.5 * variants["student"]["parameters"]  # heads narrowed
+    assert variants["pruned_int8"]["integer_mac_share"] >= 0.95
+    seen = json.loads((repo / "metrics/visualize.json").read_text())
+    assert set(seen["methods"].values()) == {"cls-attention"}
     summary = (repo / "reports/summary.md").read_text()
     assert "mean per-label accuracy" in summary and "| atelectasis |" in summary
     rows = json.loads((repo / "plots/confusion/student.json").read_text())

@@ -48,6 +48,32 @@ def test_structured_pruning_shrinks_and_round_trips(tmp_path: Path) -> None:
         assert torch.allclose(loaded(x), out, atol=1e-6)
 
 
+def test_a_vit_is_pruned_reloaded_and_quantized_to_integer_kernels(tmp_path: Path) -> None:
+    """Heads keep their count and narrow; embedding and MLP narrow; the checkpoint reloads; int8 runs."""
+    torch.manual_seed(0)
+    kwargs = {"img_size": 16, "patch_size": 4, "embed_dim": 64, "depth": 2, "num_heads": 4}
+    model = create_model("vit_tiny_patch16_224", 4, model_kwargs=kwargs).eval()
+    before = count_parameters(model)
+    prune_channels(model, SIZE, PruneParams(ratio=0.5, iterative_steps=2))
+    attn = model.blocks[0].attn
+    assert (attn.num_heads, attn.head_dim, model.blocks[0].mlp.fc1.out_features) == (4, 8, 128)
+    assert count_parameters(model) < 0.4 * before
+    x = torch.randn(2, *SIZE)
+    with torch.no_grad():
+        out = model(x)
+    card = {"timm_name": "vit_tiny_patch16_224", "model_kwargs": kwargs, "num_classes": 4, "channel_pruned": True}
+    save_checkpoint(model, tmp_path / "pruned", card)
+    loaded, _ = load_checkpoint(tmp_path / "pruned", num_classes=4)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), out, atol=1e-5)
+    fp32, int8 = tmp_path / "vit.fp32.onnx", tmp_path / "vit.int8.onnx"
+    export_onnx(loaded, SIZE, fp32)
+    images = np.random.default_rng(0).integers(0, 256, (32, 16, 16, 3), dtype=np.uint8)
+    calib = CalibrationImages(Split(images, np.zeros(32, np.int64)), np.arange(32), [0.5] * 3, [0.25] * 3, 16)
+    quantize_onnx(fp32, int8, QuantizeParams(), calib)
+    assert integer_mac_share(fp32, int8).share >= QuantizeParams().min_integer_mac_share
+
+
 def test_kept_layers_are_not_pruned_and_unknown_names_are_errors() -> None:
     model = _model()
     width = model.conv1[0].out_channels
