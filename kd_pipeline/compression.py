@@ -126,17 +126,39 @@ def sparsity(model: nn.Module) -> float:
     return zeros / max(total, 1)
 
 
-def export_onnx(model: nn.Module, input_size: list[int], path: str | Path) -> None:
-    """fp32 ONNX with a dynamic batch axis (TorchScript exporter: deterministic, no extra deps)."""
+def export_onnx(model: nn.Module, input_size: list[int], path: str | Path) -> str:
+    """fp32 ONNX with a dynamic batch axis; returns the exporter that made it.
+
+    PyTorch's maintained exporter (`dynamo=True`: torch.export, then onnxscript) handles the
+    timm CNNs and ViTs, pruned or not, and gives the same bytes run after run. The TorchScript
+    exporter stays only as the fallback for a model torch.export cannot capture (Python control
+    flow that depends on tensor values); the card records which one ran.
+    """
     model = model.eval().to("cpu")
     example = torch.zeros(1, *input_size)
+    names = {"input_names": ["input"], "output_names": ["logits"]}
     try:
         torch.onnx.export(
-            model, (example,), str(path), input_names=["input"], output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False,
+            model, (example,), str(path), **names, dynamic_shapes=({0: torch.export.Dim("batch")},),
+            dynamo=True, opset_version=18, optimize=True, verbose=False, external_data=False,  # one file
+        )
+        return "dynamo"
+    except Exception as dynamo_error:  # noqa: BLE001 (any capture failure falls back, and is reported)
+        reason = f"{type(dynamo_error).__name__}: {str(dynamo_error).strip().splitlines()[0][:200]}"
+        Path(path).unlink(missing_ok=True)
+    try:
+        torch.onnx.export(
+            model, (example,), str(path), **names, dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=17, dynamo=False,
         )
     except Exception as err:
-        raise CheckpointError(f"ONNX export of {type(model).__name__} failed: {str(err).splitlines()[0]}") from None
+        raise CheckpointError(
+            f"ONNX export of {type(model).__name__} failed with both exporters: dynamo ({reason});"
+            f" torchscript ({str(err).splitlines()[0]})"
+        ) from None
+    print(f"{type(model).__name__}: exported with the TorchScript exporter; torch.export could not capture it"
+          f" ({reason})")
+    return "torchscript"
 
 
 def calibration_sample(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
@@ -277,8 +299,9 @@ def reference_onnx(layout: Layout, out: Path) -> None:
     """The teacher as fp32 ONNX (teacher.fp32.onnx + card): speed-ups of ONNX variants are measured
     against it, in the same runtime, and evaluate checks it against the PyTorch teacher."""
     model, card = load_checkpoint(layout.model_dir("teacher"))
-    export_onnx(model, card["input_size"], out / "teacher.fp32.onnx")
+    exporter = export_onnx(model, card["input_size"], out / "teacher.fp32.onnx")
     write_json(out / "teacher.fp32.json", {
+        "exporter": exporter,
         **{k: card[k] for k in ("timm_name", "num_classes", "class_names", "input_size", "mean", "std")},
         "task": card.get("task", "multiclass"), "source": "teacher", "role": "teacher_onnx",
         "parameters": count_parameters(model), "macs": count_macs(model, card["input_size"]),
@@ -305,7 +328,7 @@ def quantize_variants(params: Params, sources: tuple[str, ...], layout: Layout =
         for source in sources:
             model, card = load_checkpoint(layout.model_dir(source))
             fp32, int8 = tmp / f"{source}.fp32.onnx", tmp / f"{source}.int8.onnx"
-            export_onnx(model, card["input_size"], fp32)
+            exporter = export_onnx(model, card["input_size"], fp32)
             calibration = CalibrationImages(train, indices, card["mean"], card["std"], cfg.calibration_batch_size)
             quantize_onnx(fp32, int8, cfg, calibration)
             proof = integer_mac_share(fp32, int8, tmp / f"{source}.int8.optimized.onnx")
@@ -321,7 +344,7 @@ def quantize_variants(params: Params, sources: tuple[str, ...], layout: Layout =
             # the int8 gain is measured apart from the runtime's own gain over eager PyTorch.
             shared = {
                 **{k: card[k] for k in ("timm_name", "num_classes", "class_names", "input_size", "mean", "std")},
-                "task": card.get("task", "multiclass"), "source": source,
+                "task": card.get("task", "multiclass"), "source": source, "exporter": exporter,
                 # counted here, so evaluate measures an ONNX variant's memory without its PyTorch source
                 "parameters": count_parameters(model), "macs": count_macs(model, card["input_size"]),
             }
