@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +46,7 @@ def finished_runs(shown: list[dict[str, Any]]) -> list[Run]:
 
 def show() -> list[dict[str, Any]]:
     """`dvc exp show --json` of the current project (all experiments of the workspace's commit)."""
-    proc = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], capture_output=True, text=True)
     if proc.returncode != 0:
         raise PipelineError(f"dvc exp show failed: {proc.stderr.strip().splitlines()[-1:]}")
     return json.loads(proc.stdout)

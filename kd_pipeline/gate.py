@@ -29,7 +29,7 @@ SEEDS = str(paths.SEEDS_METRICS)
 
 
 def _dvc(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(["dvc", *args], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise PipelineError(f"dvc {' '.join(args)} failed: {_last_line(proc.stderr)}")
     return proc

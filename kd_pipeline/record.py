@@ -74,7 +74,7 @@ def record(name: str, command: str, root: Path = Path("."), results: Path = RESU
     missing = [src for src, _, required in FILES if required and not (root / src).is_file()]
     if missing:
         raise PipelineError(f"no finished run to record: {', '.join(missing)} missing (run `dvc repro` first)")
-    status = subprocess.run(["dvc", "status", "--json"], cwd=root, capture_output=True, text=True)
+    status = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=root, capture_output=True, text=True)
     if status.returncode == 0 and json.loads(status.stdout or "{}"):
         stale = ", ".join(json.loads(status.stdout))
         raise PipelineError(f"dvc.lock is stale for {stale}: rerun (`dvc repro`) before recording")
