@@ -43,6 +43,7 @@ def write_params(repo: Path, **changes: dict) -> None:
     params["evaluate"].update({"warmup": 1, "repeats": 3, "throughput_batch": 8})
     params["prune"].update({"epochs": 1})
     params["quantize"].update({"calibration_batches": 2})
+    params["visualize"].update({"images": 4, "agreement_images": 100})
     for group, values in changes.items():
         params[group].update(values)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

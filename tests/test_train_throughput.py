@@ -12,7 +12,7 @@ from tests.conftest import ROOT, TINY_MODEL
 def test_benchmark_runs_every_row_on_a_tiny_generated_folder(tmp_path) -> None:  # noqa: ANN001
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks/train_throughput.py"), "--student", TINY_MODEL, "--teacher",
-         TINY_MODEL, "--size", "16", "--images", "400", "--batch", "32", "--threads", "1", "--device", "cpu",
+         TINY_MODEL, "--size", "16", "--images", "200", "--batch", "32", "--threads", "1", "--device", "cpu",
          "--checkpointing", "--workdir", str(tmp_path)],
         capture_output=True, text=True, timeout=300, cwd=ROOT,
     )
