@@ -6,6 +6,8 @@ capacity gap, so the student learns from a teacher it can imitate.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,8 +19,9 @@ from torch import nn
 from kd_pipeline import paths
 from kd_pipeline.data import Meta, Normalizer, load_meta, load_split
 from kd_pipeline.distillation import TeacherEnsemble
+from kd_pipeline.distributed import Ranks, session
 from kd_pipeline.errors import ParamsError, PipelineError
-from kd_pipeline.evaluation import classification_metrics, decide, predict_logits
+from kd_pipeline.evaluation import classification_metrics, decide
 from kd_pipeline.files import atomic_dir
 from kd_pipeline.models import (
     count_parameters,
@@ -30,7 +33,7 @@ from kd_pipeline.models import (
 )
 from kd_pipeline.params import KDParams, Params, fingerprint
 from kd_pipeline.teachers import weaker_than_baseline
-from kd_pipeline.training import ResumeFile, fit, resolve_device, seed_everything
+from kd_pipeline.training import ResumeFile, fit, predict_gathered, resolve_device, seed_everything
 
 # Two controls share the student's architecture and budget: the baseline, trained without a
 # teacher, measures what distillation adds; `direct`, distilled from the teacher without the
@@ -57,16 +60,24 @@ DEFAULT_LAYOUT = Layout()
 def train_role(role: str, params: Params, layout: Layout = DEFAULT_LAYOUT, **fit_kwargs: Any) -> dict[str, float]:
     """Train one role (distilling from its teacher in the chain) and write its checkpoint.
 
-    Returns the test metrics of the best epoch. dvclive output goes to metrics/<role>/.
+    Returns the test metrics of the best epoch (nothing in processes other than the first, with
+    several). dvclive output goes to metrics/<role>/.
     """
     if role not in TEACHER_OF:
         raise ParamsError(f"unknown role {role!r}; allowed: {', '.join(TEACHER_OF)}")
+    cfg = params.train_for(role)
+    with session(resolve_device(cfg.device)) as (ranks, device):
+        return _train_role(role, params, layout, ranks, device, **fit_kwargs)
+
+
+def _train_role(
+    role: str, params: Params, layout: Layout, ranks: Ranks, device: torch.device, **fit_kwargs: Any
+) -> dict[str, float]:
     role_cfg = params.role(role)
     cfg = params.train_for(role)
     meta = load_meta(layout.prepared)
     train, val, test = (load_split(layout.prepared, s) for s in ("train", "val", "test"))
     seed_everything(cfg.seed, cfg.num_threads)
-    device = resolve_device(cfg.device)
 
     teachers = teachers_of(role, params.kd)
     teacher_role = "+".join(teachers) or None
@@ -87,30 +98,30 @@ def train_role(role: str, params: Params, layout: Layout = DEFAULT_LAYOUT, **fit
     kd_read = kd.model_dump(exclude=set() if role == "student" else {"learn_from"}) if kd else {}
     params_hash = fingerprint(role, role_cfg, cfg, kd_read or None, meta.content_hash, teacher_hash)
 
-    # dvclive writes every epoch; into a temporary folder that takes metrics/<role>/'s place only
-    # when the stage completes, so a killed stage never leaves a finished-looking metrics.json.
-    with (atomic_dir(layout.metrics / role) as live_dir,
-          Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False, report=None) as live):
-        live.log_params(
-            {
-                "role": role,
-                "model": role_cfg.model,
-                "teacher": teacher_role or "",
-                "num_parameters": count_parameters(model),
-                "device": device.type,
-                **{f"train.{k}": v for k, v in cfg.model_dump(exclude={"augment"}).items()},
-                **{f"kd.{k}": v for k, v in kd_read.items()},
-            }
-        )
+    with stage_live(layout.metrics / role, ranks) as live:
+        if live is not None:
+            live.log_params(
+                {
+                    "role": role,
+                    "model": role_cfg.model,
+                    "teacher": teacher_role or "",
+                    "num_parameters": count_parameters(model),
+                    "device": device.type,
+                    **{f"train.{k}": v for k, v in cfg.model_dump(exclude={"augment"}).items()},
+                    **{f"kd.{k}": v for k, v in kd_read.items()},
+                }
+            )
         resume = ResumeFile(layout.resume / role / "state.pt", params_hash)
         result = fit(
             model, train, val, cfg, normalizer, meta.num_classes,
-            teacher=teacher, kd=kd, live=live, resume=resume, name=role, **fit_kwargs,
+            teacher=teacher, kd=kd, live=live, resume=resume, name=role, ranks=ranks, **fit_kwargs,
         )
-        test_logits = predict_logits(model, test, normalizer)
+        test_logits = predict_gathered(model, test, normalizer, ranks)
         test_metrics = classification_metrics(
             test.labels, decide(test_logits.numpy(), test.multilabel), meta.num_classes
         )
+        if live is None:
+            return {}  # only the first process reports and writes
         live.log_metric("best_epoch", result.best_epoch, plot=False)
         for key, value in result.best.items():
             if key.startswith("val/"):
@@ -139,6 +150,21 @@ def train_role(role: str, params: Params, layout: Layout = DEFAULT_LAYOUT, **fit
     save_checkpoint(model, layout.model_dir(role), card)
     resume.clear()
     return test_metrics
+
+
+@contextmanager
+def stage_live(directory: Path, ranks: Ranks) -> Iterator[Live | None]:
+    """dvclive for a training stage, on the first process only (None on the others).
+
+    It writes every epoch into a temporary folder that takes `directory`'s place only when the
+    stage completes, so a killed stage never leaves a finished-looking metrics.json.
+    """
+    if not ranks.is_main:
+        yield None
+        return
+    with (atomic_dir(directory) as live_dir,
+          Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False, report=None) as live):
+        yield live
 
 
 def teachers_of(role: str, kd: KDParams) -> list[str]:

@@ -22,8 +22,9 @@ from timm.layers import Attention
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from kd_pipeline.chain import DEFAULT_LAYOUT, Layout, load_teachers, teachers_of
+from kd_pipeline.chain import DEFAULT_LAYOUT, Layout, load_teachers, stage_live, teachers_of
 from kd_pipeline.data import Normalizer, Split, load_meta, load_split, normalize_numpy
+from kd_pipeline.distributed import Ranks, session
 from kd_pipeline.errors import CheckpointError, PipelineError
 from kd_pipeline.evaluation import classification_metrics, count_macs, decide, predict_logits
 from kd_pipeline.files import atomic_dir, write_json
@@ -239,14 +240,17 @@ def integer_ops(onnx_path: str | Path) -> list[str]:
 def prune_student(params: Params, layout: Layout = DEFAULT_LAYOUT) -> dict[str, Any]:
     """Prune the student, fine-tune it by distillation from the assistant (and the teacher with
     `kd.learn_from: all_above`), write models/pruned."""
-    from dvclive import Live
+    student_train = params.train_for("pruned")  # the student's budget, with its own train keys
+    with session(resolve_device(student_train.device)) as (ranks, device):
+        return _prune_student(params, layout, ranks, device)
 
+
+def _prune_student(params: Params, layout: Layout, ranks: Ranks, device: torch.device) -> dict[str, Any]:
     cfg = params.prune
     meta = load_meta(layout.prepared)
     train, val, test = (load_split(layout.prepared, s) for s in ("train", "val", "test"))
-    student_train = params.train_for("pruned")  # the student's budget, with its own train keys
+    student_train = params.train_for("pruned")
     seed_everything(student_train.seed, student_train.num_threads)
-    device = resolve_device(student_train.device)
     model, card = load_checkpoint(layout.model_dir("student"), num_classes=meta.num_classes)
     before = {"parameters": count_parameters(model), "macs": count_macs(model, card["input_size"])}
     if cfg.method == "structured":
@@ -260,14 +264,15 @@ def prune_student(params: Params, layout: Layout = DEFAULT_LAYOUT) -> dict[str, 
     finetune = student_train.model_copy(
         update={"epochs": max(cfg.epochs, 1), "lr": cfg.lr, "scheduler": "cosine"}
     )
-    with (atomic_dir(layout.metrics / "pruned") as live_dir,  # in place only when the stage completes
-          Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False, report=None) as live):
-        live.log_params({f"prune.{k}": v for k, v in cfg.model_dump().items() if k != "keep_layers"})
+    with stage_live(layout.metrics / "pruned", ranks) as live:
         params_hash = fingerprint(card["params_hash"], cfg, params.kd, finetune)
         resume = ResumeFile(layout.resume / "pruned" / "state.pt", params_hash)  # a killed fine-tune resumes
         if cfg.epochs > 0:
             fit(model, train, val, finetune, normalizer, meta.num_classes,
-                teacher=teacher, kd=params.kd, live=live, resume=resume, name="pruned")
+                teacher=teacher, kd=params.kd, live=live, resume=resume, name="pruned", ranks=ranks)
+        if live is None:
+            return {}  # only the first process measures and writes
+        live.log_params({f"prune.{k}": v for k, v in cfg.model_dump().items() if k != "keep_layers"})
         model = make_pruning_permanent(model.to("cpu"))
         cpu = Normalizer(card["mean"], card["std"], torch.device("cpu"), False)
         test_logits = predict_logits(model, test, cpu).numpy()

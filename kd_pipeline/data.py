@@ -244,31 +244,39 @@ def load_split(prepared_dir: str | Path, split: str, mmap: bool = True) -> Split
     return Split(images=images, labels=labels)
 
 
-def batches(
-    split: Split, batch_size: int, shuffle: bool = False, seed: int = 0, balanced: bool = False
-) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
-    """Yield (indices, uint8 NHWC images, labels) batches; the order depends only on seed.
+def epoch_order(split: Split, seed: int, shuffle: bool = True, balanced: bool = False) -> np.ndarray:
+    """The row order of one epoch; it depends only on the seed.
 
     `balanced` draws an epoch's worth of indices with replacement, each image weighted by the
     inverse of its class's size, so every class is seen about equally often.
     """
     rng = np.random.default_rng(seed)
-    order = np.arange(len(split))
     if balanced and split.multilabel:
         raise DataError("train.sampler balanced needs one class per image; this data is multi-label"
                         " (use train.class_weights: true, which weighs each label's positives)")
     if balanced:
         weights = 1.0 / np.bincount(split.labels)[split.labels]
-        order = rng.choice(len(split), size=len(split), replace=True, p=weights / weights.sum())
-    elif shuffle:
-        order = rng.permutation(len(split))
+        return rng.choice(len(split), size=len(split), replace=True, p=weights / weights.sum())
+    return rng.permutation(len(split)) if shuffle else np.arange(len(split))
+
+
+def read_batch(split: Split, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 NHWC images and labels of rows `idx`, in that order."""
+    # Sorted reads are sequential on a memory map; the batch order stays shuffled.
+    sorted_idx = np.sort(idx)
+    position = np.argsort(np.argsort(idx))
+    images = np.ascontiguousarray(split.images[sorted_idx])[position]
+    return torch.from_numpy(images), torch.from_numpy(split.labels[idx])
+
+
+def batches(
+    split: Split, batch_size: int, shuffle: bool = False, seed: int = 0, balanced: bool = False
+) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
+    """Yield (indices, uint8 NHWC images, labels) batches in `epoch_order`."""
+    order = epoch_order(split, seed, shuffle, balanced)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        # Sorted reads are sequential on a memory map; the batch order stays shuffled.
-        sorted_idx = np.sort(idx)
-        position = np.argsort(np.argsort(idx))
-        images = np.ascontiguousarray(split.images[sorted_idx])[position]
-        yield idx, torch.from_numpy(images), torch.from_numpy(split.labels[idx])
+        yield (idx, *read_batch(split, idx))
 
 
 class Normalizer:

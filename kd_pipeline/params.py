@@ -130,6 +130,25 @@ class TrainParams(_Group):
     augment: AugmentParams = Field(default_factory=AugmentParams)
     seed: int = Field(0, ge=0)
     num_threads: int = Field(0, ge=0)
+    # Data-parallel training: more than one process in all runs the training stages under
+    # torchrun with DistributedDataParallel (kd_pipeline.distributed); the global batch stays
+    # batch_size. Several machines meet at rdzv_endpoint, node 0's host:port.
+    nproc_per_node: int = Field(1, ge=1, le=1024)
+    nnodes: int = Field(1, ge=1, le=4096)
+    rdzv_endpoint: str | None = None
+
+    @model_validator(mode="after")
+    def _distributed(self) -> TrainParams:
+        if self.nnodes > 1 and not self.rdzv_endpoint:
+            raise ValueError(f"nnodes = {self.nnodes} needs rdzv_endpoint: node 0's host:port, e.g. 10.0.0.1:29500")
+        if self.rdzv_endpoint is not None and not re.fullmatch(r"[\w.\-\[\]:]+:\d{1,5}", self.rdzv_endpoint):
+            raise ValueError(f"rdzv_endpoint {self.rdzv_endpoint!r} is not host:port")
+        if self.batch_size < 2 * self.nproc_per_node * self.nnodes:
+            raise ValueError(
+                f"batch_size {self.batch_size} gives some of the {self.nproc_per_node * self.nnodes} processes fewer"
+                " than 2 images a step; raise batch_size or lower nproc_per_node × nnodes"
+            )
+        return self
 
 
 class KDParams(_Group):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,8 +26,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from kd_pipeline.data import Normalizer, Split, augment, batches, class_weights
+from kd_pipeline.data import Normalizer, Split, augment, class_weights, epoch_order, read_batch
 from kd_pipeline.distillation import hard_loss, kd_loss
+from kd_pipeline.distributed import ONE_PROCESS, Ranks, wrap
 from kd_pipeline.errors import DataError, ParamsError
 from kd_pipeline.evaluation import classification_metrics, decide, mean_roc_auc, predict_logits
 from kd_pipeline.files import atomic_file
@@ -188,6 +189,36 @@ def _monitor_value(metrics: dict[str, float], monitor: str) -> float:
     return metrics[f"val/{monitor}"]
 
 
+def shard(split: Split, ranks: Ranks) -> Split:
+    """This process's contiguous rows of a split (a view: memory maps stay on disk)."""
+    rows = ranks.rows(len(split))
+    return Split(split.images[rows], split.labels[rows])
+
+
+def predict_gathered(model: nn.Module, split: Split, normalizer: Normalizer, ranks: Ranks) -> torch.Tensor:
+    """Logits for a whole split, each process predicting its share; every process gets all."""
+    return ranks.gather(predict_logits(model, shard(split, ranks), normalizer))
+
+
+def step_batches(
+    train: Split, cfg: TrainParams, epoch: int, ranks: Ranks
+) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor, float]]:
+    """This process's rows of each global batch of `train.batch_size`, and the factor that makes
+    the mean of the processes' averaged gradients the gradient of the whole batch.
+
+    A last batch too small to give every process two images is left out (at most
+    2 × processes − 1 images an epoch): BatchNorm cannot train on one image where a network's
+    last stage is 1×1, as a ResNet's is at 32 px.
+    """
+    order = epoch_order(train, cfg.seed * 100_003 + epoch, shuffle=True, balanced=cfg.sampler == "balanced")
+    for start in range(0, len(order), cfg.batch_size):
+        global_idx = order[start : start + cfg.batch_size]
+        if len(global_idx) < 2 * ranks.world:
+            break
+        idx = global_idx[ranks.rows(len(global_idx))]
+        yield (idx, *read_batch(train, idx), len(idx) * ranks.world / len(global_idx))
+
+
 def fit(
     model: nn.Module,
     train: Split,
@@ -202,10 +233,13 @@ def fit(
     resume: ResumeFile | None = None,
     name: str = "model",
     on_epoch_end: Callable[[int], None] | None = None,
+    ranks: Ranks = ONE_PROCESS,
 ) -> FitResult:
     """Train `model` (distilling from `teacher` when given) and leave it at its best epoch.
 
-    `on_epoch_end(epoch)` runs after each epoch's state is saved (tests stop a run there).
+    With several `ranks`, every process calls this with the same arguments; each trains on its
+    share of every batch, and all keep the same epoch. `on_epoch_end(epoch)` runs after each
+    epoch's state is saved (tests stop a run there).
     """
     device = normalizer.device
     use_amp = device.type == "cuda"
@@ -220,7 +254,7 @@ def fit(
     start_epoch = 1
 
     resume = resume or ResumeFile(None, "")
-    saved = resume.load()
+    saved = ranks.share(resume.load() if ranks.is_main else None)
     if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
@@ -229,16 +263,18 @@ def fit(
         stopper = EarlyStopping(**saved["early_stopping"])
         best_state = saved["best_state"]
         history = saved["history"]
-        restore_rng(saved["rng"])
+        rng = saved["rng"]
+        restore_rng(rng[ranks.rank] if isinstance(rng, list) else rng)
         start_epoch = len(history) + 1
         tqdm.write(f"{name}: resuming after epoch {len(history)} from {resume.path}")
         for row in history:  # DVC removed the old dvclive output: write the curves again
             _log_epoch(live, row)
 
+    net = wrap(model, ranks, device)
     flow = GradientFlow(model)
     cached_teacher_logits = None
     if teacher is not None and not cfg.augment.enabled:
-        cached_teacher_logits = predict_logits(teacher, train, normalizer).to(device)
+        cached_teacher_logits = predict_gathered(teacher, train, normalizer, ranks).to(device)
 
     for epoch in range(start_epoch, cfg.epochs + 1):
         if stopper.should_stop:
@@ -250,21 +286,19 @@ def fit(
         augment_rng = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         loss_sum, preds, targets = 0.0, [], []
         progress = tqdm(
-            batches(
-                train, cfg.batch_size, shuffle=True, seed=cfg.seed * 100_003 + epoch, balanced=cfg.sampler == "balanced"
-            ),
+            step_batches(train, cfg, epoch, ranks),
             total=-(-len(train) // cfg.batch_size),
             desc=f"{name} {epoch}/{cfg.epochs}",
             leave=False,
-            disable=None,
+            disable=None if ranks.is_main else True,
         )
-        for idx, images, labels in progress:
+        for idx, images, labels, scale in progress:
             if cfg.augment.enabled:
                 images = augment(images, cfg.augment, augment_rng)
             x = normalizer(images)
             y = labels.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = model(x)
+                logits = net(x)
             if teacher is not None and kd is not None:
                 if cached_teacher_logits is not None:
                     teacher_logits = cached_teacher_logits[torch.from_numpy(idx).to(device)]
@@ -279,7 +313,7 @@ def fit(
             else:
                 loss = hard_loss(logits, y, weights, cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * scale if scale != 1.0 else loss).backward()
             flow.record()
             optimizer.step()
             loss_sum += loss.item() * len(labels)
@@ -287,19 +321,11 @@ def fit(
             targets.append(labels.numpy())
             progress.set_postfix(loss=f"{loss.item():.3f}")
 
-        lr = optimizer.param_groups[0]["lr"]
-        row: dict[str, float] = {"epoch": float(epoch), "train/loss": loss_sum / len(train)}
-        train_metrics = classification_metrics(np.concatenate(targets), np.concatenate(preds), num_classes)
-        row.update({f"train/{k}": v for k, v in train_metrics.items()})
+        ranks.sync_buffers(model)
+        row = _epoch_row(epoch, loss_sum, preds, targets, num_classes, ranks)
         row.update(flow.epoch_means())
-        val_logits = predict_logits(model, val, normalizer)
-        row["val/loss"] = float(hard_loss(val_logits, torch.from_numpy(val.labels)).item())
-        val_metrics = classification_metrics(val.labels, decide(val_logits.numpy(), val.multilabel), num_classes)
-        row.update({f"val/{k}": v for k, v in val_metrics.items()})
-        auc = mean_roc_auc(val.labels, val_logits.numpy())
-        if np.isfinite(auc):  # undefined when the validation split holds a single class
-            row["val/roc_auc"] = auc
-        row["lr"] = lr
+        row.update(_validation(model, val, normalizer, num_classes, ranks))
+        row["lr"] = optimizer.param_groups[0]["lr"]
         row["epoch_time_s"] = time.perf_counter() - started
         row["peak_memory_mb"] = peak_memory_mb(device)
 
@@ -312,17 +338,19 @@ def fit(
         history.append(row)
         _log_epoch(live, row)
         tqdm.write(_summary_line(name, epoch, cfg.epochs, row, best=stopper.best_epoch == epoch))
-        resume.save(
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else {},
-                "early_stopping": stopper.__dict__.copy(),
-                "best_state": best_state,
-                "history": history,
-                "rng": capture_rng(),
-            }
-        )
+        rngs = ranks.collect(capture_rng())
+        if ranks.is_main:
+            resume.save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else {},
+                    "early_stopping": stopper.__dict__.copy(),
+                    "best_state": best_state,
+                    "history": history,
+                    "rng": rngs,
+                }
+            )
         if on_epoch_end is not None:
             on_epoch_end(epoch)
 
@@ -333,6 +361,34 @@ def fit(
         )
     model.load_state_dict(best_state)
     return FitResult(best_epoch=stopper.best_epoch, epochs_run=len(history), history=history)
+
+
+def _epoch_row(
+    epoch: int, loss_sum: float, preds: list[np.ndarray], targets: list[np.ndarray], num_classes: int, ranks: Ranks
+) -> dict[str, float]:
+    """Training loss and metrics of an epoch, over every process's rows."""
+    parts = ranks.collect((loss_sum, np.concatenate(preds), np.concatenate(targets)))
+    seen = sum(len(p[2]) for p in parts)
+    metrics = classification_metrics(
+        np.concatenate([p[2] for p in parts]), np.concatenate([p[1] for p in parts]), num_classes
+    )
+    return {"epoch": float(epoch), "train/loss": sum(p[0] for p in parts) / seen,
+            **{f"train/{k}": v for k, v in metrics.items()}}
+
+
+def _validation(
+    model: nn.Module, val: Split, normalizer: Normalizer, num_classes: int, ranks: Ranks
+) -> dict[str, float]:
+    """Validation loss and metrics; with several processes each predicts its share, and all
+    decide on the same gathered logits."""
+    val_logits = predict_gathered(model, val, normalizer, ranks)
+    row = {"val/loss": float(hard_loss(val_logits, torch.from_numpy(val.labels)).item())}
+    val_metrics = classification_metrics(val.labels, decide(val_logits.numpy(), val.multilabel), num_classes)
+    row.update({f"val/{k}": v for k, v in val_metrics.items()})
+    auc = mean_roc_auc(val.labels, val_logits.numpy())
+    if np.isfinite(auc):  # undefined when the validation split holds a single class
+        row["val/roc_auc"] = auc
+    return row
 
 
 def _log_epoch(live: Any, row: dict[str, float]) -> None:

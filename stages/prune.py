@@ -1,13 +1,19 @@
 """Stage prune: the student, channel- (or weight-) pruned, then fine-tuned by distillation."""
 
 from kd_pipeline.compression import prune_student
+from kd_pipeline.distributed import relaunch
 from kd_pipeline.errors import exit_on_pipeline_error
 from kd_pipeline.params import load_params
 
 
 @exit_on_pipeline_error
 def main() -> None:
-    result = prune_student(load_params())
+    params = load_params()
+    if relaunch(params.train_for("pruned"), [__file__], "prune"):
+        return  # torchrun ran this script in every process
+    result = prune_student(params)
+    if not result:
+        return  # a process other than the first: it printed nothing and wrote nothing
     print(
         f"pruned: {result['parameters_before'] / 1e6:.2f}M → {result['parameters_after'] / 1e6:.2f}M parameters,"
         f" {result['macs_before'] / 1e6:.1f} → {result['macs_after'] / 1e6:.1f} MMACs,"

@@ -3,6 +3,7 @@
 import sys
 
 from kd_pipeline.chain import TEACHER_OF, train_role
+from kd_pipeline.distributed import relaunch
 from kd_pipeline.errors import ParamsError, exit_on_pipeline_error
 from kd_pipeline.params import load_params
 
@@ -12,8 +13,11 @@ def main(argv: list[str]) -> None:
     if len(argv) != 1 or argv[0] not in TEACHER_OF:
         raise ParamsError(f"usage: python stages/train.py ROLE, ROLE one of {', '.join(TEACHER_OF)}")
     params = load_params()
+    if relaunch(params.train_for(argv[0]), [__file__, *argv], f"train-{argv[0]}"):
+        return  # torchrun ran this script in every process
     test = train_role(argv[0], params)
-    print(f"{argv[0]}: test accuracy {test['accuracy']:.4f}, macro F1 {test['f1']:.4f}")
+    if test:  # the first (or only) process
+        print(f"{argv[0]}: test accuracy {test['accuracy']:.4f}, macro F1 {test['f1']:.4f}")
 
 
 if __name__ == "__main__":

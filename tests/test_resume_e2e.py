@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.e2e import new_repo, run, write_params
+from tests.e2e import kill_once_saved, new_repo, run, write_params
 
 EPOCHS = 8  # enough that the kill lands between the first saved epoch and the last
 STAGES = (("distill_student", "models/student"), ("prune", "models/pruned"))
@@ -23,29 +18,14 @@ def _out_hash(repo: Path, stage: str, path: str) -> str:
     return next(out["md5"] for out in lock["stages"][stage]["outs"] if out["path"] == path)
 
 
-def _kill_once_saved(repo: Path, state: Path, log: Path) -> None:
-    """`dvc repro prune`, SIGKILLed (its whole process group) once `state` holds a saved epoch."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": str(repo), "DVC_NO_ANALYTICS": "1"}
-    with log.open("w") as out:
-        proc = subprocess.Popen(["dvc", "repro", "prune"], cwd=repo, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        deadline = time.time() + 300
-        while not state.is_file() and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.05)
-        assert proc.poll() is None, f"finished before {state} was written: {log.read_text()[-500:]}"
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
 def test_a_killed_repro_resumes_training_and_pruning_to_the_same_hashes(tmp_path_factory: pytest.TempPathFactory,
                                                                           tmp_path: Path) -> None:
     repo = new_repo(tmp_path_factory, "kd-e2e-kill")
     write_params(repo, student={"train": {"epochs": EPOCHS}}, prune={"epochs": EPOCHS},
                  train={"augment": {"hflip": True}})  # augmentation: the teacher runs per batch
     student_state, pruned_state = repo / ".resume/student/state.pt", repo / ".resume/pruned/state.pt"
-    _kill_once_saved(repo, student_state, tmp_path / "first.log")  # during distill_student
-    _kill_once_saved(repo, pruned_state, tmp_path / "second.log")  # resumes the student, killed in prune
+    kill_once_saved(repo, "prune", student_state, tmp_path / "first.log")  # during distill_student
+    kill_once_saved(repo, "prune", pruned_state, tmp_path / "second.log")  # resumes the student, killed in prune
     assert "student: resuming after epoch" in (tmp_path / "second.log").read_text()
     resumed = run(["dvc", "repro", "prune"], repo)
     assert "pruned: resuming after epoch" in resumed.stdout + resumed.stderr
