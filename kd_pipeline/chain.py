@@ -51,7 +51,7 @@ class Layout:
     resume: Path = paths.RESUME
 
     def model_dir(self, role: str) -> Path:
-        return self.models / role
+        return paths.checkpoint_dir(self.models, role)
 
 
 DEFAULT_LAYOUT = Layout()

@@ -27,6 +27,7 @@ from kd_pipeline.evaluation import (
 from kd_pipeline.fidelity import file_sha256, float_fidelity, int8_fidelity, predictions_sha256
 from kd_pipeline.models import WEIGHTS_FILE, count_parameters, load_checkpoint
 from kd_pipeline.params import Params
+from kd_pipeline.paths import QAT_ROLE, checkpoint_dir
 from kd_pipeline.targets import check_targets, ratios_vs_teacher, reference_variant, select_variant
 
 # The variants evaluate looks for, in report order: float checkpoints in models/<name>/ (eager
@@ -35,12 +36,14 @@ from kd_pipeline.targets import check_targets, ratios_vs_teacher, reference_vari
 TORCH_VARIANTS = ("teacher", "assistant", "student", "direct", "baseline", "pruned")
 # teacher_onnx is the teacher in ONNX Runtime: the same-runtime reference for speed, never deployed.
 ONNX_VARIANTS = {"teacher_onnx": "fp32", "student_onnx": "fp32", "pruned_onnx": "fp32", "student_int8": "int8",
-                 "pruned_int8": "int8"}
+                 "pruned_int8": "int8", "pruned_qat_int8": "int8"}
+# With quantize.method qat: the QAT student (float, weights on the int8 grid) and its int8 file.
+QAT_VARIANTS = (QAT_ROLE, f"{QAT_ROLE}_int8")
 # Each measured variant's file, SHA-256 and test-prediction digest (evaluate writes, export checks).
 
 
 def source_of(variant: str) -> str:
-    """The checkpoint a variant was made from: pruned_int8 → pruned."""
+    """The checkpoint a variant was made from: pruned_int8 → pruned, pruned_qat_int8 → pruned_qat."""
     return variant.removesuffix("_int8").removesuffix("_onnx")
 
 
@@ -105,12 +108,17 @@ def load_onnx_variant(name: str, onnx_path: Path, meta: Meta, threads: int) -> V
     )
 
 
-def default_loaders(models_dir: Path, meta: Meta, threads: int) -> dict[str, Callable[[], Variant]]:
-    """Every variant evaluate knows, as lazy loaders (a missing one is reported, not fatal)."""
+def default_loaders(models_dir: Path, meta: Meta, threads: int, qat: bool = False) -> dict[str, Callable[[], Variant]]:
+    """Every variant evaluate knows, as lazy loaders (a missing one is reported, not fatal);
+    the QAT variants only when `qat` (quantize.method: qat)."""
+    torch_names = (*TORCH_VARIANTS, QAT_ROLE) if qat else TORCH_VARIANTS
     loaders: dict[str, Callable[[], Variant]] = {
-        name: (lambda name=name: load_torch_variant(name, models_dir / name, meta)) for name in TORCH_VARIANTS
+        name: (lambda name=name: load_torch_variant(name, checkpoint_dir(models_dir, name), meta))
+        for name in torch_names
     }
     for name in ONNX_VARIANTS:
+        if name in QAT_VARIANTS and not qat:
+            continue
         path = onnx_file(models_dir, name)
         loaders[name] = lambda name=name, path=path: load_onnx_variant(name, path, meta, threads)
     return loaders

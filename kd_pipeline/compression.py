@@ -22,20 +22,18 @@ from timm.layers import Attention
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
+from kd_pipeline import qat
 from kd_pipeline.chain import DEFAULT_LAYOUT, Layout, load_teachers, stage_live, teachers_of
 from kd_pipeline.data import Normalizer, Split, load_meta, load_split, normalize_numpy
 from kd_pipeline.distributed import Ranks, session
-from kd_pipeline.errors import CheckpointError, PipelineError
+from kd_pipeline.errors import CheckpointError, CompressionError
 from kd_pipeline.evaluation import classification_metrics, count_macs, decide, predict_logits
 from kd_pipeline.files import atomic_dir, write_json
 from kd_pipeline.integer_kernels import integer_mac_share
 from kd_pipeline.models import count_parameters, load_checkpoint, move_to_device, save_checkpoint, sync_attention
 from kd_pipeline.params import Params, PruneParams, QuantizeParams, fingerprint
+from kd_pipeline.paths import QAT_ROLE
 from kd_pipeline.training import ResumeFile, fit, resolve_device, seed_everything
-
-
-class CompressionError(PipelineError):
-    """A model or setting the compressor cannot handle."""
 
 
 def _importance(name: str) -> Any:
@@ -300,6 +298,48 @@ def _prune_student(params: Params, layout: Layout, ranks: Ranks, device: torch.d
     return {**summary, **test_metrics}
 
 
+def qat_student(params: Params, layout: Layout, out: Path) -> dict[str, float]:
+    """The pruned student fine-tuned for `quantize.qat_epochs` with the int8 rounding it will be
+    deployed with (kd_pipeline.qat), distilled like the prune fine-tune, saved to `out` as a plain
+    checkpoint (role pruned_qat). One process: the quantize stage does not run under torchrun."""
+    cfg = params.quantize
+    meta = load_meta(layout.prepared)
+    train, val, test = (load_split(layout.prepared, s) for s in ("train", "val", "test"))
+    budget = params.train_for("pruned")
+    seed_everything(budget.seed, budget.num_threads)
+    device = resolve_device(budget.device)
+    model, card = load_checkpoint(layout.model_dir("pruned"), num_classes=meta.num_classes)
+    teacher_roles = teachers_of("pruned", params.kd)
+    teacher, _ = load_teachers(teacher_roles, params, layout, meta, device)
+    model = qat.prepare(move_to_device(model, device))
+    normalizer = Normalizer(card["mean"], card["std"], device, channels_last=device.type == "cuda")
+    finetune = budget.model_copy(update={"epochs": cfg.qat_epochs, "lr": cfg.qat_lr, "scheduler": "cosine",
+                                         "nproc_per_node": 1, "nnodes": 1})
+    params_hash = fingerprint(card["params_hash"], cfg, params.kd, finetune)
+    resume = ResumeFile(layout.resume / QAT_ROLE / "state.pt", params_hash)  # a killed fine-tune resumes
+    result = fit(model, train, val, finetune, normalizer, meta.num_classes,
+                 teacher=teacher, kd=params.kd, resume=resume, name=QAT_ROLE)
+    layers = len(qat.activation_ranges(model))
+    model = qat.finalize(model.to("cpu")).eval()
+    cpu = Normalizer(card["mean"], card["std"], torch.device("cpu"), False)
+    test_metrics = classification_metrics(
+        test.labels, decide(predict_logits(model, test, cpu).numpy(), test.multilabel), meta.num_classes
+    )
+    save_checkpoint(model, out, {
+        **card, "role": QAT_ROLE, "teacher": "+".join(teacher_roles),
+        "qat": {"epochs": cfg.qat_epochs, "lr": cfg.qat_lr, "best_epoch": result.best_epoch, "layers": layers,
+                "weights": "per output channel, symmetric int8, BatchNorm folded",
+                "activations": "per tensor, uint8, EMA range while training; calibrated again for ONNX Runtime"},
+        "val_metrics": {k.removeprefix("val/"): v for k, v in result.best.items() if k.startswith("val/")},
+        "test_metrics": test_metrics,
+        "params_hash": params_hash,
+    })
+    resume.clear()
+    print(f"{QAT_ROLE}: {cfg.qat_epochs} QAT epochs, {layers} layers with int8 rounding, test accuracy"
+          f" {test_metrics['accuracy']:.4f} (float, weights on the int8 grid)")
+    return test_metrics
+
+
 def reference_onnx(layout: Layout, out: Path) -> None:
     """The teacher as fp32 ONNX (teacher.fp32.onnx + card): speed-ups of ONNX variants are measured
     against it, in the same runtime, and evaluate checks it against the PyTorch teacher."""
@@ -330,8 +370,11 @@ def quantize_variants(params: Params, sources: tuple[str, ...], layout: Layout =
     results = {}
     with atomic_dir(layout.models / "quantized") as tmp:
         reference_onnx(layout, tmp)
+        if cfg.method == "qat":
+            qat_student(params, layout, tmp / QAT_ROLE)
+            sources = (*sources, QAT_ROLE)
         for source in sources:
-            model, card = load_checkpoint(layout.model_dir(source))
+            model, card = load_checkpoint(tmp / source if source == QAT_ROLE else layout.model_dir(source))
             fp32, int8 = tmp / f"{source}.fp32.onnx", tmp / f"{source}.int8.onnx"
             exporter = export_onnx(model, card["input_size"], fp32)
             calibration = CalibrationImages(train, indices, card["mean"], card["std"], cfg.calibration_batch_size)
@@ -356,7 +399,7 @@ def quantize_variants(params: Params, sources: tuple[str, ...], layout: Layout =
             write_json(tmp / f"{source}.fp32.json", {**shared, "role": f"{source}_onnx"})
             write_json(tmp / f"{source}.int8.json", {
                 **shared, "role": f"{source}_int8", "quantize": cfg.model_dump(), **result,
-                **({"calibration": calibrated} if cfg.method == "static" else {}),
+                **({"calibration": calibrated} if cfg.method != "dynamic" else {}),
             })
             results[source] = result
             print(f"{source}: int8 ONNX {result['int8_mb']:.2f} MB (fp32 {result['fp32_mb']:.2f} MB),"

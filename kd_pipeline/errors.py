@@ -26,6 +26,10 @@ class CheckpointError(PipelineError):
     """A checkpoint is missing or does not match the model it should load into."""
 
 
+class CompressionError(PipelineError):
+    """A model or setting the compressor cannot handle."""
+
+
 def exit_on_pipeline_error(main: Callable[..., T]) -> Callable[..., T]:
     """Wrap a stage entry point so user errors print `error: ...` and exit 2, no traceback."""
 

@@ -30,6 +30,7 @@ from kd_pipeline.fidelity import file_sha256, float_fidelity, predictions_sha256
 from kd_pipeline.files import atomic_dir, write_json
 from kd_pipeline.models import load_checkpoint
 from kd_pipeline.params import Params
+from kd_pipeline.paths import QAT_ROLE
 from kd_pipeline.targets import failures
 
 
@@ -80,6 +81,9 @@ def _lineage(source: str, params: Params) -> str:
     }
     if source == "pruned":
         return chain["student"] + f", pruned {params.prune.method} {params.prune.ratio:g}"
+    if source == QAT_ROLE:
+        return (chain["student"] + f", pruned {params.prune.method} {params.prune.ratio:g}, quantization-aware"
+                f" fine-tune for {params.quantize.qat_epochs} epochs (int8 rounding of weights and activations)")
     return chain[source]
 
 
@@ -117,7 +121,8 @@ def _model_card(
         f"- **Architecture**: timm `{card['timm_name']}`{' (channel-pruned)' if card.get('channel_pruned') else ''},"
         f" {measured['parameters'] / 1e6:.2f} M parameters, {measured.get('macs', 0) / 1e6:.1f} MMACs",
         f"- **Made by**: {_lineage(source_of(variant), params)}"
-        + (f", int8 {params.quantize.method} (ONNX Runtime)" if variant.endswith("_int8") else "")
+        + (f", int8 {'dynamic' if params.quantize.method == 'dynamic' else 'static'} (ONNX Runtime)"
+           if variant.endswith("_int8") else "")
         + (f", calibrated on {calibration['images']} training images ({calibration['sampling']},"
            f" seed {calibration['seed']})" if calibration else "")
         + (f"; ONNX Runtime runs {measured['integer_mac_share']:.1%} of its conv/matmul MACs in integer kernels"

@@ -175,13 +175,16 @@ class PruneParams(_Group):
 
 
 class QuantizeParams(_Group):
-    method: Literal["static", "dynamic"] = "static"
+    # qat: static PTQ as well, plus the pruned student fine-tuned with int8 rounding (pruned_qat)
+    method: Literal["static", "dynamic", "qat"] = "static"
     calibration_batches: int = Field(8, ge=1)
     calibration_batch_size: int = Field(32, ge=1)
     per_channel: bool = True
     seed: int = 0  # of the class-stratified calibration sample
     # share of conv/matmul MACs ONNX Runtime must run in integer kernels (QLinearConv, QGemm, ...)
     min_integer_mac_share: float = Field(0.95, ge=0, le=1)
+    qat_epochs: int = Field(3, ge=1)  # quantization-aware fine-tune of the pruned student (method qat)
+    qat_lr: float = Field(0.0001, gt=0, le=10)
 
 
 class EvaluateParams(_Group):

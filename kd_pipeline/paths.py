@@ -29,3 +29,12 @@ PARETO_REPORT = REPORTS / "pareto.md"
 VISUALIZE_PLOTS = PLOTS / "visualize"  # maps, feature maps and gradient flow as image plots
 VISUALIZE_METRICS = METRICS / "visualize.json"
 EVALUATED_FILES = REPORTS / "evaluated_files.json"  # the files evaluate measured, for export's proof
+
+
+QAT_ROLE = "pruned_qat"  # the pruned student after quantization-aware training (quantize.method: qat)
+
+
+def checkpoint_dir(models: Path, name: str) -> Path:
+    """A float checkpoint's folder: models/<name>, except the QAT student, which the quantize stage
+    writes inside its own output, models/quantized/."""
+    return models / "quantized" / name if name == QAT_ROLE else models / name

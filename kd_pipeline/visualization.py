@@ -193,7 +193,8 @@ def visualize(cfg: VisualizeParams, test: Split, meta: Meta, layout: Layout | No
     deployed = evaluation.get("deployed") or "student"
     source = source_of(deployed)
     shown = [*SHOWN, *([source] if source not in SHOWN else [])]
-    models = {name: Model(name, layout.models / name, meta.num_classes) for name in dict.fromkeys([*TRAINED, *shown])}
+    models = {name: Model(name, paths.checkpoint_dir(layout.models, name), meta.num_classes)
+              for name in dict.fromkeys([*TRAINED, *shown])}
 
     wrong = deployed_mistakes(layout, test, meta, models[source], deployed)
     indices = select_images(test.labels, wrong, min(cfg.images, len(test)), cfg.seed)

@@ -14,7 +14,7 @@ def main() -> None:
     params = load_params()
     meta = load_meta(paths.PREPARED)
     test = load_split(paths.PREPARED, "test")
-    loaders = default_loaders(paths.MODELS, meta, params.evaluate.num_threads)
+    loaders = default_loaders(paths.MODELS, meta, params.evaluate.num_threads, qat=params.quantize.method == "qat")
     result = compare(loaders, test, meta, params)
     result["evaluation"]["teacher_warnings"] = teacher_warnings(paths.MODELS)
     write_outputs(

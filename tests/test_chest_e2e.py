@@ -12,7 +12,8 @@ from tests.e2e import VARIANTS, new_repo, run, write_params
 
 def test_multilabel_chestmnist_end_to_end(tmp_path_factory: pytest.TempPathFactory) -> None:
     """ChestMNIST's layout (14 yes/no labels per image) through every stage, then predict, with the
-    ViT chain (timm's test_vit for every role): pruned heads, int8, attention maps."""
+    ViT chain (timm's test_vit for every role): pruned heads, int8 by calibration and by
+    quantization-aware training, attention maps."""
     import numpy as np
     from PIL import Image
 
@@ -24,7 +25,8 @@ def test_multilabel_chestmnist_end_to_end(tmp_path_factory: pytest.TempPathFacto
     write_medmnist(raw, "chestmnist", sizes=(48, 12, 16), labels_per_image=14)
     vit = {"model": "test_vit", "model_kwargs": {"img_size": 16, "patch_size": 4}}
     write_params(repo, data={"name": "medmnist", "subset": "chestmnist", "root": str(raw)},
-                 train={"class_weights": True}, kd={"learn_from": "all_above"}, teacher=vit, assistant=vit, student=vit)
+                 train={"class_weights": True}, kd={"learn_from": "all_above"}, teacher=vit, assistant=vit, student=vit,
+                 quantize={"method": "qat", "qat_epochs": 1})
     run(["dvc", "repro"], repo)
     meta = json.loads((repo / "data/prepared/meta.json").read_text())
     assert meta["task"] == "multilabel" and len(meta["class_names"]) == 14
@@ -34,12 +36,17 @@ def test_multilabel_chestmnist_end_to_end(tmp_path_factory: pytest.TempPathFacto
     assert (repo / "plots/data/samples.png").is_file()
     assert card["task"] == "multilabel" and card["teacher"] == "assistant+teacher"  # densely guided
     evaluation = json.loads((repo / "metrics/evaluate.json").read_text())
-    assert evaluation["task"] == "multilabel" and set(evaluation["variants"]) == VARIANTS
+    assert evaluation["task"] == "multilabel"
+    assert set(evaluation["variants"]) == VARIANTS | {"pruned_qat", "pruned_qat_int8"}
     for measured in evaluation["variants"].values():
         assert {"accuracy", "exact_match", "roc_auc", "f1"} <= set(measured)
     variants = evaluation["variants"]
     assert variants["pruned"]["parameters"] < 0.5 * variants["student"]["parameters"]  # heads narrowed
     assert variants["pruned_int8"]["integer_mac_share"] >= 0.95
+    assert variants["pruned_qat_int8"]["integer_mac_share"] >= 0.95  # QAT's QDQ file runs integer kernels
+    assert variants["pruned_qat"]["parameters"] == variants["pruned"]["parameters"]  # same architecture
+    qat_card = json.loads((repo / "models/quantized/pruned_qat/model.json").read_text())
+    assert qat_card["role"] == "pruned_qat" and qat_card["qat"]["epochs"] == 1 and qat_card["qat"]["layers"] > 0
     seen = json.loads((repo / "metrics/visualize.json").read_text())
     assert set(seen["methods"].values()) == {"cls-attention"}
     summary = (repo / "reports/summary.md").read_text()
