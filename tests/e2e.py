@@ -41,6 +41,7 @@ def write_params(repo: Path, **changes: dict) -> None:
     params["data"]["image_size"] = 16
     for role in ROLES:
         params[role]["model"] = TINY_MODEL
+        params[role]["train"] = {}  # every role at the tiny budget below (the defaults give teachers 10 epochs)
     params["train"].update({"epochs": 1, "batch_size": 128, "num_threads": 1, "device": "cpu"})
     params["evaluate"].update({"warmup": 1, "repeats": 3, "throughput_batch": 8})
     params["prune"].update({"epochs": 1})
