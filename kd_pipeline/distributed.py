@@ -36,7 +36,9 @@ def under_torchrun() -> bool:
 
 def torchrun_command(cfg: TrainParams, script: list[str], run_id: str) -> list[str]:
     """`torchrun` for this machine: standalone on one node; with a c10d rendezvous at
-    `train.rdzv_endpoint` (node 0's host:port) across several, where every node runs the same."""
+    `train.rdzv_endpoint` (node 0's host:port) across several, where every node runs the same.
+    `script` is `["-m", "stages.train", ROLE]`: as a module, so every worker imports this
+    checkout's library, as the stage itself does."""
     command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={cfg.nproc_per_node}"]
     if cfg.nnodes == 1:
         command.append("--standalone")

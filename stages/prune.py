@@ -9,7 +9,7 @@ from kd_pipeline.params import load_params
 @exit_on_pipeline_error
 def main() -> None:
     params = load_params()
-    if relaunch(params.train_for("pruned"), [__file__], "prune"):
+    if relaunch(params.train_for("pruned"), ["-m", "stages.prune"], "prune"):
         return  # torchrun ran this script in every process
     result = prune_student(params)
     if not result:

@@ -1,4 +1,5 @@
-"""Stages train_teacher, distill_assistant, distill_student, train_baseline: `train.py ROLE`."""
+"""Stages train_teacher, distill_assistant, distill_student, distill_direct, train_baseline:
+`python -m stages.train ROLE`."""
 
 import sys
 
@@ -11,9 +12,9 @@ from kd_pipeline.params import load_params
 @exit_on_pipeline_error
 def main(argv: list[str]) -> None:
     if len(argv) != 1 or argv[0] not in TEACHER_OF:
-        raise ParamsError(f"usage: python stages/train.py ROLE, ROLE one of {', '.join(TEACHER_OF)}")
+        raise ParamsError(f"usage: python -m stages.train ROLE, ROLE one of {', '.join(TEACHER_OF)}")
     params = load_params()
-    if relaunch(params.train_for(argv[0]), [__file__, *argv], f"train-{argv[0]}"):
+    if relaunch(params.train_for(argv[0]), ["-m", "stages.train", *argv], f"train-{argv[0]}"):
         return  # torchrun ran this script in every process
     test = train_role(argv[0], params)
     if test:  # the first (or only) process

@@ -95,10 +95,10 @@ def test_each_process_reads_its_share_of_a_batch() -> None:
 def test_torchrun_command_for_one_machine_and_for_several() -> None:
     one = TrainParams(nproc_per_node=8)
     assert processes(one) == 8
-    assert torchrun_command(one, ["stages/train.py", "teacher"], "train-teacher")[3:] == [
-        "--nproc-per-node=8", "--standalone", "stages/train.py", "teacher"]
+    assert torchrun_command(one, ["-m", "stages.train", "teacher"], "train-teacher")[3:] == [
+        "--nproc-per-node=8", "--standalone", "-m", "stages.train", "teacher"]
     two = TrainParams(nproc_per_node=8, nnodes=2, rdzv_endpoint="10.0.0.1:29500")
-    command = torchrun_command(two, ["stages/prune.py"], "prune")
+    command = torchrun_command(two, ["-m", "stages.prune"], "prune")
     assert "--nnodes=2" in command and "--rdzv-endpoint=10.0.0.1:29500" in command and "--rdzv-id=prune" in command
     assert "--standalone" not in command and processes(two) == 16
 
