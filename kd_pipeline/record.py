@@ -101,14 +101,23 @@ def _cell(stats: dict[str, Any] | None, single: float | None, signed: bool = Fal
 def dataset_label(params: dict[str, Any]) -> str:
     data = params["data"]
     name = data["subset"] if data["name"] == "medmnist" else data["name"]
+    if data["name"] == "imagefolder" and data.get("root"):
+        name = f"{name} {Path(data['root']).name}"
     return f"{name} ({data['image_size']} px)"
+
+
+def epochs_label(params: dict[str, Any]) -> str:
+    """Training epochs of teacher / assistant / student: the budget a row was trained with."""
+    shared = params["train"]["epochs"]
+    return "/".join(str((params[role].get("train") or {}).get("epochs", shared))
+                    for role in ("teacher", "assistant", "student"))
 
 
 def records_table(results: Path = RESULTS) -> str:
     """One row per record: float models and gains (mean ± sd over seeds when aggregated),
     and the deployed variant of the recorded run."""
-    head = ("| record | data | seeds | teacher | assistant | student | direct | baseline | distillation gain"
-            " | assistant gain | deployed | accuracy | size | meets targets |")
+    head = ("| record | data | epochs T/A/S | seeds | teacher | assistant | student | direct | baseline"
+            " | distillation gain | assistant gain | deployed | accuracy | size | meets targets |")
     rows = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for folder in sorted(p for p in results.iterdir() if (p / "evaluate.json").is_file()):
         evaluation = json.loads((folder / "evaluate.json").read_text())
@@ -124,7 +133,8 @@ def records_table(results: Path = RESULTS) -> str:
         shipped = variants.get(deployed, {})
         meets = str(evaluation.get("targets_passed")).lower()
         rows.append(
-            f"| {folder.name} | {dataset_label(params)} | {len(seeds.get('seeds', [])) or 1} | " + " | ".join(cells)
+            f"| {folder.name} | {dataset_label(params)} | {epochs_label(params)}"
+            f" | {len(seeds.get('seeds', [])) or 1} | " + " | ".join(cells)
             + f" | {deployed} | {shipped.get('accuracy', 0):.3f} | {shipped.get('size_mb', 0):.2f} MB | {meets} |"
         )
     return "\n".join(rows)

@@ -40,6 +40,9 @@ def test_records_table_shows_spread_when_aggregated_and_single_runs_otherwise(tm
     for name, seeds in (("a", True), ("b", False)):
         folder = tmp_path / name
         folder.mkdir()
+        if name == "b":  # a short budget for the teacher, and a folder of images
+            params["teacher"]["train"] = {"epochs": 2}
+            params["data"].update(name="imagefolder", root="/data/screens")
         (folder / "params.yaml").write_text(yaml.safe_dump(params))
         (folder / "evaluate.json").write_text(json.dumps(_evaluation({"student": 0.9, "baseline": 0.85})))
         if seeds:
@@ -48,8 +51,9 @@ def test_records_table_shows_spread_when_aggregated_and_single_runs_otherwise(tm
                 {"seeds": [0, 1, 2], "variants": {"student": {"accuracy": {**stats, "mean": 0.91}}},
                  "gains": {"distillation_gain": {"accuracy": stats}}}))
     rows = records_table(tmp_path).splitlines()
-    assert rows[2].startswith("| a | digits (32 px) | 3 | – | – | 0.910 ± 0.010 |") and "+0.050 ± 0.010" in rows[2]
-    assert rows[3].startswith("| b | digits (32 px) | 1 | – | – | 0.900 | – | 0.850 | +0.050 |")
+    assert rows[2].startswith("| a | digits (32 px) | 10/10/10 | 3 | – | – | 0.910 ± 0.010 |")
+    assert "+0.050 ± 0.010" in rows[2]
+    assert rows[3].startswith("| b | imagefolder screens (32 px) | 2/10/10 | 1 | – | – | 0.900 | – | 0.850 | +0.050 |")
     assert rows[3].endswith("| student | 0.900 | 1.00 MB | false |")
 
 
