@@ -61,6 +61,20 @@ def test_selection_rules_and_the_most_accurate_when_none_qualifies() -> None:
     assert "no variant is within targets.max_accuracy_drop = 0.001 of the reference (teacher)" in none.reason
 
 
+def test_a_tie_on_the_rule_goes_to_the_faster_variant() -> None:
+    """PneumoniaMNIST: pruned (PyTorch, 10.71 MB, 2.93 ms) and pruned_onnx (10.75 MB, 0.33 ms)."""
+    variants = {**_variants(student_mb=40.0), "pruned": {"accuracy": 0.975, "latency_ms": 2.93, "size_mb": 10.71},
+                "pruned_onnx": {"accuracy": 0.975, "latency_ms": 0.33, "size_mb": 10.75}}
+    assert select_variant(variants, TargetsParams(), ExportParams(select="smallest")).variant == "pruned_onnx"
+    variants["pruned_onnx"]["size_mb"] = 11.5  # beyond the margin: size decides
+    assert select_variant(variants, TargetsParams(), ExportParams(select="smallest")).variant == "pruned"
+    twins = {**_variants(), "a": {"accuracy": 0.97, "latency_ms": 1.0, "size_mb": 5.0},
+             "b": {"accuracy": 0.975, "latency_ms": 1.01, "size_mb": 9.0}}
+    assert select_variant(twins, TargetsParams(), ExportParams(select="fastest")).variant == "a"  # then smaller
+    # b is as accurate as the assistant (0.975) and faster
+    assert select_variant(twins, TargetsParams(), ExportParams(select="most_accurate")).variant == "b"
+
+
 def test_reference_is_the_best_float_model_unless_the_teacher_is_asked_for() -> None:
     weak_teacher = {
         "teacher": {"accuracy": 0.727, "latency_ms": 10.0, "size_mb": 100.0},
