@@ -102,8 +102,8 @@ def select_variant(
 
 
 def _pick(allowed: dict[str, dict[str, float]], key: str, pick: Any) -> str:
-    """The best variant by `key`; among those tied with it (TIE_MARGIN), the faster, then smaller,
-    then more accurate one, so a PyTorch checkpoint never ships over its 9× faster ONNX twin
+    """The best variant by `key`; among those tied with it (TIE_MARGIN), the first by the
+    criteria of TIE_BREAK[key], so a PyTorch checkpoint never ships over its 9× faster ONNX twin
     for a few kilobytes."""
     best = pick(m[key] for m in allowed.values())
     tied = [n for n, m in allowed.items() if abs(m[key] - best) <= TIE_MARGIN[key] * abs(best)]
