@@ -59,10 +59,20 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-# The longest files first: pytest-xdist hands out whole files (--dist loadfile) in collection
+# The longest files first, longest to shortest (their seconds on CI's two busy cores in brackets):
+# pytest-xdist hands out whole files (--dist loadfile, --no-loadscope-reorder) in collection
 # order, so a long file collected last would run alone at the end on CI's two workers.
-LONGEST_FIRST = ("test_resume_e2e.py", "test_pipeline_e2e.py", "test_chest_e2e.py", "test_folder_e2e.py",
-                 "test_gate.py")
+LONGEST_FIRST = (
+    "test_pipeline_e2e.py",  # (310)
+    "test_folder_e2e.py",  # (170)
+    "test_chest_e2e.py",  # (115)
+    "test_resume_e2e.py",  # (100 at 8 epochs)
+    "test_distributed_e2e.py",  # (55)
+    "test_gate.py",  # (55)
+    "test_team_e2e.py",  # (32)
+    "test_distributed.py",  # (15)
+    "test_train_throughput.py",  # (11)
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
