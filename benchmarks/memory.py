@@ -22,15 +22,16 @@ from pathlib import Path
 from typing import Any
 
 
-def make_folder(root: Path, count: int, seed: int = 0) -> None:
-    """`count` JPEGs in 10 class folders, sizes 1:2:…:10, each class its own colour pattern."""
+def make_folder(root: Path, count: int, seed: int = 0, size: tuple[int, int] = (160, 120)) -> None:
+    """`count` JPEGs of `size` (width, height) in 10 class folders, sizes 1:2:…:10, each class its own
+    colour pattern."""
     import numpy as np
     from PIL import Image
 
     rng = np.random.default_rng(seed)
     weights = np.arange(1, 11) / np.arange(1, 11).sum()
     per_class = np.maximum(3, np.round(weights * count).astype(int))
-    yy, xx = np.mgrid[0:120, 0:160]
+    yy, xx = np.mgrid[0:size[1], 0:size[0]]
     for k, n in enumerate(per_class):
         folder = root / f"class_{k}"
         folder.mkdir(parents=True)

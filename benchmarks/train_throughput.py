@@ -1,9 +1,10 @@
 """Training throughput in one run: the pipeline's loop against the loop a user would otherwise write.
 
     python benchmarks/train_throughput.py [--student resnet18] [--teacher resnet50] [--size 32]
-        [--images 2048] [--batch 64] [--threads 0] [--device auto] [--compile] [--checkpointing]
+        [--images 2048] [--source 160x120] [--batch 64] [--threads 0] [--device auto] [--compile]
+        [--checkpointing]
 
-It writes an image folder of JPEGs (10 imbalanced classes, 160×120 pixels, as
+It writes an image folder of JPEGs (10 imbalanced classes, 160×120 pixels by default, as
 benchmarks/memory.py does), prepares it with the library's `prepare`, and times the second of
 two epochs (the first warms caches and allocators) of:
 
@@ -13,7 +14,10 @@ two epochs (the first warms caches and allocators) of:
 - the pipeline's `fit` for the teacher;
 - the plain loop: torchvision `ImageFolder` over the same files (resize, `ToTensor`,
   `Normalize`), `DataLoader` with 0 and with 2 worker processes, the same model, batch, device
-  and optimizer (AdamW with torch's defaults), cross-entropy.
+  and optimizer (AdamW with torch's defaults), cross-entropy;
+- the compute ceiling: the student's training step alone, on one batch already in memory, as many
+  steps as an epoch has. No loop over these images can beat the plain loop by more than this row
+  does, so it says how much of a gap the data path can close on this machine.
 
 Pipeline epochs include a validation pass over 5% of the images (the plain loop has none), so
 the ratios are conservative. Printed: images/s per row and the ratios between them; on CUDA also
@@ -40,7 +44,7 @@ from kd_pipeline.data import Normalizer, load_meta, load_split, prepare  # noqa:
 from kd_pipeline.evaluation import count_macs  # noqa: E402
 from kd_pipeline.models import create_model, move_to_device  # noqa: E402
 from kd_pipeline.params import DataParams, KDParams, TrainParams  # noqa: E402
-from kd_pipeline.training import fit, resolve_device, seed_everything  # noqa: E402
+from kd_pipeline.training import build_optimizer, fit, resolve_device, seed_everything  # noqa: E402
 
 # Dense bf16 peak of the GPUs we have measured on, in TFLOP/s (vendor datasheets, no sparsity).
 BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0}
@@ -96,6 +100,31 @@ def plain_row(folder: Path, model_name: str, size: int, batch: int, workers: int
     return {"images_per_s": len(dataset) / seconds}
 
 
+def ceiling_row(model_name: str, num_classes: int, size: int, steps: int, cfg: TrainParams,
+                device: torch.device) -> dict[str, float]:
+    """Images/s of the student's step with no data path at all: one batch, already normalized."""
+    seed_everything(0, cfg.num_threads)
+    model = move_to_device(create_model(model_name, num_classes), device).train()
+    optimizer = build_optimizer(model, cfg)
+    images = torch.randn(cfg.batch_size, 3, size, size, device=device)
+    if device.type == "cuda":
+        images = images.contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, num_classes, (cfg.batch_size,), device=device)
+    seconds = 0.0
+    for _ in range(2):
+        started = time.perf_counter()
+        for _ in range(steps):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                loss = torch.nn.functional.cross_entropy(model(images), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - started
+    return {"images_per_s": steps * cfg.batch_size / seconds}
+
+
 def peak_share(device: torch.device, macs: int, images_per_s: float) -> str:
     """The teacher step's achieved FLOP/s as a share of the GPU's dense bf16 peak."""
     if device.type != "cuda":
@@ -108,7 +137,7 @@ def peak_share(device: torch.device, macs: int, images_per_s: float) -> str:
 
 def measure(args: argparse.Namespace, work: Path) -> dict[str, dict[str, float]]:
     folder, prepared = work / "folder", work / "prepared"
-    make_folder(folder, args.images)
+    make_folder(folder, args.images, size=args.source)
     prepare(DataParams(name="imagefolder", root=str(folder), image_size=args.size, val_fraction=0.05,
                        test_fraction=0.05), prepared)
     meta = load_meta(prepared)
@@ -130,6 +159,9 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, dict[str, float]]
     for workers in (0, 2):
         runs.append((f"plain loop student, {workers} workers", lambda w=workers: plain_row(
             folder, args.student, args.size, args.batch, w, device, meta.mean, meta.std)))
+    steps = len(load_split(prepared, "train")) // args.batch
+    runs.append(("student step alone, batch in memory", lambda: ceiling_row(
+        args.student, meta.num_classes, args.size, steps, cfg, device)))
     if args.compile:
         runs.append(("pipeline student, torch.compile",
                      lambda: pipeline_row(prepared, args.student, cfg, device, tweak="compile")))
@@ -148,11 +180,15 @@ def report(rows: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
     plain = max(speed["plain loop student, 0 workers"], speed["plain loop student, 2 workers"])
     student = speed["pipeline student"]
     print(f"\n{args.student} student / {args.teacher} teacher at {args.size} px, batch {args.batch},"
-          f" {torch.get_num_threads()} threads, {args.images} images, second epoch of two")
+          f" {torch.get_num_threads()} threads, {args.images} {args.source[0]}x{args.source[1]} JPEGs,"
+          " second epoch of two")
     print("| row | images/s |\n|---|---|")
     for name, value in speed.items():
         print(f"| {name} | {value:.0f} |")
     print(f"\npipeline student / best plain loop: {student / plain:.2f}x")
+    ceiling = speed["student step alone, batch in memory"]
+    print(f"compute ceiling / best plain loop: {ceiling / plain:.2f}x (the most any data path could gain here);"
+          f" the pipeline's loop reaches {student / ceiling:.0%} of the ceiling")
     cached = speed["pipeline student, KD, cached teacher logits"]
     print(f"KD step with cached teacher logits costs {student / cached:.2f}x a plain student step")
     online = speed["pipeline student, hflip, KD, online teacher"]
@@ -169,12 +205,24 @@ def report(rows: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
     print(f"teacher step: {peak_share(device, int(rows['pipeline teacher']['macs']), speed['pipeline teacher'])}")
 
 
+def source_size(text: str) -> tuple[int, int]:
+    """WIDTHxHEIGHT, e.g. 500x375 (ImageNet's typical photo)."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT, e.g. 500x375") from None
+    if min(width, height) < 8:
+        raise argparse.ArgumentTypeError(f"{text!r}: each side must be at least 8 pixels")
+    return width, height
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--student", default="resnet18")
     parser.add_argument("--teacher", default="resnet50")
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--images", type=int, default=2048)
+    parser.add_argument("--source", default=(160, 120), type=source_size, help="the generated JPEGs' WIDTHxHEIGHT")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=0, help="0: torch's default")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
