@@ -64,13 +64,16 @@ def measure(prepared: Path, fp32: Path, count: int, threads: int, work: Path) ->
     prepped, int8 = work / "prep.onnx", work / "int8.onnx"
     quant_pre_process(str(fp32), str(prepped), skip_symbolic_shape=True)
     chosen = calibration_sample(np.asarray(train.labels), count, seed=0)
+    class Reader(CalibrationDataReader):
+        """The stage's calibration batches, afresh for each quantization."""
+
+        def __init__(self) -> None:
+            self.source = CalibrationImages(train, chosen, meta.mean, meta.std, batch_size=32)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return self.source.get_next()
+
     for name, method, extra in variants():
-        images_in = CalibrationImages(train, chosen, meta.mean, meta.std, batch_size=32)
-
-        class Reader(CalibrationDataReader):
-            def get_next(self, source: CalibrationImages = images_in) -> dict[str, np.ndarray] | None:
-                return source.get_next()
-
         activations = QuantType.QInt8 if extra.get("ActivationSymmetric") else QuantType.QUInt8
         quantize_static(str(prepped), str(int8), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=activations, weight_type=QuantType.QInt8, calibrate_method=method,
