@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ import torch
 from dvclive import Live
 from torch import nn
 
-from kd_pipeline import paths
 from kd_pipeline.data import Meta, Normalizer, load_meta, load_split
 from kd_pipeline.distillation import TeacherEnsemble
 from kd_pipeline.distributed import Ranks, session
@@ -32,6 +30,8 @@ from kd_pipeline.models import (
     save_checkpoint,
 )
 from kd_pipeline.params import KDParams, Params, fingerprint
+from kd_pipeline.paths import DEFAULT_LAYOUT, Layout
+from kd_pipeline.ranking import decision_metric
 from kd_pipeline.teachers import weaker_than_baseline
 from kd_pipeline.training import ResumeFile, fit, predict_gathered, resolve_device, seed_everything
 
@@ -41,20 +41,6 @@ from kd_pipeline.training import ResumeFile, fit, predict_gathered, resolve_devi
 TEACHER_OF = {"teacher": None, "assistant": "teacher", "student": "assistant", "direct": "teacher", "baseline": None}
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Where the stages read and write, relative to the project root."""
-
-    prepared: Path = paths.PREPARED
-    models: Path = paths.MODELS
-    metrics: Path = paths.METRICS
-    resume: Path = paths.RESUME
-
-    def model_dir(self, role: str) -> Path:
-        return paths.checkpoint_dir(self.models, role)
-
-
-DEFAULT_LAYOUT = Layout()
 
 
 def train_role(role: str, params: Params, layout: Layout = DEFAULT_LAYOUT, **fit_kwargs: Any) -> dict[str, float]:
@@ -143,6 +129,7 @@ def _train_role(
         "teacher": teacher_role,
         "best_epoch": result.best_epoch,
         "val_metrics": {k.removeprefix("val/"): v for k, v in result.best.items() if k.startswith("val/")},
+        "ranked_by": decision_metric(cfg.monitor, train.labels),  # how later stages compare it with others
         "test_metrics": test_metrics,
         "params_hash": params_hash,
         "data_hash": meta.content_hash,

@@ -20,17 +20,17 @@ import torch
 from safetensors.torch import save_file
 
 from kd_pipeline import paths
-from kd_pipeline.chain import DEFAULT_LAYOUT, Layout
-from kd_pipeline.comparison import ONNX_VARIANTS, onnx_file, predict_split, source_of
-from kd_pipeline.compression import export_onnx
+from kd_pipeline.comparison import is_onnx, onnx_file, predict_split, source_of
 from kd_pipeline.data import Split, load_meta, load_split
 from kd_pipeline.errors import PipelineError
 from kd_pipeline.evaluation import decide, onnx_runner, torch_runner
 from kd_pipeline.fidelity import file_sha256, float_fidelity, predictions_sha256
 from kd_pipeline.files import atomic_dir, write_json
+from kd_pipeline.machine import describe
 from kd_pipeline.models import load_checkpoint
+from kd_pipeline.onnx_export import export_onnx
 from kd_pipeline.params import Params
-from kd_pipeline.paths import QAT_ROLE
+from kd_pipeline.paths import DEFAULT_LAYOUT, QAT_ROLE, Layout
 from kd_pipeline.targets import failures
 
 
@@ -49,13 +49,13 @@ def prove(
 ) -> dict[str, Any]:
     """Show that `onnx_path` is what evaluate measured for `variant` (its `record` in
     reports/evaluated_files.json, its `measured` metrics); raise ExportError if not."""
-    if variant in ONNX_VARIANTS:
+    if is_onnx(variant):
         _check_same_file(onnx_path, record)  # before loading it: a changed file may not even parse
         run = onnx_runner(onnx_path, card["mean"], card["std"], params.evaluate.num_threads)
         predictions = decide(predict_split(run, test), test.multilabel)
         if predictions_sha256(predictions) != record["predictions_sha256"]:
             raise ExportError(f"{onnx_path.name}: its test predictions differ from evaluate's for {variant}")
-        keys = ("int8_agreement", "int8_agreement_decided", "decided_share", "max_abs_diff")
+        keys = ("int8_agreement", "int8_agreement_val", "int8_val_drop", "int8_val_drop_metric", "max_abs_diff")
         return {"same_file_as_evaluated": True, "images": len(test), **{k: measured[k] for k in keys if k in measured}}
     _check_same_file(Path(record["path"]), record)
     onnx_logits = predict_split(onnx_runner(onnx_path, card["mean"], card["std"], params.evaluate.num_threads), test)
@@ -66,8 +66,8 @@ def prove(
     return {"same_file_as_evaluated": False, "images": len(test), "max_abs_diff": check["max_abs_diff"]}
 
 
-def _lineage(source: str, params: Params) -> str:
-    """How the deployed weights were made, in the params' own names."""
+def _lineage(source: str, params: Params, origin: dict[str, Any] | None = None) -> str:
+    """How the deployed weights were made, in the params' own names (`origin`: the pruned card's)."""
     kd = f"KD α={params.kd.alpha}, T={params.kd.temperature}"
     chain = {
         "teacher": f"teacher `{params.teacher.model}` trained from the labels",
@@ -79,11 +79,15 @@ def _lineage(source: str, params: Params) -> str:
         "direct": f"student `{params.student.model}` distilled from teacher `{params.teacher.model}` directly ({kd})",
         "baseline": f"student `{params.student.model}` trained from the labels alone (no teacher)",
     }
-    if source == "pruned":
-        return chain["student"] + f", pruned {params.prune.method} {params.prune.ratio:g}"
-    if source == QAT_ROLE:
-        return (chain["student"] + f", pruned {params.prune.method} {params.prune.ratio:g}, quantization-aware"
-                f" fine-tune for {params.quantize.qat_epochs} epochs (int8 rounding of weights and activations)")
+    if source in ("pruned", QAT_ROLE):
+        origin = origin or {"source": "student", "teachers": ["assistant"]}
+        taught = " + ".join(origin["teachers"]) or "the labels alone"
+        made = (chain[origin["source"]] + f", pruned {params.prune.method} {params.prune.ratio:g} (the best small"
+                f" model on validation; fine-tuned from {taught})")
+        if source == QAT_ROLE:
+            made += (f", quantization-aware fine-tune for {params.quantize.qat_epochs} epochs (int8 rounding of"
+                     " weights and activations)")
+        return made
     return chain[source]
 
 
@@ -91,7 +95,8 @@ def _rule(evaluation: dict, params: Params) -> str:
     """The selection rule in words, without measured timings (deployed_reason may carry one)."""
     if evaluation["targets"]["accuracy_drop"]["pass"]:
         return (f"export.select = {params.export.select} among the deployable variants within"
-                f" {params.targets.max_accuracy_drop:g} accuracy of the reference ({evaluation['reference']})")
+                f" {params.targets.max_accuracy_drop:g} validation {evaluation['decision_metric']} of the reference"
+                f" ({evaluation['reference']})")
     return evaluation["deployed_reason"]  # the fallback: most accurate, its reason names accuracies only
 
 
@@ -100,11 +105,12 @@ def _model_card(
 ) -> str:
     measured = evaluation["variants"][variant]
     reference = evaluation["reference"]
+    metric = evaluation["decision_metric"]
     if "int8_agreement" in check:
         check_line = (
-            f"int8 agrees with its float source on {check['int8_agreement_decided']:.2%} of the test decisions"
-            f" that are not near-ties ({check['decided_share']:.0%} of them) and on {check['int8_agreement']:.2%}"
-            " of all"
+            f"int8 loses {check['int8_val_drop']:+.4f} validation {check['int8_val_drop_metric']} against its float"
+            f" source (≤ quantize.max_accuracy_drop {params.quantize.max_accuracy_drop:g}) and agrees with it on"
+            f" {check['int8_agreement']:.2%} of the test images"
         )
     else:
         check_line = f"max |logit difference| vs PyTorch {check['max_abs_diff']:.1e}"
@@ -120,7 +126,7 @@ def _model_card(
            " `reports/summary.md` and `metrics/export.json`)"),
         f"- **Architecture**: timm `{card['timm_name']}`{' (channel-pruned)' if card.get('channel_pruned') else ''},"
         f" {measured['parameters'] / 1e6:.2f} M parameters, {measured.get('macs', 0) / 1e6:.1f} MMACs",
-        f"- **Made by**: {_lineage(source_of(variant), params)}"
+        f"- **Made by**: {_lineage(source_of(variant), params, card.get('origin'))}"
         + (f", int8 {'dynamic' if params.quantize.method == 'dynamic' else 'static'} (ONNX Runtime)"
            if variant.endswith("_int8") else "")
         + (f", calibrated on {calibration['images']} training images ({calibration['sampling']},"
@@ -131,14 +137,19 @@ def _model_card(
         f" {'labels (multi-label: sigmoid per label)' if card.get('task') == 'multilabel' else 'classes'},"
         f" input {card['input_size']},"
         f" mean {card['mean']}, std {card['std']}",
-        f"- **Test accuracy**: {measured['accuracy']:.4f}, macro F1 {measured['f1']:.4f}; reference {reference}"
-        f" {evaluation['variants'][reference]['accuracy']:.4f} (drop {measured['accuracy_drop_vs_reference']:.4f}),"
+        f"- **Chosen on validation** ({metric}): {measured['val'][metric]:.4f}; reference {reference}"
+        f" {evaluation['variants'][reference]['val'][metric]:.4f} (drop {measured['val_drop_vs_reference']:.4f})",
+        f"- **Test accuracy** (reported, never used to choose): {measured['accuracy']:.4f}, balanced"
+        f" {measured.get('balanced_accuracy', float('nan')):.4f}, macro F1 {measured['f1']:.4f}; reference"
+        f" {reference} {evaluation['variants'][reference]['accuracy']:.4f}"
+        f" (drop {measured['accuracy_drop_vs_reference']:.4f}),"
         f" teacher {evaluation['variants']['teacher']['accuracy']:.4f}"
         f" (drop {measured['accuracy_drop_vs_teacher']:.4f})",
         f"- **Size**: {measured['size_mb']:.2f} MB ({measured['size_ratio_vs_teacher']:.1f}× smaller than the teacher)",
         "- **Speed**: batch-1 latency and the ratio to the teacher are in `metrics/export.json` and"
         " `reports/summary.md` of the run that made this bundle (timings stay out of the bundle, so the same"
-        " inputs give the same files)",
+        f" inputs give the same files), measured on {describe(evaluation['machine'])}; int8 speed depends on the"
+        " instruction set most: `python -m kd_pipeline.predict --benchmark` times it where you deploy",
         f"- **Verified**: {check_line}, on {check['images']} test images",
         f"- **Chosen by**: {_rule(evaluation, params)}",
         "",
@@ -171,7 +182,7 @@ def export_deployable(
     model, card = load_checkpoint(layout.model_dir(source), num_classes=meta.num_classes)
     with atomic_dir(out_dir) as tmp:
         onnx_path = tmp / "model.onnx"
-        if variant in ONNX_VARIANTS:  # the very ONNX file evaluate measured
+        if is_onnx(variant):  # the very ONNX file evaluate measured
             shutil.copyfile(onnx_file(layout.models, variant), onnx_path)
         else:
             export_onnx(model, card["input_size"], onnx_path)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 RAW = Path("data/raw")  # datasets versioned with `dvc add` / `dvc import-url`, a dependency of prepare
@@ -38,3 +39,19 @@ def checkpoint_dir(models: Path, name: str) -> Path:
     """A float checkpoint's folder: models/<name>, except the QAT student, which the quantize stage
     writes inside its own output, models/quantized/."""
     return models / "quantized" / name if name == QAT_ROLE else models / name
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the stages read and write, relative to the project root (tests point it elsewhere)."""
+
+    prepared: Path = PREPARED
+    models: Path = MODELS
+    metrics: Path = METRICS
+    resume: Path = RESUME
+
+    def model_dir(self, role: str) -> Path:
+        return checkpoint_dir(self.models, role)
+
+
+DEFAULT_LAYOUT = Layout()

@@ -1,6 +1,6 @@
 """Quantization-aware training: the model trains with the int8 rounding it will be deployed with.
 
-ONNX Runtime's static QDQ quantization (kd_pipeline.compression.quantize_onnx) folds each
+ONNX Runtime's static QDQ quantization (kd_pipeline.quantization.quantize_onnx) folds each
 BatchNorm into the convolution before it, quantizes the folded weights per output channel,
 symmetric int8 (scale = max |w| / 127), and activations per tensor, uint8 with calibrated ranges.
 `prepare` makes a model compute that way while it trains:

@@ -1,9 +1,12 @@
 """Which variant to deploy, and whether it meets the targets; `python -m kd_pipeline.targets` for CI.
 
-Definitions, on the same test split and CPU:
-- reference         = targets.reference: the most accurate float model (best_float: teacher,
+Every choice reads the validation split, scored by the metric the run monitors (`train.monitor`,
+kd_pipeline.ranking: balanced accuracy on imbalanced data); test numbers are only reported.
+Definitions, on the same CPU:
+- reference         = targets.reference: the best float model on validation (best_float: teacher,
                       assistant, student, direct, baseline) or the teacher
-- accuracy drop     = reference accuracy − variant accuracy             (≤ max_accuracy_drop)
+- accuracy drop     = reference score − variant score, on validation    (≤ max_accuracy_drop);
+                      the test drop is reported beside it
 - speedup           = teacher batch-1 latency / variant latency − 1     (≥ min_speedup), in the
                       same runtime: an ONNX variant against the teacher in ONNX Runtime
                       (teacher_onnx), a PyTorch variant against the eager teacher
@@ -48,12 +51,17 @@ def ratios_vs_teacher(variant: dict[str, float], teacher: dict[str, float]) -> d
     }
 
 
-def reference_variant(variants: dict[str, dict[str, float]], targets: TargetsParams) -> str:
-    """The model accuracy drops are measured from (ties go to the earlier, bigger model)."""
+def val_score(measured: dict[str, Any], metric: str) -> float:
+    """A variant's validation score: the only number any decision reads."""
+    return measured["val"][metric]
+
+
+def reference_variant(variants: dict[str, dict[str, Any]], targets: TargetsParams, metric: str = "accuracy") -> str:
+    """The model drops are measured from, best on validation (ties go to the earlier, bigger model)."""
     if targets.reference == "teacher":
         return "teacher"
     measured = [name for name in FLOAT_MODELS if name in variants]
-    return max(measured, key=lambda name: variants[name]["accuracy"])
+    return max(measured, key=lambda name: val_score(variants[name], metric))
 
 
 @dataclass(frozen=True)
@@ -64,23 +72,31 @@ class Selection:
 
 
 def select_variant(
-    variants: dict[str, dict[str, float]],
+    variants: dict[str, dict[str, Any]],
     targets: TargetsParams,
     rule: ExportParams,
     unfaithful: dict[str, str] | None = None,
+    metric: str = "accuracy",
 ) -> Selection:
-    """The variant the rule picks among those within the accuracy budget of the reference.
+    """The variant the rule picks among those within the budget of the reference, on validation.
 
-    Never the teacher, never a variant in `unfaithful` (name → why it does not reproduce its
-    source). When none is within the budget, the most accurate candidate is taken and the
-    selection says so, so a run always ends with a model to ship.
+    Never the teacher, never a variant in `unfaithful` (name → why it may not ship). With
+    `select: fastest`, an int8 variant slower than its fp32 twin on this CPU is not a candidate
+    for fastest. When none is within the budget, the best candidate on validation is taken and
+    the selection says so, so a run always ends with a model to ship.
     """
-    unfaithful = unfaithful or {}
-    candidates = {name: m for name, m in variants.items() if name not in TEACHERS and name not in unfaithful}
+    unfaithful = dict(unfaithful or {})
+    if rule.select == "fastest":
+        unfaithful.update({n: "slower than its fp32 twin here" for n, m in variants.items()
+                           if m.get("slower_than_fp32_twin") and n not in unfaithful})
+    # Decisions see validation scores under the name "accuracy", sizes and latencies as measured.
+    view = {name: {"accuracy": val_score(m, metric), "size_mb": m["size_mb"], "latency_ms": m["latency_ms"]}
+            for name, m in variants.items()}
+    candidates = {name: m for name, m in view.items() if name not in TEACHERS and name not in unfaithful}
     if not candidates:
         return Selection(None, "no variant besides the teacher can be deployed", False)
-    reference = reference_variant(variants, targets)
-    best = variants[reference]["accuracy"]
+    reference = reference_variant(variants, targets, metric)
+    best = view[reference]["accuracy"]
     allowed = {n: m for n, m in candidates.items() if best - m["accuracy"] <= targets.max_accuracy_drop + 1e-12}
     if not allowed:
         chosen = max(candidates, key=lambda n: candidates[n]["accuracy"])
@@ -88,15 +104,16 @@ def select_variant(
         return Selection(
             chosen,
             f"no variant is within targets.max_accuracy_drop = {targets.max_accuracy_drop:g} of the reference"
-            f" ({reference}); deploying the most accurate one, {chosen} (drop {drop:.4f})",
+            f" ({reference}) in validation {metric}; deploying the best one on validation, {chosen}"
+            f" (drop {drop:.4f})",
             False,
         )
     key, pick = SELECT_KEY[rule.select]
     chosen = _pick(allowed, key, pick)
     return Selection(
         chosen,
-        f"{rule.select} variant within {targets.max_accuracy_drop:g} accuracy of the reference, {reference}"
-        f" ({key} {allowed[chosen][key]:.4g})",
+        f"{rule.select} variant within {targets.max_accuracy_drop:g} validation {metric} of the reference,"
+        f" {reference} ({'validation ' + metric if key == 'accuracy' else key} {allowed[chosen][key]:.4g})",
         True,
     )
 

@@ -21,15 +21,15 @@ def advice(role: str) -> str:
     )
 
 
-def primary_metric(task: str) -> str:
-    """The score that ranks models: accuracy, or mean per-label ROC AUC for multi-label data
-    (mean per-label accuracy rewards predicting every label absent)."""
-    return "roc_auc" if task == "multilabel" else "accuracy"
+def primary_metric(card: dict[str, Any]) -> str:
+    """The validation score that ranks a checkpoint against others: the one its training run
+    monitored (kd_pipeline.ranking), or for an older card, accuracy (ROC AUC for multi-label)."""
+    return card.get("ranked_by") or ("roc_auc" if card.get("task") == "multilabel" else "accuracy")
 
 
 def weaker_than_baseline(teacher_role: str, teacher_card: dict[str, Any], baseline_card: dict[str, Any]) -> str | None:
     """One line when the teacher scores below the baseline on validation, else None."""
-    metric = primary_metric(teacher_card.get("task", "multiclass"))
+    metric = primary_metric(baseline_card)
     teacher = teacher_card.get("val_metrics", {}).get(metric)
     baseline = baseline_card.get("val_metrics", {}).get(metric)
     if teacher is None or baseline is None or teacher >= baseline:
@@ -50,3 +50,10 @@ def teacher_warnings(models_dir: Path) -> list[str] | None:
     baseline = read_card(models_dir / "baseline")
     found = (weaker_than_baseline(role, read_card(models_dir / role), baseline) for role in ("teacher", "assistant"))
     return [line for line in found if line]
+
+
+def compressed_from(models_dir: Path) -> dict[str, Any] | None:
+    """Which small model the pruned one was made from and who taught its fine-tune (its card's
+    origin, kd_pipeline.origin); None when the pruned model or its origin is missing."""
+    path = models_dir / "pruned" / CARD_FILE
+    return read_card(path.parent).get("origin") if path.is_file() else None

@@ -34,6 +34,7 @@ from kd_pipeline.evaluation import classification_metrics, decide, mean_roc_auc,
 from kd_pipeline.files import atomic_file
 from kd_pipeline.gradient_flow import GradientFlow
 from kd_pipeline.params import KDParams, TrainParams
+from kd_pipeline.ranking import resolve_monitor
 
 
 def resolve_device(name: str) -> torch.device:
@@ -244,7 +245,7 @@ def fit(
     device = normalizer.device
     use_amp = device.type == "cuda"
     if cfg.monitor == "auto":
-        cfg = cfg.model_copy(update={"monitor": "roc_auc" if train.multilabel else "accuracy"})
+        cfg = cfg.model_copy(update={"monitor": resolve_monitor(cfg.monitor, train.labels)})
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg)
     stopper = EarlyStopping(cfg.early_stopping_patience, "min" if cfg.monitor == "loss" else "max")

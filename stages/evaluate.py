@@ -1,22 +1,26 @@
-"""Stage evaluate: every variant on the same test split → metrics, plots, reports/summary.md."""
+"""Stage evaluate: every variant on validation (decides) and test (reports) → metrics, plots,
+reports/summary.md."""
 
 from kd_pipeline import paths
 from kd_pipeline.comparison import compare, default_loaders
 from kd_pipeline.data import load_meta, load_split
 from kd_pipeline.errors import exit_on_pipeline_error
 from kd_pipeline.params import load_params
+from kd_pipeline.ranking import decision_metric
 from kd_pipeline.report import write_outputs
-from kd_pipeline.teachers import teacher_warnings
+from kd_pipeline.teachers import compressed_from, teacher_warnings
 
 
 @exit_on_pipeline_error
 def main() -> None:
     params = load_params()
     meta = load_meta(paths.PREPARED)
-    test = load_split(paths.PREPARED, "test")
+    train, val, test = (load_split(paths.PREPARED, split) for split in ("train", "val", "test"))
+    metric = decision_metric(params.train.monitor, train.labels)
     loaders = default_loaders(paths.MODELS, meta, params.evaluate.num_threads, qat=params.quantize.method == "qat")
-    result = compare(loaders, test, meta, params)
+    result = compare(loaders, val, test, meta, params, metric)
     result["evaluation"]["teacher_warnings"] = teacher_warnings(paths.MODELS)
+    result["evaluation"]["compressed_from"] = compressed_from(paths.MODELS)
     write_outputs(
         result, params, meta.class_names, test.labels.tolist(),
         paths.EVALUATION, paths.PLOTS, paths.SUMMARY, paths.EVALUATED_FILES,

@@ -9,7 +9,8 @@ from kd_pipeline.params import load_params
 def main() -> None:
     result = export_deployable(load_params())
     check = (
-        f"int8 agreement {result['int8_agreement_decided']:.2%} outside near-ties" if result["int8"]
+        f"int8 validation {result['int8_val_drop_metric']} {-result['int8_val_drop']:+.4f} against float,"
+        f" agreement {result['int8_agreement']:.2%} on test" if result["int8"]
         else f"max abs diff {result['max_abs_diff']:.1e}"
     )
     same = ", the file evaluate measured" if result["same_file_as_evaluated"] else ""

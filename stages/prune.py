@@ -1,9 +1,9 @@
 """Stage prune: the student, channel- (or weight-) pruned, then fine-tuned by distillation."""
 
-from kd_pipeline.compression import prune_student
 from kd_pipeline.distributed import relaunch
 from kd_pipeline.errors import exit_on_pipeline_error
 from kd_pipeline.params import load_params
+from kd_pipeline.pruning import prune_student
 
 
 @exit_on_pipeline_error

@@ -3,6 +3,7 @@ stages, tiny params, and commands run as a user would run them."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -21,8 +22,14 @@ STAGES = {
     "prepare", "train_teacher", "distill_assistant", "distill_student", "distill_direct", "train_baseline",
     "prune", "quantize", "evaluate", "visualize", "export",
 }
-VARIANTS = {*ROLES, "direct", "baseline", "pruned", "teacher_onnx", "student_onnx", "pruned_onnx", "student_int8",
-            "pruned_int8"}
+
+
+def variants_of(repo: Path) -> set[str]:
+    """The variants evaluate measures: every float model, the teacher in ONNX Runtime, and fp32 and
+    int8 ONNX of the pruned model and of the small model it was pruned from (its card's origin)."""
+    source = json.loads((repo / "models/pruned/model.json").read_text())["origin"]["source"]
+    return {*ROLES, "direct", "baseline", "pruned", "teacher_onnx", "pruned_onnx", "pruned_int8",
+            f"{source}_onnx", f"{source}_int8"}
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:

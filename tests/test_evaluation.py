@@ -46,9 +46,10 @@ def test_class_without_test_samples_is_a_warning_not_a_crash() -> None:
 
 def _variants(student_acc: float = 0.97, student_ms: float = 2.0, student_mb: float = 10.0) -> dict:
     return {
-        "teacher": {"accuracy": 0.98, "latency_ms": 10.0, "size_mb": 100.0},
-        "assistant": {"accuracy": 0.975, "latency_ms": 6.0, "size_mb": 50.0},
-        "student": {"accuracy": student_acc, "latency_ms": student_ms, "size_mb": student_mb},
+        "teacher": {"accuracy": 0.98, "val": {"accuracy": 0.98}, "latency_ms": 10.0, "size_mb": 100.0},
+        "assistant": {"accuracy": 0.975, "val": {"accuracy": 0.975}, "latency_ms": 6.0, "size_mb": 50.0},
+        "student": {"accuracy": student_acc, "val": {"accuracy": student_acc}, "latency_ms": student_ms,
+                    "size_mb": student_mb},
     }
 
 
@@ -63,13 +64,14 @@ def test_selection_rules_and_the_most_accurate_when_none_qualifies() -> None:
 
 def test_a_tie_on_the_rule_goes_to_the_faster_variant() -> None:
     """PneumoniaMNIST: pruned (PyTorch, 10.71 MB, 2.93 ms) and pruned_onnx (10.75 MB, 0.33 ms)."""
-    variants = {**_variants(student_mb=40.0), "pruned": {"accuracy": 0.975, "latency_ms": 2.93, "size_mb": 10.71},
-                "pruned_onnx": {"accuracy": 0.975, "latency_ms": 0.33, "size_mb": 10.75}}
+    variants = {**_variants(student_mb=40.0),
+                "pruned": {"accuracy": 0.975, "val": {"accuracy": 0.975}, "latency_ms": 2.93, "size_mb": 10.71},
+                "pruned_onnx": {"accuracy": 0.975, "val": {"accuracy": 0.975}, "latency_ms": 0.33, "size_mb": 10.75}}
     assert select_variant(variants, TargetsParams(), ExportParams(select="smallest")).variant == "pruned_onnx"
     variants["pruned_onnx"]["size_mb"] = 11.5  # beyond the margin: size decides
     assert select_variant(variants, TargetsParams(), ExportParams(select="smallest")).variant == "pruned"
-    twins = {**_variants(), "a": {"accuracy": 0.97, "latency_ms": 1.0, "size_mb": 5.0},
-             "b": {"accuracy": 0.975, "latency_ms": 1.01, "size_mb": 9.0}}
+    twins = {**_variants(), "a": {"accuracy": 0.97, "val": {"accuracy": 0.97}, "latency_ms": 1.0, "size_mb": 5.0},
+             "b": {"accuracy": 0.975, "val": {"accuracy": 0.975}, "latency_ms": 1.01, "size_mb": 9.0}}
     assert select_variant(twins, TargetsParams(), ExportParams(select="fastest")).variant == "a"  # then smaller
     # b is as accurate as the assistant (0.975) and faster
     assert select_variant(twins, TargetsParams(), ExportParams(select="most_accurate")).variant == "b"
@@ -77,11 +79,11 @@ def test_a_tie_on_the_rule_goes_to_the_faster_variant() -> None:
 
 def test_reference_is_the_best_float_model_unless_the_teacher_is_asked_for() -> None:
     weak_teacher = {
-        "teacher": {"accuracy": 0.727, "latency_ms": 10.0, "size_mb": 100.0},
-        "assistant": {"accuracy": 0.825, "latency_ms": 6.0, "size_mb": 50.0},
-        "student": {"accuracy": 0.855, "latency_ms": 2.0, "size_mb": 10.0},
-        "baseline": {"accuracy": 0.904, "latency_ms": 2.0, "size_mb": 10.0},
-        "pruned_int8": {"accuracy": 0.80, "latency_ms": 0.5, "size_mb": 2.0},
+        "teacher": {"accuracy": 0.727, "val": {"accuracy": 0.727}, "latency_ms": 10.0, "size_mb": 100.0},
+        "assistant": {"accuracy": 0.825, "val": {"accuracy": 0.825}, "latency_ms": 6.0, "size_mb": 50.0},
+        "student": {"accuracy": 0.855, "val": {"accuracy": 0.855}, "latency_ms": 2.0, "size_mb": 10.0},
+        "baseline": {"accuracy": 0.904, "val": {"accuracy": 0.904}, "latency_ms": 2.0, "size_mb": 10.0},
+        "pruned_int8": {"accuracy": 0.80, "val": {"accuracy": 0.80}, "latency_ms": 0.5, "size_mb": 2.0},
     }
     assert reference_variant(weak_teacher, TargetsParams()) == "baseline"
     assert reference_variant(weak_teacher, TargetsParams(reference="teacher")) == "teacher"
@@ -91,11 +93,44 @@ def test_reference_is_the_best_float_model_unless_the_teacher_is_asked_for() -> 
     assert lenient.variant == "pruned_int8" and lenient.within_budget
     strict = select_variant(weak_teacher, TargetsParams(), ExportParams())
     assert strict.variant in {"student", "baseline"} and "reference, baseline" in strict.reason
-    assert reference_variant({**weak_teacher, "pruned": {"accuracy": 0.99}}, TargetsParams()) == "baseline"
+    pruned = {"pruned": {"accuracy": 0.99, "val": {"accuracy": 0.99}}}
+    assert reference_variant({**weak_teacher, **pruned}, TargetsParams()) == "baseline"
+
+
+def test_decisions_read_validation_when_test_disagrees() -> None:
+    """The baseline is best on validation, the student on test: validation decides everything."""
+    variants = {
+        "teacher": {"accuracy": 0.90, "val": {"accuracy": 0.80, "balanced_accuracy": 0.70}, "latency_ms": 10.0,
+                    "size_mb": 100.0},
+        "student": {"accuracy": 0.95, "val": {"accuracy": 0.85, "balanced_accuracy": 0.60}, "latency_ms": 2.0,
+                    "size_mb": 10.0},
+        "baseline": {"accuracy": 0.85, "val": {"accuracy": 0.84, "balanced_accuracy": 0.75}, "latency_ms": 2.1,
+                     "size_mb": 10.0},
+    }
+    assert reference_variant(variants, TargetsParams(), "balanced_accuracy") == "baseline"
+    assert reference_variant(variants, TargetsParams(), "accuracy") == "student"
+    tight = TargetsParams(max_accuracy_drop=0.01)
+    assert select_variant(variants, tight, ExportParams(), metric="balanced_accuracy").variant == "baseline"
+    picked = select_variant(variants, tight, ExportParams(select="most_accurate"), metric="balanced_accuracy")
+    assert picked.variant == "baseline" and "validation balanced_accuracy" in picked.reason
+    without_val = {name: {k: v for k, v in m.items() if k != "val"} for name, m in variants.items()}
+    with pytest.raises(KeyError):  # no fallback to the test scores
+        select_variant(without_val, tight, ExportParams())
+
+
+def test_int8_slower_than_its_fp32_twin_is_never_the_fastest() -> None:
+    variants = {**_variants(), "pruned_onnx": {"accuracy": 0.97, "val": {"accuracy": 0.97}, "latency_ms": 0.40,
+                                               "size_mb": 10.0},
+                "pruned_int8": {"accuracy": 0.97, "val": {"accuracy": 0.97}, "latency_ms": 0.38, "size_mb": 2.5}}
+    assert select_variant(variants, TargetsParams(), ExportParams(select="fastest")).variant == "pruned_int8"
+    variants["pruned_int8"].update(latency_ms=0.50, slower_than_fp32_twin=True)
+    assert select_variant(variants, TargetsParams(), ExportParams(select="fastest")).variant == "pruned_onnx"
+    assert select_variant(variants, TargetsParams(), ExportParams(select="smallest")).variant == "pruned_int8"
 
 
 def test_variants_that_do_not_reproduce_their_source_are_never_deployed() -> None:
-    variants = {**_variants(), "student_int8": {"accuracy": 0.97, "latency_ms": 0.5, "size_mb": 2.0}}
+    variants = {**_variants(),
+                "student_int8": {"accuracy": 0.97, "val": {"accuracy": 0.97}, "latency_ms": 0.5, "size_mb": 2.0}}
     assert select_variant(variants, TargetsParams(), ExportParams()).variant == "student_int8"
     chosen = select_variant(variants, TargetsParams(), ExportParams(), {"student_int8": "int8 agrees on 90%"})
     assert chosen.variant == "student"
@@ -135,42 +170,55 @@ def test_check_command_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert info.value.code == 2
 
 
-def _fake_variant(name: str, logits: np.ndarray, ms: float, mb: float, folder: Path) -> Variant:
-    """A variant that answers `logits` for the images in order (the test split is run in one chunk)."""
+def _fake_variant(name: str, truth: dict[bytes, int], ms: float, mb: float, folder: Path,
+                  flip: int = 0) -> Variant:
+    """A variant that answers the true class of every image it is shown (any split), but the next
+    class for the images whose checksum is divisible by `flip` (about 1 in `flip`)."""
     import time
+    import zlib
 
     def run(images: np.ndarray) -> np.ndarray:
         time.sleep(ms / 1000)
-        return np.resize(logits, (len(images), logits.shape[1]))
+        out = np.zeros((len(images), 10))
+        for row, image in enumerate(images):
+            label = truth.get(image.tobytes(), 0)
+            if flip and zlib.crc32(image.tobytes()) % flip == 0:
+                label = (label + 1) % 10
+            out[row, label] = 5.0
+        return out
 
     path = folder / f"{name}.bin"
     path.write_bytes(name.encode())
     return Variant(name=name, run=run, size_mb=mb, parameters=1000, macs=None, kind="fake", path=path)
 
 
+def _truth(*splits: Split) -> dict[bytes, int]:
+    return {np.asarray(image).tobytes(): int(label) for split in splits
+            for image, label in zip(split.images, split.labels, strict=True)}
+
+
 def test_compare_report_lists_every_variant_and_marks_missing(prepared_dir: Path, tmp_path: Path) -> None:
     meta = load_meta(prepared_dir)
-    test = load_split(prepared_dir, "test")
-    perfect = np.eye(10)[test.labels] * 5
+    val, test = (load_split(prepared_dir, split) for split in ("val", "test"))
+    truth = _truth(val, test)
     params = parse_params({"evaluate": {"warmup": 0, "repeats": 3, "throughput_batch": 4}})
 
     def broken() -> Variant:
         raise CheckpointError("models/baseline/model.json: not found")
 
-    flipped = perfect.copy()
-    flipped[: len(flipped) // 5] = np.roll(flipped[: len(flipped) // 5], 1, axis=1)  # 20% confident flips
     loaders = {
-        "teacher": lambda: _fake_variant("teacher", perfect, 2.0, 100.0, tmp_path),
-        "student": lambda: _fake_variant("student", perfect, 0.1, 10.0, tmp_path),
+        "teacher": lambda: _fake_variant("teacher", truth, 2.0, 100.0, tmp_path),
+        "student": lambda: _fake_variant("student", truth, 0.1, 10.0, tmp_path),
         "baseline": broken,
-        "student_int8": lambda: _fake_variant("student_int8", flipped, 0.05, 3.0, tmp_path),
+        "student_int8": lambda: _fake_variant("student_int8", truth, 0.05, 3.0, tmp_path, flip=5),
     }
-    fake_test = Split(images=np.array(test.images), labels=test.labels)
-    result = compare(loaders, fake_test, meta, params)
+    result = compare(loaders, val, test, meta, params, "accuracy")
     evaluation = result["evaluation"]
     assert set(evaluation["variants"]) == {"teacher", "student", "student_int8"}
     assert "baseline" in evaluation["missing"]
-    assert 0.5 < evaluation["variants"]["student_int8"]["int8_agreement"] < 0.9
+    assert 0.5 < evaluation["variants"]["student_int8"]["int8_agreement"] < 0.95
+    assert 0.5 < evaluation["variants"]["student_int8"]["int8_agreement_val"] < 0.95
+    assert evaluation["variants"]["student_int8"]["val"]["accuracy"] < 0.95  # decided on validation
     assert "student_int8" in evaluation["not_deployable"]
     assert "quantize.per_channel" not in evaluation["not_deployable"]["student_int8"]  # already true
     assert evaluation["deployed"] == "student" and evaluation["targets_passed"]
@@ -190,7 +238,8 @@ def test_compare_report_lists_every_variant_and_marks_missing(prepared_dir: Path
     )
     summary = (tmp_path / "summary.md").read_text()
     assert "| teacher |" in summary and "| student |" in summary and "**baseline**: models/baseline" in summary
-    assert "Reference for accuracy drops: **teacher**" in summary and "- **student_int8**: int8 agrees" in summary
+    assert "Reference for drops: **teacher**" in summary and "- **student_int8**: int8 loses" in summary
+    assert "reads the **validation** split, scored by **accuracy**" in summary and "CPU: " in summary
     assert json.loads((tmp_path / "plots/confusion/student.json").read_text())[0].keys() == {"actual", "predicted"}
     assert (tmp_path / "plots/tradeoff.png").read_bytes()[:4] == b"\x89PNG"
     assert render_summary(result, params) == summary
@@ -200,14 +249,14 @@ def test_speed_of_an_onnx_variant_is_judged_against_the_teacher_in_onnx_runtime(
                                                                                tmp_path: Path) -> None:
     """Like with like: ONNX Runtime's own gain over eager PyTorch is not credited to compression."""
     meta = load_meta(prepared_dir)
-    test = load_split(prepared_dir, "test")
-    perfect = np.eye(10)[test.labels] * 5
+    val, test = (load_split(prepared_dir, split) for split in ("val", "test"))
+    truth = _truth(val, test)
     params = parse_params({"evaluate": {"warmup": 0, "repeats": 3, "throughput_batch": 4},
                            "targets": {"min_speedup": 4.0}})
-    loaders = {name: (lambda name=name, ms=ms, mb=mb: _fake_variant(name, perfect, ms, mb, tmp_path))
+    loaders = {name: (lambda name=name, ms=ms, mb=mb: _fake_variant(name, truth, ms, mb, tmp_path))
                for name, ms, mb in (("teacher", 40.0, 100.0), ("teacher_onnx", 10.0, 1.0),
                                     ("student", 20.0, 10.0), ("student_onnx", 5.0, 9.0))}
-    evaluation = compare(loaders, Split(np.array(test.images), test.labels), meta, params)["evaluation"]
+    evaluation = compare(loaders, val, test, meta, params, "accuracy")["evaluation"]
     onnx = evaluation["variants"]["student_onnx"]
     assert evaluation["deployed"] == "student_onnx"  # teacher_onnx is smaller, but a reference
     assert 1.5 < onnx["latency_ratio_same_runtime"] < 3  # 10 ms / 5 ms, against teacher_onnx
@@ -224,7 +273,8 @@ def test_teacher_missing_is_fatal(prepared_dir: Path) -> None:
         raise CheckpointError("models/teacher/model.json: not found")
 
     with pytest.raises(PipelineError, match="teacher could not be evaluated"):
-        compare({"teacher": broken}, load_split(prepared_dir, "test"), meta, parse_params({}))
+        split = load_split(prepared_dir, "test")
+        compare({"teacher": broken}, split, split, meta, parse_params({}), "accuracy")
 
 
 def test_time_model_reports_medians() -> None:
@@ -291,10 +341,10 @@ def test_an_onnx_variant_loads_without_its_pytorch_source(tmp_path) -> None:
     import pytest as _pytest
 
     from kd_pipeline.comparison import load_onnx_variant
-    from kd_pipeline.compression import export_onnx
     from kd_pipeline.data import Meta
     from kd_pipeline.errors import CheckpointError
     from kd_pipeline.models import create_model
+    from kd_pipeline.onnx_export import export_onnx
 
     folder = tmp_path / "models" / "quantized"  # no models/student beside it
     folder.mkdir(parents=True)

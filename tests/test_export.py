@@ -8,12 +8,12 @@ import torch
 from onnx import numpy_helper
 
 from kd_pipeline.comparison import predict_split
-from kd_pipeline.compression import export_onnx
 from kd_pipeline.data import Split
 from kd_pipeline.evaluation import decide, onnx_runner
 from kd_pipeline.export import ExportError, prove
 from kd_pipeline.fidelity import file_sha256, predictions_sha256
 from kd_pipeline.models import create_model
+from kd_pipeline.onnx_export import export_onnx
 from kd_pipeline.params import parse_params
 
 CARD = {"mean": [0.5] * 3, "std": [0.25] * 3, "input_size": [3, 16, 16]}
@@ -70,18 +70,21 @@ def test_the_model_card_holds_no_timing_so_the_bundle_hashes_the_same_on_reruns(
     from kd_pipeline.export import _model_card
 
     def evaluation(latency: float) -> dict:
-        measured = {"accuracy": 0.9, "f1": 0.9, "parameters": 1e6, "macs": 1e6, "size_mb": 1.0,
-                    "latency_ms": latency, "latency_ratio_vs_teacher": 30 / latency, "size_ratio_vs_teacher": 9.0,
-                    "accuracy_drop_vs_reference": 0.0, "accuracy_drop_vs_teacher": 0.0}
+        measured = {"accuracy": 0.9, "f1": 0.9, "val": {"accuracy": 0.88}, "parameters": 1e6, "macs": 1e6,
+                    "size_mb": 1.0, "latency_ms": latency, "latency_ratio_vs_teacher": 30 / latency,
+                    "size_ratio_vs_teacher": 9.0, "accuracy_drop_vs_reference": 0.0, "accuracy_drop_vs_teacher": 0.0,
+                    "val_drop_vs_reference": 0.0}
         speedup = {"value": 30 / latency - 1, "limit": 0.4, "pass": 30 / latency - 1 >= 0.4}
         return {"variants": {"student": measured, "teacher": {**measured, "accuracy": 0.9}}, "reference": "student",
                 "deployed": "student", "deployed_reason": f"fastest variant (latency_ms {latency:.4g})",
                 "targets": {"accuracy_drop": {"value": 0.0, "limit": 0.05, "pass": True}, "speedup": speedup},
-                "targets_passed": speedup["pass"]}
+                "targets_passed": speedup["pass"], "decision_metric": "accuracy",
+                "machine": {"model": "Test CPU", "arch": "x86_64", "isa": ["avx2"], "int8_kernels": "AVX2"}}
 
     card = {"timm_name": "resnet18", "class_names": ["a", "b"], "input_size": [3, 8, 8], "mean": [0.5], "std": [0.5]}
     check = {"same_file_as_evaluated": True, "images": 10, "max_abs_diff": 1e-6}
     first, second = (_model_card("student", card, evaluation(t), PARAMS, check) for t in (1.234, 1.567))
     assert first == second and "1.23" not in first
+    assert "**Chosen on validation** (accuracy): 0.8800" in first and "Test CPU (x86_64; avx2" in first
     slow = _model_card("student", card, evaluation(29.0), PARAMS, check)
     assert "**meets_targets**: false (missed: speedup;" in slow

@@ -1,46 +1,44 @@
 import numpy as np
 import pytest
 
-from kd_pipeline.fidelity import decided, float_fidelity, int8_fidelity
+from kd_pipeline.fidelity import agreement, float_fidelity, int8_fidelity
 from kd_pipeline.params import ExportParams, QuantizeParams
 
-# Four images, three classes: two clear decisions, two near-ties (top-1 minus top-2 < 0.2).
 FLOAT = np.log(np.array([[0.90, 0.05, 0.05], [0.05, 0.90, 0.05], [0.45, 0.40, 0.15], [0.30, 0.35, 0.35]]))
 
 
-def test_near_ties_are_found_by_the_probability_margin() -> None:
-    assert decided(FLOAT, multilabel=False, margin=0.2).tolist() == [True, True, False, False]
-    assert decided(FLOAT, multilabel=False, margin=0.0).all()
-    labels = np.array([[3.0, 0.1], [-0.2, -4.0]])  # p = .95, .52 / .45, .02
-    assert decided(labels, multilabel=True, margin=0.2).tolist() == [[True, False], [False, True]]
-
-
-def test_int8_flips_of_near_ties_are_reported_but_do_not_block() -> None:
+def test_agreement_counts_every_image_and_every_label() -> None:
     int8 = FLOAT.copy()
-    int8[2] = FLOAT[2][[1, 0, 2]]  # a near-tie flips
-    check = int8_fidelity(int8, FLOAT, False, ExportParams(), QuantizeParams())
-    assert check["int8_agreement"] == 0.75 and check["int8_agreement_decided"] == 1.0
-    assert check["decided_share"] == 0.5 and check["pass"] and check["reason"] == ""
-
-
-def test_int8_flips_of_clear_decisions_block_with_advice_for_the_params_in_force() -> None:
-    int8 = FLOAT.copy()
-    int8[0] = FLOAT[0][[1, 0, 2]]  # a confident decision flips
-    check = int8_fidelity(int8, FLOAT, False, ExportParams(), QuantizeParams(per_channel=True))
-    assert not check["pass"] and check["int8_agreement_decided"] == 0.5
-    assert "50.00% of the test top-1 classes that are not near-ties" in check["reason"]
-    assert "per_channel" not in check["reason"] and "calibration_batches is 8" in check["reason"]
-    off = int8_fidelity(int8, FLOAT, False, ExportParams(), QuantizeParams(per_channel=False, method="dynamic"))
-    assert "quantize.per_channel: true" in off["reason"] and "quantize.method: static" in off["reason"]
-    assert "calibration" not in off["reason"]
-    assert int8_fidelity(int8, FLOAT, False, ExportParams(min_int8_agreement=0.5), QuantizeParams())["pass"]
-
-
-def test_multilabel_fidelity_compares_label_decisions() -> None:
+    int8[2] = FLOAT[2][[1, 0, 2]]  # a near-tie flips: it counts like any other image
+    assert agreement(int8, FLOAT, multilabel=False) == 0.75
     float_logits = np.array([[3.0, -3.0], [2.5, 0.05]])
-    int8 = np.array([[2.9, -3.1], [2.4, -0.05]])  # only the near-tie label flips
-    check = int8_fidelity(int8, float_logits, True, ExportParams(), QuantizeParams())
-    assert check["int8_agreement"] == 0.75 and check["int8_agreement_decided"] == 1.0 and check["pass"]
+    assert agreement(np.array([[2.9, -3.1], [2.4, -0.05]]), float_logits, multilabel=True) == 0.75
+
+
+def test_int8_ships_when_validation_accuracy_holds() -> None:
+    source = {"accuracy": 0.900, "balanced_accuracy": 0.800, "f1": 0.7}
+    int8 = {"accuracy": 0.895, "balanced_accuracy": 0.795, "f1": 0.5}  # f1 is not the decision metric
+    check = int8_fidelity(int8, source, "accuracy", QuantizeParams(max_accuracy_drop=0.01))
+    assert check["pass"] and check["reason"] == "" and check["int8_val_drop"] == pytest.approx(0.005)
+
+
+def test_int8_is_refused_when_the_balanced_accuracy_falls_even_if_accuracy_holds() -> None:
+    """RetinaMNIST's case: accuracy nearly kept while the small classes are lost."""
+    source = {"accuracy": 0.55, "balanced_accuracy": 0.45}
+    int8 = {"accuracy": 0.545, "balanced_accuracy": 0.40}
+    check = int8_fidelity(int8, source, "accuracy", QuantizeParams(per_channel=True))
+    assert not check["pass"] and check["int8_val_drop_metric"] == "balanced_accuracy"
+    assert "loses 0.0500 validation balanced_accuracy" in check["reason"]
+    assert "per_channel" not in check["reason"] and "calibration_batches is 8" in check["reason"]
+    off = int8_fidelity(int8, source, "accuracy", QuantizeParams(per_channel=False, method="dynamic"))
+    assert "quantize.per_channel: true" in off["reason"] and "quantize.method: static" in off["reason"]
+    assert int8_fidelity(int8, source, "accuracy", QuantizeParams(max_accuracy_drop=0.05))["pass"]
+
+
+def test_multilabel_int8_is_judged_on_its_decision_metric() -> None:
+    source = {"accuracy": 0.95, "roc_auc": 0.80}
+    assert not int8_fidelity({"accuracy": 0.95, "roc_auc": 0.75}, source, "roc_auc", QuantizeParams())["pass"]
+    assert int8_fidelity({"accuracy": 0.95, "roc_auc": 0.795}, source, "roc_auc", QuantizeParams())["pass"]
 
 
 def test_float_fidelity_bounds_the_largest_logit_difference() -> None:

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, TINY_MODEL
-from tests.e2e import ROLES, STAGES, VARIANTS, new_repo, run, write_params
+from tests.e2e import ROLES, STAGES, new_repo, run, variants_of, write_params
 
 
 @pytest.fixture(scope="module")
@@ -46,12 +46,21 @@ def test_repro_writes_every_output(repo: Path) -> None:
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     assert set(lock["stages"]) == STAGES
     evaluation = json.loads((repo / "metrics/evaluate.json").read_text())
+    VARIANTS = variants_of(repo)
     assert set(evaluation["variants"]) == VARIANTS
-    assert {"distillation_gain", "assistant_gain", "targets", "reference"} <= set(evaluation)
+    assert {"distillation_gain", "assistant_gain", "targets", "reference", "machine"} <= set(evaluation)
+    # Compression starts from the best small model on validation, in the run's decision metric.
+    origin = json.loads((repo / "models/pruned/model.json").read_text())["origin"]
+    metric = evaluation["decision_metric"]
+    small = {role: json.loads((repo / f"models/{role}/model.json").read_text())["val_metrics"][metric]
+             for role in ("student", "direct", "baseline")}
+    assert origin["source"] == max(small, key=small.get) and origin["metric"] == metric
+    assert all(evaluation["variants"][name]["val"][metric] >= 0 for name in VARIANTS)
     assert json.loads((repo / "reports/evaluated_files.json").read_text())[evaluation["deployed"]]["sha256"]
     summary = (repo / "reports/summary.md").read_text()
     for name in VARIANTS:
         assert f"| {name} |" in summary
+    assert f"Compression: {origin['reason']}." in summary
     exported = json.loads((repo / "metrics/export.json").read_text())
     assert exported["variant"] == evaluation["deployed"]
     assert exported["meets_targets"] == evaluation["targets_passed"]

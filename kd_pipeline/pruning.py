@@ -1,0 +1,192 @@
+"""Pruning that shows up in bytes and milliseconds, and the prune stage's driver.
+
+- Structured pruning removes whole channels with Torch-Pruning's dependency graph, so the
+  result is a smaller dense network (fewer parameters and MACs, faster on any CPU). For timm
+  ViTs it narrows the embedding, every attention head and the MLP hidden layer.
+- Unstructured pruning zeroes single weights; it is reported with its sparsity and does
+  not make dense inference faster (the tensors keep their shapes).
+- It starts from the best small model on validation and distils only from teachers that beat
+  it (kd_pipeline.origin).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from timm.layers import Attention
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+
+from kd_pipeline.chain import load_teachers, stage_live
+from kd_pipeline.data import Normalizer, load_meta, load_split
+from kd_pipeline.distributed import Ranks, session
+from kd_pipeline.errors import CompressionError
+from kd_pipeline.evaluation import classification_metrics, count_macs, decide, predict_logits
+from kd_pipeline.models import count_parameters, load_checkpoint, move_to_device, save_checkpoint, sync_attention
+from kd_pipeline.origin import SMALL_MODELS, TEACHER_ROLES, choose_origin
+from kd_pipeline.params import Params, PruneParams, fingerprint
+from kd_pipeline.paths import DEFAULT_LAYOUT, Layout
+from kd_pipeline.ranking import decision_metric
+from kd_pipeline.training import ResumeFile, fit, resolve_device, seed_everything
+
+
+def _importance(name: str) -> Any:
+    import torch_pruning as tp
+
+    return {
+        "l1": lambda: tp.importance.MagnitudeImportance(p=1),
+        "l2": lambda: tp.importance.MagnitudeImportance(p=2),
+        "lamp": lambda: tp.importance.LAMPImportance(p=2),
+        "fpgm": lambda: tp.importance.FPGMImportance(),
+        "random": lambda: tp.importance.RandomImportance(),
+    }[name]()
+
+
+def layers_to_keep(model: nn.Module, names: list[str]) -> list[nn.Module]:
+    """The classifier plus the named layers; an unknown name is an error that lists real ones."""
+    modules = dict(model.named_modules())
+    unknown = [n for n in names if n not in modules]
+    if unknown:
+        examples = ", ".join(n for n, m in modules.items() if isinstance(m, nn.Conv2d))
+        raise CompressionError(
+            f"prune.keep_layers: no layer named {', '.join(unknown)}; layers with channels: {examples[:300]}"
+        )
+    return [model.get_classifier(), *(modules[n] for n in names)]
+
+
+def prune_channels(model: nn.Module, input_size: list[int], cfg: PruneParams) -> nn.Module:
+    """Remove `cfg.ratio` of the channels (dependency-aware), in `cfg.iterative_steps` steps."""
+    import torch_pruning as tp
+
+    example = torch.zeros(1, *input_size)
+    # Vision transformers: Torch-Pruning narrows each head of a qkv projection alike (heads kept),
+    # and the attention blocks are told their new head size after every step.
+    heads = {m.qkv: m.num_heads for m in model.modules() if isinstance(m, Attention)}
+    try:
+        pruner = tp.pruner.MetaPruner(
+            model.eval(),
+            example,
+            importance=_importance(cfg.importance),
+            global_pruning=cfg.global_pruning,
+            pruning_ratio=cfg.ratio,
+            iterative_steps=cfg.iterative_steps,
+            ignored_layers=layers_to_keep(model, cfg.keep_layers),
+            round_to=cfg.round_to or None,
+            num_heads=heads,
+            prune_head_dims=bool(heads),
+            prune_num_heads=False,
+        )
+        for _ in range(cfg.iterative_steps):
+            pruner.step()
+            sync_attention(model)
+        model(example)  # the pruned graph must still run
+    except CompressionError:
+        raise
+    except Exception as err:  # Torch-Pruning raises many kinds on graphs it cannot trace
+        raise CompressionError(
+            f"Torch-Pruning cannot prune {type(model).__name__}: {type(err).__name__}: {str(err).splitlines()[0]}"
+            " (try prune.method: unstructured, or list the offending layers in prune.keep_layers)"
+        ) from None
+    return model
+
+
+def prune_weights(model: nn.Module, cfg: PruneParams) -> nn.Module:
+    """Zero the smallest weights of every conv and linear layer (global or per layer), masks kept."""
+    targets = [(m, "weight") for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    if cfg.global_pruning:
+        torch_prune.global_unstructured(targets, pruning_method=torch_prune.L1Unstructured, amount=cfg.ratio)
+    else:
+        for module, name in targets:
+            torch_prune.l1_unstructured(module, name, amount=cfg.ratio)
+    return model
+
+
+def make_pruning_permanent(model: nn.Module) -> nn.Module:
+    """Fold unstructured masks into the weights so the state dict has plain `weight` tensors."""
+    for module in model.modules():
+        if torch_prune.is_pruned(module) and hasattr(module, "weight_mask"):
+            torch_prune.remove(module, "weight")
+    return model
+
+
+def sparsity(model: nn.Module) -> float:
+    """Fraction of exactly-zero weights over conv and linear layers."""
+    total = zeros = 0
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d | nn.Linear):
+            total += module.weight.numel()
+            zeros += int((module.weight == 0).sum())
+    return zeros / max(total, 1)
+
+
+def prune_student(params: Params, layout: Layout = DEFAULT_LAYOUT) -> dict[str, Any]:
+    """Prune the best small model on validation, fine-tune it by distillation from the teachers
+    that beat it (or on the labels alone), write models/pruned."""
+    student_train = params.train_for("pruned")  # the student's budget, with its own train keys
+    with session(resolve_device(student_train.device)) as (ranks, device):
+        return _prune_student(params, layout, ranks, device)
+
+
+def _prune_student(params: Params, layout: Layout, ranks: Ranks, device: torch.device) -> dict[str, Any]:
+    cfg = params.prune
+    meta = load_meta(layout.prepared)
+    train, val, test = (load_split(layout.prepared, s) for s in ("train", "val", "test"))
+    student_train = params.train_for("pruned")
+    seed_everything(student_train.seed, student_train.num_threads)
+    metric = decision_metric(params.train.monitor, train.labels)
+    origin = choose_origin({r: layout.model_dir(r) for r in (*SMALL_MODELS, *TEACHER_ROLES)}, metric,
+                           params.kd.learn_from)
+    if ranks.is_main:
+        print(f"prune: {origin.reason}")
+    model, card = load_checkpoint(layout.model_dir(origin.source), num_classes=meta.num_classes)
+    before = {"parameters": count_parameters(model), "macs": count_macs(model, card["input_size"])}
+    if cfg.method == "structured":
+        prune_channels(model, card["input_size"], cfg)
+    else:
+        prune_weights(model, cfg)
+    teacher, _ = load_teachers(origin.teachers, params, layout, meta, device)
+    model = move_to_device(model, device)
+    normalizer = Normalizer(card["mean"], card["std"], device, channels_last=device.type == "cuda")
+    finetune = student_train.model_copy(
+        update={"epochs": max(cfg.epochs, 1), "lr": cfg.lr, "scheduler": "cosine"}
+    )
+    kd = params.kd if teacher is not None else None
+    with stage_live(layout.metrics / "pruned", ranks) as live:
+        params_hash = fingerprint(card["params_hash"], cfg, kd, finetune, origin.as_card())
+        resume = ResumeFile(layout.resume / "pruned" / "state.pt", params_hash)  # a killed fine-tune resumes
+        if cfg.epochs > 0:
+            fit(model, train, val, finetune, normalizer, meta.num_classes,
+                teacher=teacher, kd=kd, live=live, resume=resume, name="pruned", ranks=ranks)
+        if live is None:
+            return {}  # only the first process measures and writes
+        live.log_params({f"prune.{k}": v for k, v in cfg.model_dump().items() if k != "keep_layers"}
+                        | {"prune.source": origin.source, "prune.teacher": "+".join(origin.teachers)})
+        model = make_pruning_permanent(model.to("cpu"))
+        cpu = Normalizer(card["mean"], card["std"], torch.device("cpu"), False)
+        scores = {name: classification_metrics(split.labels, decide(predict_logits(model, split, cpu).numpy(),
+                                                                    split.multilabel), meta.num_classes)
+                  for name, split in (("val", val), ("test", test))}
+        after = {"parameters": count_parameters(model), "macs": count_macs(model, card["input_size"])}
+        summary = {
+            "sparsity": sparsity(model),
+            "parameters_before": before["parameters"], "parameters_after": after["parameters"],
+            "macs_before": before["macs"], "macs_after": after["macs"],
+        }
+        for key, value in {**summary, **{f"test/{k}": v for k, v in scores["test"].items()}}.items():
+            live.log_metric(key, value, plot=False)
+    card = {
+        **card,
+        "role": "pruned",
+        "teacher": "+".join(origin.teachers),
+        "origin": origin.as_card(),
+        "channel_pruned": cfg.method == "structured",
+        "compression": {"prune": cfg.model_dump(), **summary},
+        "num_parameters": after["parameters"],
+        "val_metrics": scores["val"],
+        "test_metrics": scores["test"],
+        "params_hash": fingerprint(card["params_hash"], cfg, kd, origin.as_card()),
+    }
+    save_checkpoint(model, layout.model_dir("pruned"), card)
+    resume.clear()
+    return {**summary, **scores["test"], "source": origin.source}
