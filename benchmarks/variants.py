@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kd_pipeline.comparison import compare, default_loaders
+from kd_pipeline.comparison import compare, default_loaders, source_of
 from kd_pipeline.data import load_meta, load_split
+from kd_pipeline.machine import describe
 from kd_pipeline.params import load_params
+from kd_pipeline.ranking import decision_metric
 
 
 def main() -> None:
@@ -27,10 +29,13 @@ def main() -> None:
     params = params.model_copy(update={"evaluate": params.evaluate.model_copy(
         update={"num_threads": args.threads, "repeats": args.repeats, "throughput_batch": args.batch})})
     meta = load_meta("data/prepared")
-    test = load_split("data/prepared", "test")
+    train, val, test = (load_split("data/prepared", split) for split in ("train", "val", "test"))
     loaders = default_loaders(Path("models"), meta, args.threads)
-    variants = compare(loaders, test, meta, params)["evaluation"]["variants"]
-    print(f"\n{args.threads} thread(s), median of {args.repeats}; ratios are teacher / variant")
+    metric = decision_metric(params.train.monitor, train.labels)
+    evaluation = compare(loaders, val, test, meta, params, metric)["evaluation"]
+    variants = evaluation["variants"]
+    print(f"\nCPU: {describe(evaluation['machine'])}")
+    print(f"{args.threads} thread(s), median of {args.repeats}; ratios are teacher / variant; test accuracy")
     print(f"{'variant':14} {'acc':>7} {'params M':>9} {'MMACs':>8} {'MB':>7} {'ms b1':>7} "
           f"{'img/s':>7} {'x faster':>9} {'x smaller':>10} {'x thruput':>10}")
     teacher = variants["teacher"]
@@ -40,7 +45,7 @@ def main() -> None:
               f" {teacher['latency_ms'] / m['latency_ms']:9.2f} {teacher['size_mb'] / m['size_mb']:10.2f}"
               f" {m['throughput'] / teacher['throughput']:10.2f}")
     print("\nwhere the gain comes from (same model, one step at a time):")
-    for source in ("student", "pruned"):
+    for source in sorted({source_of(name) for name in variants if name.endswith("_int8")}):
         steps = [(source, f"{source}_onnx", "ONNX Runtime fp32 vs eager PyTorch"),
                  (f"{source}_onnx", f"{source}_int8", "int8 vs fp32, both in ONNX Runtime")]
         for before, after, what in steps:

@@ -154,7 +154,8 @@ def _model_card(
         f"- **Chosen by**: {_rule(evaluation, params)}",
         "",
         "Use: `python -m kd_pipeline.predict --model export IMAGE_OR_FOLDER ...` (needs only onnxruntime,",
-        "numpy and Pillow).",
+        "numpy and Pillow); `--benchmark` times the model"
+        + (" and its fp32 twin (model.fp32.onnx)" if variant.endswith("_int8") else "") + " on your CPU.",
         "",
     ])
 
@@ -184,6 +185,8 @@ def export_deployable(
         onnx_path = tmp / "model.onnx"
         if is_onnx(variant):  # the very ONNX file evaluate measured
             shutil.copyfile(onnx_file(layout.models, variant), onnx_path)
+        if variant.endswith("_int8"):  # its fp32 twin, so `predict --benchmark` can compare them where it runs
+            shutil.copyfile(onnx_file(layout.models, f"{source}_onnx"), tmp / "model.fp32.onnx")
         else:
             export_onnx(model, card["input_size"], onnx_path)
         check = prove(variant, onnx_path, model, card, test, record, evaluation["variants"][variant], params)

@@ -1,6 +1,7 @@
 """Classify image files with the exported model: ONNX Runtime, numpy and Pillow only (no torch).
 
     python -m kd_pipeline.predict --model export image.png folder/ [--json] [--top 3]
+    python -m kd_pipeline.predict --model export --benchmark [--threads 1] [--repeats 200]
 
 Unreadable files are reported on stderr and skipped; the exit code is 1 when any was skipped.
 A multi-label bundle (preprocessing.json "task": "multilabel") reports every label whose
@@ -62,6 +63,46 @@ class Classifier:
         return exp / exp.sum(axis=1, keepdims=True)
 
 
+def benchmark(bundle: Path, threads: int, repeats: int) -> dict[str, float]:
+    """Batch-1 latency (median ms) of the shipped model and, when it is int8, of its fp32 twin
+    (model.fp32.onnx, shipped beside it), on this machine: int8 pays on some CPUs and not others."""
+    import time
+
+    import onnxruntime as ort
+
+    prep = json.loads((bundle / "preprocessing.json").read_text())
+    image = np.random.default_rng(0).standard_normal((1, *prep["input_size"])).astype(np.float32)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    latencies = {}
+    for name in ("model.onnx", "model.fp32.onnx"):
+        if not (bundle / name).is_file():
+            continue
+        session = ort.InferenceSession(str(bundle / name), options, providers=["CPUExecutionProvider"])
+        for _ in range(max(5, repeats // 10)):  # warm-up
+            session.run(None, {"input": image})
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            session.run(None, {"input": image})
+            times.append(time.perf_counter() - start)
+        latencies[name] = float(np.median(times) * 1000)
+    return latencies
+
+
+def _print_benchmark(bundle: Path, threads: int, repeats: int) -> None:
+    from kd_pipeline.machine import cpu_info, describe
+
+    latencies = benchmark(bundle, threads, repeats)
+    print(f"CPU: {describe(cpu_info())}; {threads} thread(s), batch 1, median of {repeats}")
+    for name, ms in latencies.items():
+        print(f"{name}\t{ms:.3f} ms")
+    if len(latencies) == 2:
+        ratio = latencies["model.fp32.onnx"] / latencies["model.onnx"]
+        verdict = "int8 pays here" if ratio > 1 else "int8 is slower here: ship model.fp32.onnx on this CPU"
+        print(f"int8 is {ratio:.2f}x the speed of fp32 ({verdict})")
+
+
 def image_files(paths: list[str]) -> list[Path]:
     """Files as given, and the image files inside any folder given (sorted, recursive)."""
     found: list[Path] = []
@@ -76,16 +117,24 @@ def image_files(paths: list[str]) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("paths", nargs="+", help="image files or folders")
+    parser.add_argument("paths", nargs="*", help="image files or folders")
     parser.add_argument("--model", default="export", help="the export bundle folder")
     parser.add_argument("--json", action="store_true", help="one JSON list on stdout")
     parser.add_argument("--top", type=int, default=1, help="classes per image")
+    parser.add_argument("--benchmark", action="store_true", help="time the shipped model (and its fp32 twin) here")
+    parser.add_argument("--threads", type=int, default=1, help="--benchmark: ONNX Runtime threads")
+    parser.add_argument("--repeats", type=int, default=200, help="--benchmark: timed runs")
     args = parser.parse_args(argv)
     try:
         classifier = Classifier(args.model)
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.benchmark:
+        _print_benchmark(Path(args.model), args.threads, args.repeats)
+        return 0
+    if not args.paths:
+        parser.error("give image files or folders, or --benchmark")
     results, skipped = [], 0
     for path in image_files(args.paths):
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +78,18 @@ def test_the_exif_orientation_is_applied_as_a_viewer_shows_it(tmp_path: Path) ->
     image.save(tmp_path / "rotated.jpg", exif=exif)
     with Image.open(tmp_path / "rotated.jpg") as saved:
         assert saved.size == (30, 10) and to_rgb(saved).size == (10, 30)
+
+
+def test_benchmark_times_the_model_and_its_fp32_twin_where_it_runs(
+    bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert predict.main(["--model", str(bundle), "--benchmark", "--repeats", "5"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("CPU: ") and "model.onnx\t" in out and "model.fp32.onnx" not in out
+    twin = tmp_path / "bundle"
+    shutil.copytree(bundle, twin)
+    shutil.copyfile(twin / "model.onnx", twin / "model.fp32.onnx")
+    latencies = predict.benchmark(twin, threads=1, repeats=5)
+    assert set(latencies) == {"model.onnx", "model.fp32.onnx"} and all(ms > 0 for ms in latencies.values())
+    assert predict.main(["--model", str(twin), "--benchmark", "--repeats", "5"]) == 0
+    assert "int8 is " in capsys.readouterr().out

@@ -1,0 +1,27 @@
+from pathlib import Path
+
+from kd_pipeline.machine import cpu_info, describe
+
+
+def test_instruction_sets_are_read_from_cpuinfo(tmp_path: Path) -> None:
+    avx2 = tmp_path / "avx2"
+    avx2.write_text("processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse avx2 fma\n\n"
+                    "processor\t: 1\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse avx2 fma\n")
+    info = cpu_info(avx2)
+    assert info["model"] == "AMD EPYC 7B13" and info["isa"] == ["avx2", "fma"]
+    assert info["int8_kernels"].startswith("AVX2 (no VNNI")
+    vnni = tmp_path / "vnni"
+    vnni.write_text("model name\t: Intel Xeon\nflags\t\t: avx2 avx512f avx512_vnni\n")
+    assert cpu_info(vnni)["int8_kernels"] == "AVX-512 VNNI"
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd asimddp i8mm\nCPU part\t: 0xd40\n")
+    assert cpu_info(arm)["isa"] == ["asimd", "asimddp", "i8mm"] and cpu_info(arm)["int8_kernels"] == "ARM i8mm"
+
+
+def test_what_cannot_be_read_is_unknown_never_guessed(tmp_path: Path) -> None:
+    info = cpu_info(tmp_path / "missing")
+    assert info["isa"] == "unknown" and info["model"] == "unknown" and info["int8_kernels"] == "unknown"
+    assert "unknown" in describe(info)
+    blank = tmp_path / "blank"
+    blank.write_text("processor\t: 0\n")
+    assert cpu_info(blank)["isa"] == "unknown"
