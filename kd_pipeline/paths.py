@@ -29,7 +29,9 @@ PARETO_PLOTS = PLOTS / "pareto"  # across experiments: python -m kd_pipeline.par
 PARETO_REPORT = REPORTS / "pareto.md"
 VISUALIZE_PLOTS = PLOTS / "visualize"  # maps, feature maps and gradient flow as image plots
 VISUALIZE_METRICS = METRICS / "visualize.json"
-EVALUATED_FILES = REPORTS / "evaluated_files.json"  # the files evaluate measured, for export's proof
+EVALUATED_FILES = REPORTS / "evaluated_files.json"
+QUANTIZATION_REPORT = REPORTS / "quantization.md"  # where int8 loses, and the layers kept in float
+QUANTIZATION_PLOT = PLOTS / "quantization.png"  # the files evaluate measured, for export's proof
 
 
 QAT_ROLE = "pruned_qat"  # the pruned student after quantization-aware training (quantize.method: qat)

@@ -61,6 +61,11 @@ def test_repro_writes_every_output(repo: Path) -> None:
     for name in VARIANTS:
         assert f"| {name} |" in summary
     assert f"Compression: {origin['reason']}." in summary
+    quantization = (repo / "reports/quantization.md").read_text()
+    assert "## pruned" in quantization and (repo / "plots/quantization.png").is_file()
+    for name in VARIANTS:
+        if name.endswith("_int8"):
+            assert evaluation["variants"][name]["integer_mac_share"] >= 0.8
     exported = json.loads((repo / "metrics/export.json").read_text())
     assert exported["variant"] == evaluation["deployed"]
     assert exported["meets_targets"] == evaluation["targets_passed"]

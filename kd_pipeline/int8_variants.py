@@ -1,0 +1,163 @@
+"""The quantize stage: fp32 and int8 ONNX of the pruned model and of the small model it was made
+from (kd_pipeline.origin), the teacher's fp32 ONNX as the same-runtime reference, and with
+`quantize.method: qat` the quantization-aware student.
+
+Each int8 model is accuracy-controlled on validation (kd_pipeline.mixed_precision); the fp32 ONNX
+it starts from is kept, so int8 is compared with fp32 in the same runtime.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kd_pipeline import paths, qat
+from kd_pipeline.chain import load_teachers
+from kd_pipeline.data import Normalizer, load_meta, load_split
+from kd_pipeline.errors import CompressionError
+from kd_pipeline.evaluation import classification_metrics, count_macs, decide, predict_logits
+from kd_pipeline.files import atomic_dir, write_json
+from kd_pipeline.integer_kernels import integer_mac_share
+from kd_pipeline.mixed_precision import Control, controlled_int8, write_report
+from kd_pipeline.models import count_parameters, load_checkpoint, move_to_device, read_card, save_checkpoint
+from kd_pipeline.onnx_export import export_onnx
+from kd_pipeline.params import Params, fingerprint
+from kd_pipeline.paths import DEFAULT_LAYOUT, QAT_ROLE, Layout
+from kd_pipeline.quantization import CalibrationImages, calibration_sample, integer_ops, prepare_onnx
+from kd_pipeline.ranking import decision_metric
+from kd_pipeline.training import ResumeFile, fit, resolve_device, seed_everything
+
+
+def qat_student(params: Params, layout: Layout, out: Path) -> dict[str, float]:
+    """The pruned student fine-tuned for `quantize.qat_epochs` with the int8 rounding it will be
+    deployed with (kd_pipeline.qat), distilled like the prune fine-tune, saved to `out` as a plain
+    checkpoint (role pruned_qat). One process: the quantize stage does not run under torchrun."""
+    cfg = params.quantize
+    meta = load_meta(layout.prepared)
+    train, val, test = (load_split(layout.prepared, s) for s in ("train", "val", "test"))
+    budget = params.train_for("pruned")
+    seed_everything(budget.seed, budget.num_threads)
+    device = resolve_device(budget.device)
+    model, card = load_checkpoint(layout.model_dir("pruned"), num_classes=meta.num_classes)
+    teacher_roles = [role for role in card.get("teacher", "").split("+") if role]  # the prune fine-tune's
+    teacher, _ = load_teachers(teacher_roles, params, layout, meta, device)
+    kd = params.kd if teacher is not None else None
+    model = qat.prepare(move_to_device(model, device))
+    normalizer = Normalizer(card["mean"], card["std"], device, channels_last=device.type == "cuda")
+    finetune = budget.model_copy(update={"epochs": cfg.qat_epochs, "lr": cfg.qat_lr, "scheduler": "cosine",
+                                         "nproc_per_node": 1, "nnodes": 1})
+    params_hash = fingerprint(card["params_hash"], cfg, kd, finetune)
+    resume = ResumeFile(layout.resume / QAT_ROLE / "state.pt", params_hash)  # a killed fine-tune resumes
+    result = fit(model, train, val, finetune, normalizer, meta.num_classes,
+                 teacher=teacher, kd=kd, resume=resume, name=QAT_ROLE)
+    layers = len(qat.activation_ranges(model))
+    model = qat.finalize(model.to("cpu")).eval()
+    cpu = Normalizer(card["mean"], card["std"], torch.device("cpu"), False)
+    test_metrics = classification_metrics(
+        test.labels, decide(predict_logits(model, test, cpu).numpy(), test.multilabel), meta.num_classes
+    )
+    save_checkpoint(model, out, {
+        **card, "role": QAT_ROLE, "teacher": "+".join(teacher_roles),
+        "qat": {"epochs": cfg.qat_epochs, "lr": cfg.qat_lr, "best_epoch": result.best_epoch, "layers": layers,
+                "weights": "per output channel, symmetric int8, BatchNorm folded",
+                "activations": "per tensor, uint8, EMA range while training; calibrated again for ONNX Runtime"},
+        "val_metrics": {k.removeprefix("val/"): v for k, v in result.best.items() if k.startswith("val/")},
+        "test_metrics": test_metrics,
+        "params_hash": params_hash,
+    })
+    resume.clear()
+    print(f"{QAT_ROLE}: {cfg.qat_epochs} QAT epochs, {layers} layers with int8 rounding, test accuracy"
+          f" {test_metrics['accuracy']:.4f} (float, weights on the int8 grid)")
+    return test_metrics
+
+
+def reference_onnx(layout: Layout, out: Path) -> None:
+    """The teacher as fp32 ONNX (teacher.fp32.onnx + card): speed-ups of ONNX variants are measured
+    against it, in the same runtime, and evaluate checks it against the PyTorch teacher."""
+    model, card = load_checkpoint(layout.model_dir("teacher"))
+    exporter = export_onnx(model, card["input_size"], out / "teacher.fp32.onnx")
+    write_json(out / "teacher.fp32.json", {
+        "exporter": exporter,
+        **{k: card[k] for k in ("timm_name", "num_classes", "class_names", "input_size", "mean", "std")},
+        "task": card.get("task", "multiclass"), "source": "teacher", "role": "teacher_onnx",
+        "parameters": count_parameters(model), "macs": count_macs(model, card["input_size"]),
+    })
+
+
+def compressed_sources(layout: Layout = DEFAULT_LAYOUT) -> tuple[str, str]:
+    """The small model the pruned one was made from (its card's origin) and the pruned model:
+    the two checkpoints quantize turns into fp32 and int8 ONNX."""
+    source = read_card(layout.model_dir("pruned")).get("origin", {}).get("source", "student")
+    return source, "pruned"
+
+
+def quantize_variants(
+    params: Params, sources: tuple[str, ...] | None = None, layout: Layout = DEFAULT_LAYOUT,
+    report: Path = paths.QUANTIZATION_REPORT, plot: Path = paths.QUANTIZATION_PLOT,
+) -> dict[str, Any]:
+    """int8 ONNX of each source checkpoint (default: compressed_sources) into
+    models/quantized/<source>.int8.onnx (+ .json card), beside the fp32 ONNX it was made from."""
+    cfg = params.quantize
+    sources = sources or compressed_sources(layout)
+    train, val = load_split(layout.prepared, "train"), load_split(layout.prepared, "val")
+    metric = decision_metric(params.train.monitor, train.labels)
+    controls: dict[str, Control] = {}
+    if len(train) < cfg.calibration_batch_size:
+        raise CompressionError(
+            f"quantize.calibration_batch_size = {cfg.calibration_batch_size} exceeds the {len(train)} training images"
+        )
+    indices = calibration_sample(train.labels, cfg.calibration_batches * cfg.calibration_batch_size, cfg.seed)
+    calibrated = {"images": len(indices), "sampling": "class-stratified" if train.labels.ndim == 1 else "uniform",
+                  "seed": cfg.seed}
+    if train.labels.ndim == 1:
+        calibrated["per_class"] = np.bincount(train.labels[indices], minlength=int(train.labels.max()) + 1).tolist()
+    results = {}
+    with atomic_dir(layout.models / "quantized") as tmp:
+        reference_onnx(layout, tmp)
+        if cfg.method == "qat":
+            qat_student(params, layout, tmp / QAT_ROLE)
+            sources = (*sources, QAT_ROLE)
+        for source in sources:
+            model, card = load_checkpoint(tmp / source if source == QAT_ROLE else layout.model_dir(source))
+            fp32, int8 = tmp / f"{source}.fp32.onnx", tmp / f"{source}.int8.onnx"
+            exporter = export_onnx(model, card["input_size"], fp32)
+            prepared = prepare_onnx(fp32)
+            try:
+                control = controlled_int8(
+                    fp32, prepared, int8, cfg, calibration=lambda card=card: CalibrationImages(
+                        train, indices, card["mean"], card["std"], cfg.calibration_batch_size),
+                    val=val, card=card, metric=metric,
+                )
+            finally:
+                prepared.unlink(missing_ok=True)
+            controls[source] = control
+            proof = integer_mac_share(fp32, int8, tmp / f"{source}.int8.optimized.onnx")
+            result = {"fp32_mb": fp32.stat().st_size / 2**20, "int8_mb": int8.stat().st_size / 2**20,
+                      "ops": integer_ops(int8), "integer_mac_share": proof.share, "float_layers": proof.float_layers,
+                      "kept_float": control.chosen.kept_float, "val_drop": control.chosen.check["int8_val_drop"],
+                      "decision_metric": metric}
+            # The fp32 ONNX stays beside the int8 one: evaluate times both in ONNX Runtime, so
+            # the int8 gain is measured apart from the runtime's own gain over eager PyTorch.
+            shared = {
+                **{k: card[k] for k in ("timm_name", "num_classes", "class_names", "input_size", "mean", "std")},
+                "task": card.get("task", "multiclass"), "source": source, "exporter": exporter,
+                # counted here, so evaluate measures an ONNX variant's memory without its PyTorch source
+                "parameters": count_parameters(model), "macs": count_macs(model, card["input_size"]),
+            }
+            write_json(tmp / f"{source}.fp32.json", {**shared, "role": f"{source}_onnx"})
+            write_json(tmp / f"{source}.int8.json", {
+                **shared, "role": f"{source}_int8", "quantize": cfg.model_dump(), **result,
+                **({"calibration": calibrated} if cfg.method != "dynamic" else {}),
+            })
+            results[source] = result
+            if control.note:
+                print(f"warning: {source}: {control.note}")
+            print(f"{source}: int8 ONNX {result['int8_mb']:.2f} MB (fp32 {result['fp32_mb']:.2f} MB),"
+                  f" {proof.share:.1%} of conv/matmul MACs in integer kernels, {len(result['kept_float'])} layer(s)"
+                  f" kept in float, validation {control.chosen.check['int8_val_drop_metric']}"
+                  f" {-result['val_drop']:+.4f} against float")
+    write_report(controls, metric, report, plot)
+    return results
