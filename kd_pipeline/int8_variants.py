@@ -26,7 +26,7 @@ from kd_pipeline.models import count_parameters, load_checkpoint, move_to_device
 from kd_pipeline.onnx_export import export_onnx
 from kd_pipeline.params import Params, fingerprint
 from kd_pipeline.paths import DEFAULT_LAYOUT, QAT_ROLE, Layout
-from kd_pipeline.quantization import CalibrationImages, calibration_sample, integer_ops, prepare_onnx
+from kd_pipeline.quantization import CalibrationImages, calibration_sample, integer_ops, learned_ranges, prepare_onnx
 from kd_pipeline.ranking import decision_metric
 from kd_pipeline.training import ResumeFile, fit, resolve_device, seed_everything
 
@@ -53,7 +53,8 @@ def qat_student(params: Params, layout: Layout, out: Path) -> dict[str, float]:
     resume = ResumeFile(layout.resume / QAT_ROLE / "state.pt", params_hash)  # a killed fine-tune resumes
     result = fit(model, train, val, finetune, normalizer, meta.num_classes,
                  teacher=teacher, kd=kd, resume=resume, name=QAT_ROLE)
-    layers = len(qat.activation_ranges(model))
+    ranges = qat.activation_ranges(model)  # before finalize removes them
+    layers = len(ranges)
     model = qat.finalize(model.to("cpu")).eval()
     cpu = Normalizer(card["mean"], card["std"], torch.device("cpu"), False)
     test_metrics = classification_metrics(
@@ -63,7 +64,8 @@ def qat_student(params: Params, layout: Layout, out: Path) -> dict[str, float]:
         **card, "role": QAT_ROLE, "teacher": "+".join(teacher_roles),
         "qat": {"epochs": cfg.qat_epochs, "lr": cfg.qat_lr, "best_epoch": result.best_epoch, "layers": layers,
                 "weights": "per output channel, symmetric int8, BatchNorm folded",
-                "activations": "per tensor, uint8, EMA range while training; calibrated again for ONNX Runtime"},
+                "activations": "per tensor, uint8, EMA range while training; these ranges go into the int8 file",
+                "input_ranges": {name.removesuffix(".input_range"): r for name, r in ranges.items()}},
         "val_metrics": {k.removeprefix("val/"): v for k, v in result.best.items() if k.startswith("val/")},
         "test_metrics": test_metrics,
         "params_hash": params_hash,
@@ -125,11 +127,13 @@ def quantize_variants(
             fp32, int8 = tmp / f"{source}.fp32.onnx", tmp / f"{source}.int8.onnx"
             exporter = export_onnx(model, card["input_size"], fp32)
             prepared = prepare_onnx(fp32)
+            # QAT's learned input ranges go into the file; other tensors are calibrated as for PTQ.
+            ranges = learned_ranges(prepared, card["qat"]["input_ranges"]) if source == QAT_ROLE else None
             try:
                 control = controlled_int8(
                     fp32, prepared, int8, cfg, calibration=lambda card=card: CalibrationImages(
                         train, indices, card["mean"], card["std"], cfg.calibration_batch_size),
-                    val=val, card=card, metric=metric,
+                    val=val, card=card, metric=metric, ranges=ranges,
                 )
             finally:
                 prepared.unlink(missing_ok=True)
@@ -138,7 +142,8 @@ def quantize_variants(
             result = {"fp32_mb": fp32.stat().st_size / 2**20, "int8_mb": int8.stat().st_size / 2**20,
                       "ops": integer_ops(int8), "integer_mac_share": proof.share, "float_layers": proof.float_layers,
                       "kept_float": control.chosen.kept_float, "val_drop": control.chosen.check["int8_val_drop"],
-                      "decision_metric": metric}
+                      "decision_metric": metric,
+                      **({"qat_ranges_in_file": len(ranges)} if ranges is not None else {})}
             # The fp32 ONNX stays beside the int8 one: evaluate times both in ONNX Runtime, so
             # the int8 gain is measured apart from the runtime's own gain over eager PyTorch.
             shared = {

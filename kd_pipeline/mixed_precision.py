@@ -117,14 +117,16 @@ def ranked(layers: list[dict[str, Any]]) -> list[str]:
 
 def controlled_int8(
     fp32: Path, prepared: Path, int8: Path, cfg: QuantizeParams, calibration: Callable[[], CalibrationImages | None],
-    val: Split, card: dict[str, Any], metric: str,
+    val: Split, card: dict[str, Any], metric: str, ranges: dict[str, tuple[float, float]] | None = None,
 ) -> Control:
     """Full int8 into `int8`, then, if it loses more than the budget on validation, the worst
-    layers kept in float step by step (see the module docstring). `int8` ends as the chosen file."""
+    layers kept in float step by step (see the module docstring). `int8` ends as the chosen file.
+    `ranges`: activation ranges to use instead of calibrated ones (learned by QAT)."""
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         control = Control(float_val=val_scores(fp32, val, card), layers=[])
-        attempt = _attempt(fp32, prepared, int8, [], cfg, calibration, val, card, metric, control.float_val, work)
+        attempt = _attempt(fp32, prepared, int8, [], cfg, calibration, val, card, metric, control.float_val, work,
+                           ranges)
         if attempt.integer_mac_share < cfg.min_integer_mac_share:
             raise CompressionError(
                 f"{fp32.stem.split('.')[0]}: ONNX Runtime runs {attempt.integer_mac_share:.1%} of the int8 model's"
@@ -139,7 +141,7 @@ def controlled_int8(
         while not control.chosen.check["pass"] and count <= len(order):
             trial = work / "trial.int8.onnx"
             attempt = _attempt(fp32, prepared, trial, order[:count], cfg, calibration, val, card, metric,
-                               control.float_val, work)
+                               control.float_val, work, ranges)
             if attempt.integer_mac_share < cfg.min_integer_mac_share:
                 break
             if attempt.check["int8_val_drop"] < control.chosen.check["int8_val_drop"] or attempt.check["pass"]:
@@ -159,9 +161,9 @@ def controlled_int8(
 def _attempt(
     fp32: Path, prepared: Path, out: Path, exclude: list[str], cfg: QuantizeParams,
     calibration: Callable[[], CalibrationImages | None], val: Split, card: dict[str, Any], metric: str,
-    float_val: dict[str, float], work: Path,
+    float_val: dict[str, float], work: Path, ranges: dict[str, tuple[float, float]] | None = None,
 ) -> Attempt:
-    quantize_prepared(prepared, out, cfg, calibration(), exclude)
+    quantize_prepared(prepared, out, cfg, calibration(), exclude, ranges)
     share = integer_mac_share(fp32, out, work / "optimized.onnx").share
     scores = val_scores(out, val, card)
     return Attempt(list(exclude), share, scores, int8_fidelity(scores, float_val, metric, cfg))

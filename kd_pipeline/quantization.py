@@ -62,10 +62,11 @@ def prepare_onnx(fp32_path: Path) -> Path:
 
 def quantize_prepared(
     prepared: Path, int8_path: Path, cfg: QuantizeParams, calibration: CalibrationImages | None,
-    exclude: list[str] | tuple[str, ...] = (),
+    exclude: list[str] | tuple[str, ...] = (), ranges: dict[str, tuple[float, float]] | None = None,
 ) -> None:
     """int8 ONNX: static QDQ (u8 activations, s8 weights, calibrated) or dynamic; the nodes in
-    `exclude` stay in float (mixed precision)."""
+    `exclude` stay in float (mixed precision); tensors in `ranges` get that (min, max) instead of
+    a calibrated one (the ranges quantization-aware training learned)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -85,10 +86,30 @@ def quantize_prepared(
         def get_next(self) -> dict[str, np.ndarray] | None:
             return calibration.get_next()
 
+    overrides = {name: [{"rmin": np.array(low, np.float32), "rmax": np.array(high, np.float32)}]
+                 for name, (low, high) in (ranges or {}).items()}
     quantize_static(
         str(prepared), str(int8_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=cfg.per_channel,
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude),
+        extra_options={"TensorQuantOverrides": overrides} if overrides else None,
     )
+
+
+def learned_ranges(prepared: Path, layer_ranges: dict[str, list[float]]) -> dict[str, tuple[float, float]]:
+    """The input tensor of each conv / matmul whose layer learned a range in quantization-aware
+    training (`layer_ranges`: module name → [low, high]), matched through the layer's weight name,
+    which the ONNX export keeps. A tensor several layers read gets the union of their ranges."""
+    import onnx
+
+    found: dict[str, tuple[float, float]] = {}
+    for node in onnx.load(str(prepared)).graph.node:
+        if node.op_type not in ("Conv", "Gemm", "MatMul") or len(node.input) < 2:
+            continue
+        learned = layer_ranges.get(node.input[1].removesuffix(".weight"))
+        if learned is not None:
+            low, high = found.get(node.input[0], (learned[0], learned[1]))
+            found[node.input[0]] = (min(low, learned[0]), max(high, learned[1]))
+    return found
 
 
 def quantize_onnx(

@@ -3,6 +3,7 @@ checkpoint whose BatchNorm-folded weights sit on the int8 grid ONNX Runtime uses
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -80,3 +81,36 @@ def test_a_vit_trains_with_rounding_too() -> None:
     model = qat.finalize(model)
     linear = next(m for m in model.modules() if isinstance(m, nn.Linear))
     assert _grid_error(linear.weight) < 1e-3
+
+
+def test_the_ranges_qat_learned_are_the_ones_in_the_int8_file(tmp_path) -> None:
+    """The int8 file's QuantizeLinear scale and zero point for a layer's input are those of the
+    range that layer learned, not a fresh calibration (which would read other images)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from kd_pipeline.data import Split
+    from kd_pipeline.onnx_export import export_onnx
+    from kd_pipeline.params import QuantizeParams
+    from kd_pipeline.quantization import CalibrationImages, learned_ranges, prepare_onnx, quantize_prepared
+
+    torch.manual_seed(0)
+    model = qat.prepare(create_model(TINY_MODEL, 4)).train()
+    with torch.no_grad():
+        model(torch.randn(8, 3, 16, 16) * 3)  # ranges from wide inputs
+    ranges = {name.removesuffix(".input_range"): r for name, r in qat.activation_ranges(model).items()}
+    model = qat.finalize(model).eval()
+    export_onnx(model, [3, 16, 16], tmp_path / "m.fp32.onnx")
+    prepared = prepare_onnx(tmp_path / "m.fp32.onnx")
+    overrides = learned_ranges(prepared, ranges)
+    assert len(overrides) >= len(ranges) // 2 and "input" in overrides  # the stem conv reads the model input
+    narrow = Split(np.full((8, 16, 16, 3), 128, np.uint8), np.zeros(8, np.int64))  # calibration would differ
+    calibration = CalibrationImages(narrow, np.arange(8), [0.5] * 3, [0.25] * 3, 8)
+    quantize_prepared(prepared, tmp_path / "m.int8.onnx", QuantizeParams(), calibration, ranges=overrides)
+    graph = onnx.load(str(tmp_path / "m.int8.onnx")).graph
+    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    node = next(n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "input")
+    low, high = overrides["input"]
+    assert float(constants[node.input[1]]) == pytest.approx((high - low) / 255, rel=1e-5)
+    assert int(constants[node.input[2]]) == round(-low / ((high - low) / 255))
