@@ -68,8 +68,14 @@ def val_scores(path: Path, val: Split, card: dict[str, Any]) -> dict[str, float]
 
 
 def layer_errors(prepared: Path, int8: Path, val: Split, card: dict[str, Any], work: Path) -> list[dict[str, Any]]:
-    """SQNR (dB) of each compute node's quantized input activation and weights, on validation images."""
+    """SQNR (dB) of each compute node's quantized input activation and weights, on validation images.
+
+    The input's SQNR is the noise its own quantization adds: the float model's activations of that
+    tensor against themselves rounded with the int8 file's scale and zero point, so upstream noise
+    does not count against a layer. Weights: ONNX Runtime's `compute_weight_error`.
+    """
     import onnx
+    from onnx import numpy_helper
     from onnxruntime.quantization import CalibrationDataReader
     from onnxruntime.quantization import qdq_loss_debug as debug
 
@@ -85,21 +91,32 @@ def layer_errors(prepared: Path, int8: Path, val: Split, card: dict[str, Any], w
             batch = next(self._batches, None)
             return None if batch is None else {"input": batch}
 
-    activations = {}
-    for name, path in (("float", prepared), ("int8", int8)):
-        augmented = work / f"{name}.augmented.onnx"
-        debug.modify_model_output_intermediate_tensors(str(path), str(augmented))
-        activations[name] = debug.collect_activations(str(augmented), Reader())
-    act_error = debug.compute_activation_error(debug.create_activation_matching(activations["int8"],
-                                                                                  activations["float"]))
+    augmented = work / "float.augmented.onnx"
+    debug.modify_model_output_intermediate_tensors(str(prepared), str(augmented))
+    activations = {name: np.concatenate([a.ravel() for a in arrays])
+                   for name, arrays in debug.collect_activations(str(augmented), Reader()).items()}
+    activations["input"] = np.concatenate([b.ravel() for b in batches])
+    int8_graph = onnx.load(str(int8)).graph
+    constants = {init.name: numpy_helper.to_array(init) for init in int8_graph.initializer}
+    grids = {node.input[0]: (float(constants[node.input[1]]), int(constants[node.input[2]]))
+             for node in int8_graph.node if node.op_type == "QuantizeLinear" and node.input[1] in constants
+             and constants[node.input[1]].size == 1 and len(node.input) > 2 and node.input[2] in constants}
     weight_error = debug.compute_weight_error(debug.create_weight_matching(str(prepared), str(int8)))
     rows = []
     for node in onnx.load(str(prepared)).graph.node:
         if node.op_type in COMPUTE_OPS:
-            rows.append({"node": node.name, "op": node.op_type,
-                         "input_sqnr": _finite(act_error.get(node.input[0], {}).get("qdq_err")),
+            tensor = node.input[0]
+            act = sqnr(activations[tensor], *grids[tensor]) if tensor in grids and tensor in activations else None
+            rows.append({"node": node.name, "op": node.op_type, "input_sqnr": _finite(act),
                          "weight_sqnr": _finite(weight_error.get(node.input[1]) if len(node.input) > 1 else None)})
     return rows
+
+
+def sqnr(x: np.ndarray, scale: float, zero_point: int) -> float:
+    """Signal-to-quantization-noise ratio (dB) of `x` rounded to uint8 with this scale and zero point."""
+    rounded = (np.clip(np.round(x / scale) + zero_point, 0, 255) - zero_point) * scale
+    noise = float(np.linalg.norm(x - rounded))
+    return math.inf if noise == 0 else 20 * math.log10(max(float(np.linalg.norm(x)), 1e-30) / noise)
 
 
 def _finite(value: float | None) -> float | None:
@@ -172,12 +189,15 @@ def _attempt(
 def report_lines(source: str, control: Control, metric: str) -> list[str]:
     """The per-layer error and what was kept in float, for reports/quantization.md."""
     chosen = control.chosen
+    scores = "".join(f", {key} {control.float_val[key]:.4f}" for key in ("accuracy", "balanced_accuracy")
+                     if key != metric and key in control.float_val)
     lines = [f"## {source}", "",
-             f"Float source on validation: {metric} {control.float_val[metric]:.4f}, accuracy"
-             f" {control.float_val['accuracy']:.4f}. Chosen int8: {len(chosen.kept_float)} layer(s) kept in float,"
-             f" {chosen.integer_mac_share:.1%} of conv/matmul MACs in integer kernels, validation drop"
-             f" {chosen.check['int8_val_drop']:+.4f} ({chosen.check['int8_val_drop_metric']});"
-             f" {'deployable' if chosen.check['pass'] else 'not deployable'}.", ""]
+             f"Float source on validation: {metric} {control.float_val[metric]:.4f}{scores}. Chosen int8:"
+             f" {len(chosen.kept_float)} layer(s) kept in float, {chosen.integer_mac_share:.1%} of conv/matmul MACs"
+             f" in integer kernels, validation drop {chosen.check['int8_val_drop']:+.4f}"
+             f" ({chosen.check['int8_val_drop_metric']});"
+             f" {'deployable' if chosen.check['pass'] else 'not deployable'}.",
+             ""]
     if control.note:
         lines += [f"⚠ {control.note}.", ""]
     lines += ["| layers in float | integer MAC share | val accuracy | val " + metric + " | drop | within budget |",

@@ -18,8 +18,9 @@ symmetric int8 (scale = max |w| / 127), and activations per tensor, uint8 with c
 BatchNorm, so the result is an ordinary checkpoint of the same architecture whose folded
 weights ONNX Runtime's quantizer reproduces exactly. The input ranges it learned are written into
 the int8 file (quantization.learned_ranges: ONNX Runtime's TensorQuantOverrides); the tensors no
-layer rounded are calibrated as for static PTQ. Only the core `torch.fake_quantize_*` operators are used (torch.ao.quantization is
-deprecated and its fused observers fail on timm models in this torch).
+layer rounded are calibrated as for static PTQ. Only the core `torch.fake_quantize_*` operators
+are used (torch.ao.quantization is deprecated and its fused observers fail on timm models in this
+torch).
 """
 
 from __future__ import annotations

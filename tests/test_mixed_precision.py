@@ -75,3 +75,12 @@ def test_a_budget_the_mac_share_cannot_allow_is_one_line_naming_both_keys(model_
                                                                                  min_integer_mac_share=0.99))
     assert not control.chosen.check["pass"] and control.chosen.integer_mac_share >= 0.99
     assert "quantize.max_accuracy_drop = 0" in control.note and "quantize.min_integer_mac_share = 0.99" in control.note
+
+
+def test_sqnr_is_high_for_a_fine_grid_and_low_for_a_clipping_one() -> None:
+    from kd_pipeline.mixed_precision import sqnr
+
+    x = np.linspace(-1, 3, 10_000)
+    fine = sqnr(x, 4 / 255, 64)  # the tensor's own range: ~ 6 dB per bit
+    clipped = sqnr(x, 0.5 / 255, 64)  # a range that misses most of the tensor
+    assert fine > 40 and clipped < 10 and sqnr(np.zeros(4), 0.1, 0) == float("inf")
