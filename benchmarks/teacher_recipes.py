@@ -22,9 +22,9 @@ from typing import Any
 import yaml
 
 from kd_pipeline.chain import Layout, train_role
-from kd_pipeline.data import prepare
 from kd_pipeline.models import read_card
 from kd_pipeline.params import parse_params
+from kd_pipeline.preparation import prepare
 
 DEFAULT_RECIPES = ("", "augment.crop_padding=4", "epochs=20", "epochs=20,augment.crop_padding=4")
 

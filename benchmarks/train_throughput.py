@@ -40,10 +40,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from memory import make_folder  # noqa: E402  (the sibling benchmark's generated folder)
 
-from kd_pipeline.data import Normalizer, load_meta, load_split, prepare  # noqa: E402
-from kd_pipeline.evaluation import count_macs  # noqa: E402
-from kd_pipeline.models import create_model, move_to_device  # noqa: E402
+from kd_pipeline.data import Normalizer, load_meta, load_split  # noqa: E402
+from kd_pipeline.models import (  # noqa: E402
+    count_macs,  # noqa: E402
+    create_model,
+    move_to_device,
+)
 from kd_pipeline.params import DataParams, KDParams, TrainParams  # noqa: E402
+from kd_pipeline.preparation import prepare  # noqa: E402
 from kd_pipeline.training import build_optimizer, fit, resolve_device, seed_everything  # noqa: E402
 
 # Dense bf16 peak of the GPUs we have measured on, in TFLOP/s (vendor datasheets, no sparsity).

@@ -86,17 +86,12 @@ def _train_role(
 
     with stage_live(layout.metrics / role, ranks) as live:
         if live is not None:
-            live.log_params(
-                {
-                    "role": role,
-                    "model": role_cfg.model,
-                    "teacher": teacher_role or "",
-                    "num_parameters": count_parameters(model),
-                    "device": device.type,
-                    **{f"train.{k}": v for k, v in cfg.model_dump(exclude={"augment"}).items()},
-                    **{f"kd.{k}": v for k, v in kd_read.items()},
-                }
-            )
+            live.log_params({
+                "role": role, "model": role_cfg.model, "teacher": teacher_role or "",
+                "num_parameters": count_parameters(model), "device": device.type,
+                **{f"train.{k}": v for k, v in cfg.model_dump(exclude={"augment"}).items()},
+                **{f"kd.{k}": v for k, v in kd_read.items()},
+            })
         resume = ResumeFile(layout.resume / role / "state.pt", params_hash)
         result = fit(
             model, train, val, cfg, normalizer, meta.num_classes,
@@ -115,10 +110,23 @@ def _train_role(
         for key, value in test_metrics.items():
             live.log_metric(f"test/{key}", value, plot=False)
 
-    card = {
+    card = _card(role, role_cfg.model, role_cfg.model_kwargs, meta, mean, std, model, teacher_role, result)
+    card.update({"ranked_by": decision_metric(cfg.monitor, train.labels),  # how later stages compare it
+                 "test_metrics": test_metrics, "params_hash": params_hash, "data_hash": meta.content_hash})
+    save_checkpoint(model, layout.model_dir(role), card)
+    resume.clear()
+    return test_metrics
+
+
+def _card(
+    role: str, timm_name: str, model_kwargs: dict[str, Any], meta: Meta, mean: list[float], std: list[float],
+    model: nn.Module, teacher_role: str | None, result: Any,
+) -> dict[str, Any]:
+    """What a checkpoint is: architecture, data, preprocessing, teacher and the kept epoch's scores."""
+    return {
         "role": role,
-        "timm_name": role_cfg.model,
-        "model_kwargs": role_cfg.model_kwargs,
+        "timm_name": timm_name,
+        "model_kwargs": model_kwargs,
         "num_classes": meta.num_classes,
         "class_names": meta.class_names,
         "task": meta.task,
@@ -129,14 +137,7 @@ def _train_role(
         "teacher": teacher_role,
         "best_epoch": result.best_epoch,
         "val_metrics": {k.removeprefix("val/"): v for k, v in result.best.items() if k.startswith("val/")},
-        "ranked_by": decision_metric(cfg.monitor, train.labels),  # how later stages compare it with others
-        "test_metrics": test_metrics,
-        "params_hash": params_hash,
-        "data_hash": meta.content_hash,
     }
-    save_checkpoint(model, layout.model_dir(role), card)
-    resume.clear()
-    return test_metrics
 
 
 @contextmanager

@@ -12,23 +12,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from kd_pipeline.costs import PeakRSS, file_size_mb, release_freed_memory, time_model
 from kd_pipeline.data import Meta, Split
 from kd_pipeline.errors import CheckpointError, PipelineError
-from kd_pipeline.evaluation import (
-    PeakRSS,
-    count_macs,
-    file_size_mb,
-    full_metrics,
-    onnx_runner,
-    release_freed_memory,
-    time_model,
-    torch_runner,
-)
+from kd_pipeline.evaluation import full_metrics
 from kd_pipeline.fidelity import agreement, file_sha256, float_fidelity, int8_fidelity, predictions_sha256
 from kd_pipeline.machine import cpu_info
-from kd_pipeline.models import WEIGHTS_FILE, count_parameters, load_checkpoint
+from kd_pipeline.models import WEIGHTS_FILE, count_macs, count_parameters, load_checkpoint
 from kd_pipeline.params import Params
 from kd_pipeline.paths import QAT_ROLE, checkpoint_dir
+from kd_pipeline.runtime import onnx_runner, torch_runner
 from kd_pipeline.targets import check_targets, ratios_vs_teacher, reference_variant, select_variant, val_score
 
 # The variants evaluate looks for, in report order: float checkpoints in models/<name>/ (eager

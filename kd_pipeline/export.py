@@ -23,7 +23,7 @@ from kd_pipeline import paths
 from kd_pipeline.comparison import is_onnx, onnx_file, predict_split, source_of
 from kd_pipeline.data import Split, load_meta, load_split
 from kd_pipeline.errors import PipelineError
-from kd_pipeline.evaluation import decide, onnx_runner, torch_runner
+from kd_pipeline.evaluation import decide
 from kd_pipeline.fidelity import file_sha256, float_fidelity, predictions_sha256
 from kd_pipeline.files import atomic_dir, write_json
 from kd_pipeline.machine import describe
@@ -31,6 +31,7 @@ from kd_pipeline.models import load_checkpoint
 from kd_pipeline.onnx_export import export_onnx
 from kd_pipeline.params import Params
 from kd_pipeline.paths import DEFAULT_LAYOUT, QAT_ROLE, Layout
+from kd_pipeline.runtime import onnx_runner, torch_runner
 from kd_pipeline.targets import failures
 
 

@@ -16,15 +16,15 @@ import torch
 
 from kd_pipeline import paths, qat
 from kd_pipeline.chain import load_teachers
-from kd_pipeline.data import Normalizer, load_meta, load_split
+from kd_pipeline.data import Normalizer, Split, load_meta, load_split
 from kd_pipeline.errors import CompressionError
-from kd_pipeline.evaluation import classification_metrics, count_macs, decide, predict_logits
+from kd_pipeline.evaluation import classification_metrics, decide, predict_logits
 from kd_pipeline.files import atomic_dir, write_json
 from kd_pipeline.integer_kernels import integer_mac_share
 from kd_pipeline.mixed_precision import Control, controlled_int8, write_report
-from kd_pipeline.models import count_parameters, load_checkpoint, move_to_device, read_card, save_checkpoint
+from kd_pipeline.models import count_macs, count_parameters, load_checkpoint, move_to_device, read_card, save_checkpoint
 from kd_pipeline.onnx_export import export_onnx
-from kd_pipeline.params import Params, fingerprint
+from kd_pipeline.params import Params, QuantizeParams, fingerprint
 from kd_pipeline.paths import DEFAULT_LAYOUT, QAT_ROLE, Layout
 from kd_pipeline.quantization import CalibrationImages, calibration_sample, integer_ops, learned_ranges, prepare_onnx
 from kd_pipeline.ranking import decision_metric
@@ -106,16 +106,8 @@ def quantize_variants(
     sources = sources or compressed_sources(layout)
     train, val = load_split(layout.prepared, "train"), load_split(layout.prepared, "val")
     metric = decision_metric(params.train.monitor, train.labels)
+    indices, calibrated = _calibration(train, cfg)
     controls: dict[str, Control] = {}
-    if len(train) < cfg.calibration_batch_size:
-        raise CompressionError(
-            f"quantize.calibration_batch_size = {cfg.calibration_batch_size} exceeds the {len(train)} training images"
-        )
-    indices = calibration_sample(train.labels, cfg.calibration_batches * cfg.calibration_batch_size, cfg.seed)
-    calibrated = {"images": len(indices), "sampling": "class-stratified" if train.labels.ndim == 1 else "uniform",
-                  "seed": cfg.seed}
-    if train.labels.ndim == 1:
-        calibrated["per_class"] = np.bincount(train.labels[indices], minlength=int(train.labels.max()) + 1).tolist()
     results = {}
     with atomic_dir(layout.models / "quantized") as tmp:
         reference_onnx(layout, tmp)
@@ -130,39 +122,59 @@ def quantize_variants(
             # QAT's learned input ranges go into the file; other tensors are calibrated as for PTQ.
             ranges = learned_ranges(prepared, card["qat"]["input_ranges"]) if source == QAT_ROLE else None
             try:
-                control = controlled_int8(
+                controls[source] = controlled_int8(
                     fp32, prepared, int8, cfg, calibration=lambda card=card: CalibrationImages(
                         train, indices, card["mean"], card["std"], cfg.calibration_batch_size),
                     val=val, card=card, metric=metric, ranges=ranges,
                 )
             finally:
                 prepared.unlink(missing_ok=True)
-            controls[source] = control
-            proof = integer_mac_share(fp32, int8, tmp / f"{source}.int8.optimized.onnx")
-            result = {"fp32_mb": fp32.stat().st_size / 2**20, "int8_mb": int8.stat().st_size / 2**20,
-                      "ops": integer_ops(int8), "integer_mac_share": proof.share, "float_layers": proof.float_layers,
-                      "kept_float": control.chosen.kept_float, "val_drop": control.chosen.check["int8_val_drop"],
-                      "decision_metric": metric,
-                      **({"qat_ranges_in_file": len(ranges)} if ranges is not None else {})}
-            # The fp32 ONNX stays beside the int8 one: evaluate times both in ONNX Runtime, so
-            # the int8 gain is measured apart from the runtime's own gain over eager PyTorch.
-            shared = {
-                **{k: card[k] for k in ("timm_name", "num_classes", "class_names", "input_size", "mean", "std")},
-                "task": card.get("task", "multiclass"), "source": source, "exporter": exporter,
-                # counted here, so evaluate measures an ONNX variant's memory without its PyTorch source
-                "parameters": count_parameters(model), "macs": count_macs(model, card["input_size"]),
-            }
-            write_json(tmp / f"{source}.fp32.json", {**shared, "role": f"{source}_onnx"})
-            write_json(tmp / f"{source}.int8.json", {
-                **shared, "role": f"{source}_int8", "quantize": cfg.model_dump(), **result,
-                **({"calibration": calibrated} if cfg.method != "dynamic" else {}),
-            })
-            results[source] = result
-            if control.note:
-                print(f"warning: {source}: {control.note}")
-            print(f"{source}: int8 ONNX {result['int8_mb']:.2f} MB (fp32 {result['fp32_mb']:.2f} MB),"
-                  f" {proof.share:.1%} of conv/matmul MACs in integer kernels, {len(result['kept_float'])} layer(s)"
-                  f" kept in float, validation {control.chosen.check['int8_val_drop_metric']}"
-                  f" {-result['val_drop']:+.4f} against float")
+            results[source] = _write_cards(tmp, source, model, card, exporter, controls[source], ranges,
+                                           {"quantize": cfg.model_dump(), "decision_metric": metric,
+                                            **({"calibration": calibrated} if cfg.method != "dynamic" else {})})
     write_report(controls, metric, report, plot)
     return results
+
+
+def _calibration(train: Split, cfg: QuantizeParams) -> tuple[np.ndarray, dict[str, Any]]:
+    """The calibration images (a seeded, class-stratified training sample) and their description."""
+    if len(train) < cfg.calibration_batch_size:
+        raise CompressionError(
+            f"quantize.calibration_batch_size = {cfg.calibration_batch_size} exceeds the {len(train)} training images"
+        )
+    indices = calibration_sample(train.labels, cfg.calibration_batches * cfg.calibration_batch_size, cfg.seed)
+    calibrated = {"images": len(indices), "sampling": "class-stratified" if train.labels.ndim == 1 else "uniform",
+                  "seed": cfg.seed}
+    if train.labels.ndim == 1:
+        calibrated["per_class"] = np.bincount(train.labels[indices], minlength=int(train.labels.max()) + 1).tolist()
+    return indices, calibrated
+
+
+def _write_cards(
+    tmp: Path, source: str, model: torch.nn.Module, card: dict[str, Any], exporter: str, control: Control,
+    ranges: dict[str, tuple[float, float]] | None, settings: dict[str, Any],
+) -> dict[str, Any]:
+    """The fp32 and int8 cards beside the two files, with the integer-kernel proof; one line each."""
+    fp32, int8 = tmp / f"{source}.fp32.onnx", tmp / f"{source}.int8.onnx"
+    proof = integer_mac_share(fp32, int8, tmp / f"{source}.int8.optimized.onnx")
+    chosen = control.chosen
+    result = {"fp32_mb": fp32.stat().st_size / 2**20, "int8_mb": int8.stat().st_size / 2**20,
+              "ops": integer_ops(int8), "integer_mac_share": proof.share, "float_layers": proof.float_layers,
+              "kept_float": chosen.kept_float, "val_drop": chosen.check["int8_val_drop"],
+              **({"qat_ranges_in_file": len(ranges)} if ranges is not None else {})}
+    # The fp32 ONNX stays beside the int8 one: evaluate times both in ONNX Runtime, so
+    # the int8 gain is measured apart from the runtime's own gain over eager PyTorch.
+    shared = {
+        **{k: card[k] for k in ("timm_name", "num_classes", "class_names", "input_size", "mean", "std")},
+        "task": card.get("task", "multiclass"), "source": source, "exporter": exporter,
+        # counted here, so evaluate measures an ONNX variant's memory without its PyTorch source
+        "parameters": count_parameters(model), "macs": count_macs(model, card["input_size"]),
+    }
+    write_json(tmp / f"{source}.fp32.json", {**shared, "role": f"{source}_onnx"})
+    write_json(tmp / f"{source}.int8.json", {**shared, "role": f"{source}_int8", **settings, **result})
+    if control.note:
+        print(f"warning: {source}: {control.note}")
+    print(f"{source}: int8 ONNX {result['int8_mb']:.2f} MB (fp32 {result['fp32_mb']:.2f} MB), {proof.share:.1%} of"
+          f" conv/matmul MACs in integer kernels, {len(chosen.kept_float)} layer(s) kept in float, validation"
+          f" {chosen.check['int8_val_drop_metric']} {-result['val_drop']:+.4f} against float")
+    return result

@@ -28,11 +28,12 @@ import numpy as np
 
 from kd_pipeline.data import Split, normalize_numpy
 from kd_pipeline.errors import CompressionError
-from kd_pipeline.evaluation import full_metrics, onnx_runner
+from kd_pipeline.evaluation import full_metrics
 from kd_pipeline.fidelity import int8_fidelity
 from kd_pipeline.integer_kernels import integer_mac_share
 from kd_pipeline.params import QuantizeParams
 from kd_pipeline.quantization import CalibrationImages, calibration_sample, quantize_prepared
+from kd_pipeline.runtime import onnx_runner
 
 COMPUTE_OPS = ("Conv", "Gemm", "MatMul")
 ERROR_IMAGES = 128  # validation images the per-layer error is measured on

@@ -153,3 +153,11 @@ def move_to_device(model: nn.Module, device: torch.device) -> nn.Module:
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     return model
+
+
+def count_macs(model: nn.Module, input_size: list[int]) -> int:
+    """Multiply-accumulates of one forward pass at batch 1 (Torch-Pruning's counter)."""
+    import torch_pruning as tp
+
+    macs, _ = tp.utils.count_ops_and_params(model.eval(), torch.zeros(1, *input_size))
+    return int(macs)

@@ -19,11 +19,18 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from kd_pipeline.chain import load_teachers, stage_live
-from kd_pipeline.data import Normalizer, load_meta, load_split
+from kd_pipeline.data import Normalizer, Split, load_meta, load_split
 from kd_pipeline.distributed import Ranks, session
 from kd_pipeline.errors import CompressionError
-from kd_pipeline.evaluation import classification_metrics, count_macs, decide, predict_logits
-from kd_pipeline.models import count_parameters, load_checkpoint, move_to_device, save_checkpoint, sync_attention
+from kd_pipeline.evaluation import classification_metrics, decide, predict_logits
+from kd_pipeline.models import (
+    count_macs,
+    count_parameters,
+    load_checkpoint,
+    move_to_device,
+    save_checkpoint,
+    sync_attention,
+)
 from kd_pipeline.origin import SMALL_MODELS, TEACHER_ROLES, choose_origin
 from kd_pipeline.params import Params, PruneParams, fingerprint
 from kd_pipeline.paths import DEFAULT_LAYOUT, Layout
@@ -128,6 +135,22 @@ def prune_student(params: Params, layout: Layout = DEFAULT_LAYOUT) -> dict[str, 
         return _prune_student(params, layout, ranks, device)
 
 
+def _measure(
+    model: nn.Module, card: dict[str, Any], splits: dict[str, Split], num_classes: int, before: dict[str, int]
+) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """The pruned model's metrics per split, and its size and sparsity against `before`."""
+    cpu = Normalizer(card["mean"], card["std"], torch.device("cpu"), False)
+    scores = {name: classification_metrics(split.labels, decide(predict_logits(model, split, cpu).numpy(),
+                                                                split.multilabel), num_classes)
+              for name, split in splits.items()}
+    summary = {
+        "sparsity": sparsity(model),
+        "parameters_before": before["parameters"], "parameters_after": count_parameters(model),
+        "macs_before": before["macs"], "macs_after": count_macs(model, card["input_size"]),
+    }
+    return scores, summary
+
+
 def _prune_student(params: Params, layout: Layout, ranks: Ranks, device: torch.device) -> dict[str, Any]:
     cfg = params.prune
     meta = load_meta(layout.prepared)
@@ -163,16 +186,7 @@ def _prune_student(params: Params, layout: Layout, ranks: Ranks, device: torch.d
         live.log_params({f"prune.{k}": v for k, v in cfg.model_dump().items() if k != "keep_layers"}
                         | {"prune.source": origin.source, "prune.teacher": "+".join(origin.teachers)})
         model = make_pruning_permanent(model.to("cpu"))
-        cpu = Normalizer(card["mean"], card["std"], torch.device("cpu"), False)
-        scores = {name: classification_metrics(split.labels, decide(predict_logits(model, split, cpu).numpy(),
-                                                                    split.multilabel), meta.num_classes)
-                  for name, split in (("val", val), ("test", test))}
-        after = {"parameters": count_parameters(model), "macs": count_macs(model, card["input_size"])}
-        summary = {
-            "sparsity": sparsity(model),
-            "parameters_before": before["parameters"], "parameters_after": after["parameters"],
-            "macs_before": before["macs"], "macs_after": after["macs"],
-        }
+        scores, summary = _measure(model, card, {"val": val, "test": test}, meta.num_classes, before)
         for key, value in {**summary, **{f"test/{k}": v for k, v in scores["test"].items()}}.items():
             live.log_metric(key, value, plot=False)
     card = {
@@ -182,7 +196,7 @@ def _prune_student(params: Params, layout: Layout, ranks: Ranks, device: torch.d
         "origin": origin.as_card(),
         "channel_pruned": cfg.method == "structured",
         "compression": {"prune": cfg.model_dump(), **summary},
-        "num_parameters": after["parameters"],
+        "num_parameters": summary["parameters_after"],
         "val_metrics": scores["val"],
         "test_metrics": scores["test"],
         "params_hash": fingerprint(card["params_hash"], cfg, kd, origin.as_card()),

@@ -1,4 +1,4 @@
-"""Evaluation outputs for people and for DVC: metrics file, plot data, a picture and a Markdown report.
+"""Stage evaluate's outputs for people and for DVC: metrics file, plot data, a picture and a Markdown report.
 
 Everything here renders measured numbers only; nothing is typed in by hand.
 """
@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kd_pipeline.data import SPLITS, Meta, load_split
 from kd_pipeline.files import atomic_dir, atomic_file, write_json
 from kd_pipeline.machine import describe
 from kd_pipeline.params import Params
@@ -110,7 +109,16 @@ def _tradeoff_png(rows: list[dict[str, Any]], deployed: str | None, path: Path) 
 
 
 def render_summary(result: dict[str, Any], params: Params) -> str:
-    """The Markdown report: comparison table, distillation gain, targets, recommendations."""
+    """The Markdown report: comparison table, gains, targets, recommendations, per-class detail."""
+    evaluation = result["evaluation"]
+    lines = _table(result, params) + _gains(evaluation) + _teachers(evaluation) + _origin(evaluation)
+    lines += _targets(evaluation, params) + _recommendation(evaluation, params) + _detail(result)
+    if evaluation["warnings"]:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in evaluation["warnings"]]
+    return "\n".join(lines) + "\n"
+
+
+def _table(result: dict[str, Any], params: Params) -> list[str]:
     evaluation = result["evaluation"]
     variants = evaluation["variants"]
     metric = evaluation["decision_metric"]
@@ -137,7 +145,13 @@ def render_summary(result: dict[str, Any], params: Params) -> str:
     if evaluation["missing"]:
         lines += ["", "Missing variants:"] + [f"- **{n}**: {r}" for n, r in evaluation["missing"].items()]
 
-    lines += _gains(evaluation) + _teachers(evaluation) + _origin(evaluation)
+    return lines
+
+
+def _targets(evaluation: dict[str, Any], params: Params) -> list[str]:
+    variants = evaluation["variants"]
+    metric = evaluation["decision_metric"]
+    lines: list[str] = []
     lines += ["", "## Targets", ""]
     deployed = evaluation["deployed"]
     reference = evaluation["reference"]
@@ -161,7 +175,14 @@ def render_summary(result: dict[str, Any], params: Params) -> str:
         lines += ["", "Not deployable (they do not keep what their float source does, on validation):"]
         lines += [f"- **{name}**: {why}" for name, why in evaluation["not_deployable"].items()]
 
-    lines += ["", "## Recommendation", ""]
+    return lines
+
+
+def _recommendation(evaluation: dict[str, Any], params: Params) -> list[str]:
+    variants = evaluation["variants"]
+    metric = evaluation["decision_metric"]
+    reference = evaluation["reference"]
+    lines = ["", "## Recommendation", ""]
     budget = params.targets.max_accuracy_drop
     ok = {n: m for n, m in variants.items() if n not in ("teacher", "teacher_onnx")
           and m["val_drop_vs_reference"] <= budget + 1e-12 and n not in evaluation.get("not_deployable", {})}
@@ -177,6 +198,15 @@ def render_summary(result: dict[str, Any], params: Params) -> str:
     if slow:
         lines.append(f"- ⚠ slower in int8 than in fp32 on this CPU ({evaluation['machine']['int8_kernels']}):"
                      f" {', '.join(slow)}; `export.select: fastest` passes them over")
+    return lines
+
+
+def _detail(result: dict[str, Any]) -> list[str]:
+    """Per-label (multi-label) or per-class metrics of the deployed variant."""
+    evaluation = result["evaluation"]
+    deployed = evaluation["deployed"]
+    multilabel = evaluation.get("task") == "multilabel"
+    lines: list[str] = []
     if deployed and multilabel:
         detail = result["details"][deployed]
         lines += ["", f"### Per-label metrics of {deployed}", "",
@@ -190,9 +220,7 @@ def render_summary(result: dict[str, Any], params: Params) -> str:
         lines.append("|---|---|---|---|---|")
         for cls, m in result["details"][deployed]["per_class"].items():
             lines.append(f"| {cls} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |")
-    if evaluation["warnings"]:
-        lines += ["", "## Warnings", ""] + [f"- {w}" for w in evaluation["warnings"]]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _gains(evaluation: dict[str, Any]) -> list[str]:
@@ -244,56 +272,3 @@ def write_outputs(
     write_plot_data(result, class_names, test_labels, plots_dir)
     with atomic_file(report_path) as tmp:
         tmp.write_text(render_summary(result, params))
-
-
-def write_data_report(meta: Meta, prepared_dir: Path, plots_dir: Path, metrics_path: Path) -> dict[str, Any]:
-    """Class counts per split, imbalance ratio, a class-distribution chart and sample images."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    train_counts = [n for n in meta.counts["train"].values()]
-    summary = {
-        "task": meta.task,
-        "num_classes": meta.num_classes,
-        **{f"{split}_images": len(load_split(prepared_dir, split)) for split in SPLITS},
-        "imbalance_ratio": max(train_counts) / max(min(train_counts), 1),
-        "skipped_files": len(meta.source.get("skipped_files", [])),
-    }
-    write_json(metrics_path, summary)
-    with atomic_dir(plots_dir / "counts") as tmp:
-        for split in SPLITS:
-            write_json(tmp / f"{split}.json", [{"class": c, "count": n} for c, n in meta.counts[split].items()])
-
-    shown = meta.class_names[:30]
-    fig, ax = plt.subplots(figsize=(8, 0.3 * len(shown) + 1.5), constrained_layout=True)
-    y = np.arange(len(shown))
-    for offset, split in zip((-0.27, 0, 0.27), SPLITS, strict=True):
-        ax.barh(y + offset, [meta.counts[split][c] for c in shown], height=0.27, label=split)
-    ax.set_yticks(y, shown)
-    ax.invert_yaxis()
-    ax.set_xlabel("images with the label" if meta.task == "multilabel" else "images")
-    ax.set_title(f"Class distribution (train imbalance ratio {summary['imbalance_ratio']:.1f})")
-    ax.legend()
-    with atomic_file(plots_dir / "class_distribution.png") as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-
-    train = load_split(prepared_dir, "train")
-    per_class = 8
-    fig, axes = plt.subplots(len(shown), per_class, figsize=(per_class, len(shown) + 0.5), squeeze=False)
-    for row, name in enumerate(shown):
-        has_label = train.labels[:, row] == 1 if train.multilabel else train.labels == row
-        picks = np.flatnonzero(has_label)[:per_class]
-        for col in range(per_class):
-            ax = axes[row][col]
-            ax.axis("off")
-            if col < len(picks):
-                ax.imshow(train.images[picks[col]])
-        axes[row][0].set_title(name, fontsize=8, loc="left")
-    with atomic_file(plots_dir / "samples.png") as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)
-    return summary

@@ -178,6 +178,38 @@ def _image_files(folder: Path) -> list[Path]:
     ]
 
 
+def _decode(
+    files: list[tuple[str, Path, int]], cfg: DataParams, scratch: Path | None, name: str
+) -> tuple[np.ndarray, list[tuple[str, int]], list[str]]:
+    """Every readable file fitted to RGB at `data.image_size`, in file order, into a memory map in
+    `scratch` when given (bounded memory for a folder of any size); (split, label) of each image
+    kept, and one line per file skipped (or a DataError with `data.on_corrupt: fail`)."""
+    from PIL import Image, UnidentifiedImageError
+    from tqdm import tqdm
+
+    shape = (len(files), cfg.image_size, cfg.image_size, 3)
+    if scratch is not None and files:
+        scratch.mkdir(parents=True, exist_ok=True)
+        images = np.lib.format.open_memmap(scratch / "decoded.npy", mode="w+", dtype=np.uint8, shape=shape)
+    else:
+        images = np.empty(shape, np.uint8)
+    kept: list[tuple[str, int]] = []
+    skipped: list[str] = []
+    for split, path, label in tqdm(files, desc=f"decode {name}", unit="img", leave=False, disable=None):
+        try:
+            with Image.open(path) as image:
+                images[len(kept)] = fit_image(to_rgb(image), cfg.image_size, cfg.resize)
+            kept.append((split, label))
+        except (OSError, UnidentifiedImageError, ValueError) as err:
+            reason = f"{path}: {type(err).__name__}: {err}"
+            if cfg.on_corrupt == "fail":
+                raise DataError(f"unreadable image {reason} (data.on_corrupt: skip to skip such files)") from None
+            skipped.append(reason)
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} unreadable images: {'; '.join(skipped[:5])}", stacklevel=3)
+    return images, kept, skipped
+
+
 def _image_folder(cfg: DataParams, scratch: Path | None = None) -> RawData:
     """One sub-folder per class (or train/, val/, test/ each holding them); every readable
     image converted to RGB at `data.image_size`.
@@ -185,9 +217,6 @@ def _image_folder(cfg: DataParams, scratch: Path | None = None) -> RawData:
     Decoded images go into a memory map in `scratch` when given (written in file order), so
     a folder of any size is decoded with bounded memory.
     """
-    from PIL import Image, UnidentifiedImageError
-    from tqdm import tqdm
-
     if not cfg.root:
         raise DataError("data.root: required for data.name imagefolder (a folder with one sub-folder per class)")
     root = Path(cfg.root).expanduser()
@@ -202,26 +231,7 @@ def _image_folder(cfg: DataParams, scratch: Path | None = None) -> RawData:
         if (split_root / name).is_dir()
         for path in _image_files(split_root / name)
     ]
-    shape = (len(files), cfg.image_size, cfg.image_size, 3)
-    if scratch is not None and files:
-        scratch.mkdir(parents=True, exist_ok=True)
-        images = np.lib.format.open_memmap(scratch / "decoded.npy", mode="w+", dtype=np.uint8, shape=shape)
-    else:
-        images = np.empty(shape, np.uint8)
-    kept: list[tuple[str, int]] = []
-    skipped: list[str] = []
-    for split, path, label in tqdm(files, desc=f"decode {root.name}", unit="img", leave=False, disable=None):
-        try:
-            with Image.open(path) as image:
-                images[len(kept)] = fit_image(to_rgb(image), cfg.image_size, cfg.resize)
-            kept.append((split, label))
-        except (OSError, UnidentifiedImageError, ValueError) as err:
-            reason = f"{path}: {type(err).__name__}: {err}"
-            if cfg.on_corrupt == "fail":
-                raise DataError(f"unreadable image {reason} (data.on_corrupt: skip to skip such files)") from None
-            skipped.append(reason)
-    if skipped:
-        warnings.warn(f"skipped {len(skipped)} unreadable images: {'; '.join(skipped[:5])}", stacklevel=2)
+    images, kept, skipped = _decode(files, cfg, scratch, root.name)
     splits = np.asarray([split for split, _ in kept])
     labels = np.asarray([label for _, label in kept], np.int64)
     first = next(iter(layout))

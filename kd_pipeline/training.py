@@ -220,6 +220,52 @@ def step_batches(
         yield (idx, *read_batch(train, idx), len(idx) * ranks.world / len(global_idx))
 
 
+@dataclass
+class _Progress:
+    """Everything a killed run needs to go on where it stopped (saved after every epoch)."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    stopper: EarlyStopping
+    best_state: dict[str, torch.Tensor]
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def state(self, model: nn.Module, rngs: Any) -> dict[str, Any]:
+        return {
+            "model": model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
+            "early_stopping": self.stopper.__dict__.copy(),
+            "best_state": self.best_state,
+            "history": self.history,
+            "rng": rngs,
+        }
+
+
+@dataclass
+class _Teaching:
+    """The loss of a batch: distillation from `teacher` (its logits cached for the whole training
+    split when nothing augments it), or the labels alone."""
+
+    teacher: nn.Module | None
+    kd: KDParams | None
+    cached: torch.Tensor | None
+    weights: torch.Tensor | None
+    label_smoothing: float
+    use_amp: bool
+
+    def loss(self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+        if self.teacher is None or self.kd is None:
+            return hard_loss(logits, y, self.weights, self.label_smoothing)
+        if self.cached is not None:
+            teacher_logits = self.cached[torch.from_numpy(idx).to(x.device)]
+        else:
+            with torch.inference_mode(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
+                teacher_logits = self.teacher(x).float()
+        return kd_loss(logits, teacher_logits, y, self.kd.alpha, self.kd.temperature, self.weights,
+                       self.label_smoothing)
+
+
 def fit(
     model: nn.Module,
     train: Split,
@@ -243,125 +289,128 @@ def fit(
     epoch's state is saved (tests stop a run there).
     """
     device = normalizer.device
-    use_amp = device.type == "cuda"
     if cfg.monitor == "auto":
         cfg = cfg.model_copy(update={"monitor": resolve_monitor(cfg.monitor, train.labels)})
-    optimizer = build_optimizer(model, cfg)
-    scheduler = build_scheduler(optimizer, cfg)
-    stopper = EarlyStopping(cfg.early_stopping_patience, "min" if cfg.monitor == "loss" else "max")
     weights = class_weights(train.labels, num_classes).to(device) if cfg.class_weights else None
-    history: list[dict[str, float]] = []
-    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    start_epoch = 1
-
     resume = resume or ResumeFile(None, "")
-    saved = ranks.share(resume.load() if ranks.is_main else None)
-    if saved is not None:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(saved["scheduler"])
-        stopper = EarlyStopping(**saved["early_stopping"])
-        best_state = saved["best_state"]
-        history = saved["history"]
-        rng = saved["rng"]
-        restore_rng(rng[ranks.rank] if isinstance(rng, list) else rng)
-        start_epoch = len(history) + 1
-        tqdm.write(f"{name}: resuming after epoch {len(history)} from {resume.path}")
-        for row in history:  # DVC removed the old dvclive output: write the curves again
-            _log_epoch(live, row)
-
+    progress = _start(model, cfg, resume, ranks, name, live)
     net = wrap(model, ranks, device)
     flow = GradientFlow(model)
-    cached_teacher_logits = None
+    cached = None
     if teacher is not None and not cfg.augment.enabled:
-        cached_teacher_logits = predict_gathered(teacher, train, normalizer, ranks).to(device)
+        cached = predict_gathered(teacher, train, normalizer, ranks).to(device)
+    teaching = _Teaching(teacher, kd, cached, weights, cfg.label_smoothing, device.type == "cuda")
 
-    for epoch in range(start_epoch, cfg.epochs + 1):
-        if stopper.should_stop:
+    for epoch in range(len(progress.history) + 1, cfg.epochs + 1):
+        if progress.stopper.should_stop:
             break
         started = time.perf_counter()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        model.train()
-        augment_rng = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        loss_sum, preds, targets = 0.0, [], []
-        progress = tqdm(
-            step_batches(train, cfg, epoch, ranks),
-            total=-(-len(train) // cfg.batch_size),
-            desc=f"{name} {epoch}/{cfg.epochs}",
-            leave=False,
-            disable=None if ranks.is_main else True,
-        )
-        for idx, images, labels, scale in progress:
-            if cfg.augment.enabled:
-                images = augment(images, cfg.augment, augment_rng)
-            x = normalizer(images)
-            y = labels.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = net(x)
-            if teacher is not None and kd is not None:
-                if cached_teacher_logits is not None:
-                    teacher_logits = cached_teacher_logits[torch.from_numpy(idx).to(device)]
-                else:
-                    with torch.inference_mode(), torch.autocast(
-                        device.type, dtype=torch.bfloat16, enabled=use_amp
-                    ):
-                        teacher_logits = teacher(x).float()
-                loss = kd_loss(
-                    logits, teacher_logits, y, kd.alpha, kd.temperature, weights, cfg.label_smoothing
-                )
-            else:
-                loss = hard_loss(logits, y, weights, cfg.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            (loss * scale if scale != 1.0 else loss).backward()
-            flow.record()
-            optimizer.step()
-            loss_sum += loss.item() * len(labels)
-            preds.append(decide(logits.detach().float().cpu().numpy(), train.multilabel))
-            targets.append(labels.numpy())
-            progress.set_postfix(loss=f"{loss.item():.3f}")
-
-        ranks.sync_buffers(model)
-        row = _epoch_row(epoch, loss_sum, preds, targets, num_classes, ranks)
+        row = _train_epoch(net, model, train, cfg, epoch, normalizer, teaching, progress.optimizer, flow, ranks, name,
+                           num_classes)
         row.update(flow.epoch_means())
         row.update(_validation(model, val, normalizer, num_classes, ranks))
-        row["lr"] = optimizer.param_groups[0]["lr"]
+        row["lr"] = progress.optimizer.param_groups[0]["lr"]
         row["epoch_time_s"] = time.perf_counter() - started
         row["peak_memory_mb"] = peak_memory_mb(device)
-
-        if stopper.update(_monitor_value(row, cfg.monitor), epoch):
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            scheduler.step(_monitor_value(row, cfg.monitor))
-        elif scheduler is not None:
-            scheduler.step()
-        history.append(row)
+        _end_epoch(progress, model, row, cfg, epoch)
         _log_epoch(live, row)
-        tqdm.write(_summary_line(name, epoch, cfg.epochs, row, best=stopper.best_epoch == epoch))
+        tqdm.write(_summary_line(name, epoch, cfg.epochs, row, best=progress.stopper.best_epoch == epoch))
         rngs = ranks.collect(capture_rng())
         if ranks.is_main:
-            resume.save(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else {},
-                    "early_stopping": stopper.__dict__.copy(),
-                    "best_state": best_state,
-                    "history": history,
-                    "rng": rngs,
-                }
-            )
+            resume.save(progress.state(model, rngs))
         if on_epoch_end is not None:
             on_epoch_end(epoch)
 
-    if stopper.should_stop and len(history) < cfg.epochs:
+    return _finish(progress, model, cfg, name)
+
+
+def _finish(progress: _Progress, model: nn.Module, cfg: TrainParams, name: str) -> FitResult:
+    """The model left at its kept epoch; one line when early stopping ended the run."""
+    if progress.stopper.should_stop and len(progress.history) < cfg.epochs:
         tqdm.write(
-            f"{name}: early stop after epoch {len(history)}: val/{cfg.monitor} has not improved"
+            f"{name}: early stop after epoch {len(progress.history)}: val/{cfg.monitor} has not improved"
             f" for {cfg.early_stopping_patience} epochs"
         )
-    model.load_state_dict(best_state)
-    return FitResult(best_epoch=stopper.best_epoch, epochs_run=len(history), history=history)
+    model.load_state_dict(progress.best_state)
+    return FitResult(best_epoch=progress.stopper.best_epoch, epochs_run=len(progress.history),
+                     history=progress.history)
+
+
+def _start(model: nn.Module, cfg: TrainParams, resume: ResumeFile, ranks: Ranks, name: str, live: Any) -> _Progress:
+    """A fresh optimizer, scheduler and early stopping, or the saved ones of a killed run (with
+    its RNG state, and its curves written again: DVC removed the old dvclive output)."""
+    optimizer = build_optimizer(model, cfg)
+    progress = _Progress(
+        optimizer=optimizer, scheduler=build_scheduler(optimizer, cfg),
+        stopper=EarlyStopping(cfg.early_stopping_patience, "min" if cfg.monitor == "loss" else "max"),
+        best_state={k: v.detach().clone() for k, v in model.state_dict().items()},
+    )
+    saved = ranks.share(resume.load() if ranks.is_main else None)
+    if saved is None:
+        return progress
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    if progress.scheduler is not None:
+        progress.scheduler.load_state_dict(saved["scheduler"])
+    progress.stopper = EarlyStopping(**saved["early_stopping"])
+    progress.best_state = saved["best_state"]
+    progress.history = saved["history"]
+    rng = saved["rng"]
+    restore_rng(rng[ranks.rank] if isinstance(rng, list) else rng)
+    tqdm.write(f"{name}: resuming after epoch {len(progress.history)} from {resume.path}")
+    for row in progress.history:
+        _log_epoch(live, row)
+    return progress
+
+
+def _train_epoch(
+    net: nn.Module, model: nn.Module, train: Split, cfg: TrainParams, epoch: int, normalizer: Normalizer,
+    teaching: _Teaching, optimizer: torch.optim.Optimizer, flow: GradientFlow, ranks: Ranks, name: str,
+    num_classes: int,
+) -> dict[str, float]:
+    """One pass over this process's share of the training split; the epoch's training metrics."""
+    device = normalizer.device
+    model.train()
+    augment_rng = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    loss_sum, preds, targets = 0.0, [], []
+    progress = tqdm(
+        step_batches(train, cfg, epoch, ranks),
+        total=-(-len(train) // cfg.batch_size),
+        desc=f"{name} {epoch}/{cfg.epochs}",
+        leave=False,
+        disable=None if ranks.is_main else True,
+    )
+    for idx, images, labels, scale in progress:
+        if cfg.augment.enabled:
+            images = augment(images, cfg.augment, augment_rng)
+        x = normalizer(images)
+        y = labels.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=teaching.use_amp):
+            logits = net(x)
+        loss = teaching.loss(logits, x, y, idx)
+        optimizer.zero_grad(set_to_none=True)
+        (loss * scale if scale != 1.0 else loss).backward()
+        flow.record()
+        optimizer.step()
+        loss_sum += loss.item() * len(labels)
+        preds.append(decide(logits.detach().float().cpu().numpy(), train.multilabel))
+        targets.append(labels.numpy())
+        progress.set_postfix(loss=f"{loss.item():.3f}")
+    ranks.sync_buffers(model)
+    return _epoch_row(epoch, loss_sum, preds, targets, num_classes, ranks)
+
+
+def _end_epoch(progress: _Progress, model: nn.Module, row: dict[str, float], cfg: TrainParams, epoch: int) -> None:
+    """Keep the best weights so far (by the monitored validation metric) and step the schedule."""
+    if progress.stopper.update(_monitor_value(row, cfg.monitor), epoch):
+        progress.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if isinstance(progress.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        progress.scheduler.step(_monitor_value(row, cfg.monitor))
+    elif progress.scheduler is not None:
+        progress.scheduler.step()
+    progress.history.append(row)
 
 
 def _epoch_row(

@@ -2,10 +2,10 @@
 
 
 from kd_pipeline import paths
-from kd_pipeline.data import prepare
+from kd_pipeline.data_report import write_data_report
 from kd_pipeline.errors import exit_on_pipeline_error
 from kd_pipeline.params import load_params
-from kd_pipeline.report import write_data_report
+from kd_pipeline.preparation import prepare
 from kd_pipeline.tracking import untracked_note
 
 

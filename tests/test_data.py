@@ -11,11 +11,10 @@ from kd_pipeline.data import (
     color_jitter,
     load_meta,
     load_split,
-    resize_images,
-    stratified_split,
 )
 from kd_pipeline.errors import DataError
 from kd_pipeline.params import AugmentParams
+from kd_pipeline.preparation import resize_images, stratified_split
 
 
 def test_split_is_stratified_seeded_and_disjoint() -> None:
@@ -141,7 +140,7 @@ def test_flips_and_crops_are_per_image_and_seeded() -> None:
 
 
 def test_multilabel_split_is_seeded_disjoint_and_complete() -> None:
-    from kd_pipeline.data import stratified_split
+    from kd_pipeline.preparation import stratified_split
 
     labels = np.random.default_rng(0).integers(0, 2, (100, 5))
     parts = stratified_split(labels, 0.15, 0.2, seed=3)

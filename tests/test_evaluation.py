@@ -7,9 +7,10 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
 
 from kd_pipeline.comparison import Variant, compare
+from kd_pipeline.costs import time_model
 from kd_pipeline.data import Split, load_meta, load_split
 from kd_pipeline.errors import CheckpointError, PipelineError
-from kd_pipeline.evaluation import full_metrics, softmax, time_model
+from kd_pipeline.evaluation import full_metrics, softmax
 from kd_pipeline.params import ExportParams, TargetsParams, parse_params
 from kd_pipeline.report import render_summary, write_outputs
 from kd_pipeline.targets import (

@@ -9,12 +9,13 @@ from onnx import numpy_helper
 
 from kd_pipeline.comparison import predict_split
 from kd_pipeline.data import Split
-from kd_pipeline.evaluation import decide, onnx_runner
+from kd_pipeline.evaluation import decide
 from kd_pipeline.export import ExportError, prove
 from kd_pipeline.fidelity import file_sha256, predictions_sha256
 from kd_pipeline.models import create_model
 from kd_pipeline.onnx_export import export_onnx
 from kd_pipeline.params import parse_params
+from kd_pipeline.runtime import onnx_runner
 
 CARD = {"mean": [0.5] * 3, "std": [0.25] * 3, "input_size": [3, 16, 16]}
 PARAMS = parse_params({})

@@ -40,7 +40,7 @@ def _network() -> torch.nn.Module:
 
 
 def val_scores_logits(path: Path, images: np.ndarray) -> np.ndarray:
-    from kd_pipeline.evaluation import onnx_runner
+    from kd_pipeline.runtime import onnx_runner
 
     return onnx_runner(path, CARD["mean"], CARD["std"], threads=1)(images)
 

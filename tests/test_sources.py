@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kd_pipeline.data import batches, class_weights, load_meta, load_split, prepare
+from kd_pipeline.data import batches, class_weights, load_meta, load_split
 from kd_pipeline.errors import DataError, ParamsError
 from kd_pipeline.imaging import fit_image
 from kd_pipeline.params import DataParams, parse_params
+from kd_pipeline.preparation import prepare
 from kd_pipeline.sources import load_source
 
 

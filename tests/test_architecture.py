@@ -1,0 +1,34 @@
+"""The architecture page and the README tree say what the code is."""
+
+import ast
+import re
+
+from tests.architecture import ROOT, current_table, rerun_table
+
+
+def test_the_rerun_table_in_docs_is_the_one_dvc_yaml_implies() -> None:
+    assert current_table() == rerun_table(), "docs/architecture.md is stale: run python -m tests.architecture"
+
+
+def test_the_readme_tree_names_every_module_and_stage() -> None:
+    readme = (ROOT / "README.md").read_text()
+    tree = readme[readme.index("## Layout") :]
+    named = set(re.findall(r"^\s+(\w+\.py)\s", tree, re.M)) | set(re.findall(r"(\w+\.py)", tree))
+    modules = {p.name for p in (ROOT / "kd_pipeline").glob("*.py") if p.name != "__init__.py"}
+    assert not modules - named, f"README's tree misses {sorted(modules - named)}"
+    elsewhere = {n for n in named if any((ROOT / folder / n).exists() for folder in ("benchmarks", "stages", "tests"))}
+    assert not named - modules - elsewhere, "README's tree names a module that does not exist"
+
+
+def test_no_library_function_is_longer_than_a_screen_without_a_reason() -> None:
+    """60 lines, unless a comment in the function says why (`# long:`)."""
+    long = []
+    for path in sorted((ROOT / "kd_pipeline").glob("*.py")):
+        source = path.read_text()
+        lines = source.splitlines()
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.FunctionDef) and node.end_lineno - node.lineno + 1 > 60:
+                body = "\n".join(lines[node.lineno - 1 : node.end_lineno])
+                if "# long:" not in body:
+                    long.append(f"{path.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert not long, f"split these or say why with '# long:': {long}"
