@@ -5,10 +5,11 @@
 
 It takes the experiments (and the workspace) whose params equal the workspace's except
 `train.seed`, one per seed, and writes for every variant's accuracy, balanced accuracy and
-macro F1, and for both gains (distillation: student − baseline; assistant: student − direct),
-the mean, sample standard deviation, min and max across seeds, with one line per gain saying
-whether its mean exceeds its spread. The data split (`data.seed`) is the same in every run:
-the spread is that of training alone.
+macro F1 the mean, sample standard deviation, min and max across seeds. Each gain (distillation:
+student − baseline; assistant: student − direct; and every variant against the baseline) is the
+mean of the per-seed paired differences with its 95% t-interval and two-sided p-value
+(scipy.stats): measurable only when the interval excludes 0. The data split (`data.seed`) is the
+same in every run: the spread is that of training alone.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import json
 import statistics
 from pathlib import Path
 from typing import Any
+
+from scipy import stats as scipy_stats
 
 from kd_pipeline import paths
 from kd_pipeline.errors import PipelineError, exit_on_pipeline_error
@@ -40,6 +43,24 @@ def spread(values: list[float]) -> dict[str, float]:
     }
 
 
+def paired(differences: list[float], level: float = 0.95) -> dict[str, float]:
+    """Mean of per-seed paired differences, its two-sided t-interval and p-value against 0,
+    beside the mean ± sd of `spread`. With identical differences the interval is the point."""
+    summary = spread(differences)
+    n, mean, sd = len(differences), summary["mean"], summary["std"]
+    if sd == 0.0:
+        p_value = 1.0 if mean == 0 else 0.0
+        return {**summary, "low": mean, "high": mean, "p_value": p_value, "level": level}
+    half = float(scipy_stats.t.ppf(0.5 + level / 2, n - 1)) * sd / n**0.5
+    p_value = float(scipy_stats.ttest_1samp(differences, 0.0).pvalue)
+    return {**summary, "low": mean - half, "high": mean + half, "p_value": p_value, "level": level}
+
+
+def measurable(interval: dict[str, float]) -> bool:
+    """A gain is measurable only when its interval excludes 0."""
+    return interval["low"] > 0 or interval["high"] < 0
+
+
 def aggregate(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """Across-seed statistics from each seed's metrics/evaluate.json."""
     if len(runs) < 2:
@@ -52,21 +73,27 @@ def aggregate(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
         for name in names
     }
     gains = {
-        gain: {m: spread([e[gain][m] for e in evaluations]) for m in METRICS}
+        gain: {m: paired([e[gain][m] for e in evaluations]) for m in METRICS}
         for gain in GAINS if all(gain in e for e in evaluations)
     }
-    verdicts = {gain: verdict(gain, stats["accuracy"]) for gain, stats in gains.items()}
-    return {"seeds": sorted(runs), "variants": variants, "gains": gains, "verdicts": verdicts}
+    vs_baseline = {
+        name: {m: paired([e["variants"][name][m] - e["variants"]["baseline"][m] for e in evaluations])
+               for m in METRICS if m in variants[name] and m in variants["baseline"]}
+        for name in names if name != "baseline" and "baseline" in names
+    }
+    verdicts = {gain: verdict(f"{gain} ({GAINS[gain]})", stats["accuracy"]) for gain, stats in gains.items()}
+    return {"seeds": sorted(runs), "variants": variants, "gains": gains, "vs_baseline": vs_baseline,
+            "verdicts": verdicts}
 
 
-def verdict(gain: str, stats: dict[str, float]) -> str:
-    """One line: the gain's mean ± spread, and whether the mean is larger than the spread."""
-    mean, std = stats["mean"], stats["std"]
-    exceeds = abs(mean) > std
-    sign = "a gain" if mean > 0 else "a loss"
-    judged = (f"{sign} larger than its seed-to-seed spread" if exceeds
-              else "within its seed-to-seed spread: no measurable effect")
-    return f"{gain} ({GAINS[gain]}) in accuracy: {mean:+.4f} ± {std:.4f} over {stats['n']} seeds, {judged}"
+def verdict(name: str, stats: dict[str, float]) -> str:
+    """One line: the paired gain with its 95% interval and p-value, and whether it is measurable."""
+    mean = stats["mean"]
+    judged = (f"{'a gain' if mean > 0 else 'a loss'}: the interval excludes 0" if measurable(stats)
+              else "no measurable effect: the interval includes 0")
+    return (f"{name} in accuracy: {mean:+.4f}, 95% CI [{stats['low']:+.4f}, {stats['high']:+.4f}],"
+            f" p = {stats['p_value']:.3f} (mean ± sd {mean:+.4f} ± {stats['std']:.4f} over {stats['n']} seeds),"
+            f" {judged}")
 
 
 def _without_seed(params: dict[str, Any]) -> str:
@@ -90,6 +117,13 @@ def render(summary: dict[str, Any], names: dict[int, str]) -> str:
              + ", ".join(f"{seed}: {names[seed]}" for seed in summary["seeds"]) + ").",
              "Mean ± sample standard deviation [min, max] on the test split.", ""]
     lines += [f"- {line}" for line in summary["verdicts"].values()]
+    if summary.get("vs_baseline"):
+        lines += ["", "Every variant against the baseline (per-seed paired differences in test accuracy):", "",
+                  "| variant − baseline | mean | 95% CI | p | measurable |", "|---|---|---|---|---|"]
+        for name, by_metric in summary["vs_baseline"].items():
+            if (s := by_metric.get("accuracy")) is not None:
+                lines.append(f"| {name} | {s['mean']:+.4f} | [{s['low']:+.4f}, {s['high']:+.4f}] | {s['p_value']:.3f}"
+                             f" | {'yes' if measurable(s) else 'no'} |")
     lines += ["", "| variant | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
     rows = {**summary["variants"], **{f"{g} ({GAINS[g]})": s for g, s in summary["gains"].items()}}
     for name, stats in rows.items():

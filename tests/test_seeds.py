@@ -24,10 +24,28 @@ def test_mean_spread_and_range_match_a_hand_computation() -> None:
     assert gain["mean"] == pytest.approx(0.07) and gain["std"] == pytest.approx(0.026457513, rel=1e-6)
     assistant = summary["gains"]["assistant_gain"]["accuracy"]  # 0.01, -0.01, 0.01
     assert assistant["mean"] == pytest.approx(0.01 / 3) and assistant["std"] == pytest.approx(0.011547005, rel=1e-6)
-    assert "larger than its seed-to-seed spread" in summary["verdicts"]["distillation_gain"]
-    assert "no measurable effect" in summary["verdicts"]["assistant_gain"]
     report = render(summary, {0: "a", 1: "b", 2: "c"})
     assert "| student | 0.9200 ± 0.0200 [0.9000, 0.9400]" in report and "+0.0700 ± 0.0265 over 3 seeds" in report
+
+
+def test_gains_are_paired_differences_with_a_hand_computed_t_interval() -> None:
+    """0.05, 0.06, 0.10: mean 0.07, sd 0.0264575, se 0.0152753; t(0.975, 2) = 4.3026527: half-width
+    0.0657242; t = 4.5825757, two-sided p = 0.04446 (2 degrees of freedom)."""
+    summary = aggregate(RUNS)
+    gain = summary["gains"]["distillation_gain"]["accuracy"]
+    assert gain["low"] == pytest.approx(0.07 - 0.0657242, abs=1e-6)
+    assert gain["high"] == pytest.approx(0.07 + 0.0657242, abs=1e-6)
+    assert gain["p_value"] == pytest.approx(0.04446, abs=2e-4)
+    assert "95% CI [+0.0043, +0.1357], p = 0.044" in summary["verdicts"]["distillation_gain"]
+    assert "a gain: the interval excludes 0" in summary["verdicts"]["distillation_gain"]
+    # 0.01, -0.01, 0.01: mean 0.00333, se 0.0066667, half-width 0.0286844: the interval holds 0
+    assistant = summary["gains"]["assistant_gain"]["accuracy"]
+    assert assistant["low"] == pytest.approx(0.01 / 3 - 0.0286844, abs=1e-6) and assistant["high"] > 0
+    assert "no measurable effect: the interval includes 0" in summary["verdicts"]["assistant_gain"]
+    # every variant against the baseline, paired by seed: direct − baseline = 0.04, 0.07, 0.09
+    direct = summary["vs_baseline"]["direct"]["accuracy"]
+    assert direct["mean"] == pytest.approx(0.2 / 3) and direct["low"] > 0
+    assert "| direct | +0.0667 |" in render(summary, {0: "a", 1: "b", 2: "c"})
 
 
 def test_one_seed_is_not_a_spread() -> None:
