@@ -23,6 +23,7 @@ from typing import Any
 from kd_pipeline import paths
 from kd_pipeline.errors import PipelineError, exit_on_pipeline_error
 from kd_pipeline.files import atomic_dir, write_json
+from kd_pipeline.machine import cpu_info
 from kd_pipeline.params import read_yaml
 
 RESULTS = paths.RESULTS
@@ -49,7 +50,8 @@ BLOCK = re.compile(r"(<!-- table: (\w+)(?: (\S+))? -->\n).*?(<!-- /table -->)", 
 
 
 def machine() -> dict[str, Any]:
-    """CPU model, core count and GPU: what timings in a record depend on."""
+    """CPU model, instruction sets, core count, threads and GPU: what timings (and int8 accuracy)
+    in a record depend on."""
     cpu = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
@@ -61,7 +63,33 @@ def machine() -> dict[str, Any]:
         proc = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
                               capture_output=True, text=True)
         gpu = proc.stdout.strip().splitlines()[0] if proc.returncode == 0 and proc.stdout.strip() else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu}
+    info = cpu_info()
+    threads = {key: os.environ[key] for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if key in os.environ}
+    return {"cpu": cpu, "isa": info["isa"], "int8_kernels": info["int8_kernels"], "cores": os.cpu_count(),
+            "thread_settings": threads, "gpu": gpu}
+
+
+def versions() -> dict[str, str]:
+    """The libraries a record's numbers depend on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in ("torch", "onnxruntime", "dvc", "timm", "numpy", "scikit-learn", "torch-pruning"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def provenance(root: Path) -> dict[str, Any]:
+    """When and from what a record was made: UTC date, commit, and whether the tree held
+    uncommitted changes to tracked files (such a record says so; it cannot be re-run exactly)."""
+    from datetime import UTC, datetime
+
+    dirty = bool(_git("-C", str(root), "status", "--porcelain", "--untracked-files=no"))
+    return {"date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "code_commit": _git("-C", str(root), "rev-parse", "HEAD"), "dirty": dirty}
 
 
 def _git(*args: str) -> str:
@@ -83,11 +111,10 @@ def record(name: str, command: str, root: Path = Path("."), results: Path = RESU
         for src, dst, _ in FILES:
             if (root / src).is_file():
                 shutil.copy(root / src, tmp / dst)
-        write_json(tmp / "run.json", {
-            "command": command,
-            "code_commit": _git("-C", str(root), "rev-parse", "HEAD"),
-            "machine": machine(),
-        })
+        made = provenance(root)
+        if made["dirty"]:
+            print(f"warning: {root} has uncommitted changes to tracked files; run.json says dirty: true")
+        write_json(tmp / "run.json", {"command": command, **made, "machine": machine(), "versions": versions()})
     return target
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from kd_pipeline.errors import PipelineError
@@ -82,6 +84,10 @@ def test_record_copies_a_finished_run_and_refuses_a_stale_one(tmp_path: Path, mo
         "dvc.lock", "evaluate.json", "params.yaml", "run.json", "summary.md"]
     run = json.loads((folder / "run.json").read_text())
     assert run["command"] == "dvc repro" and run["machine"]["cores"] == os.cpu_count()
+    assert run["dirty"] is True and run["code_commit"] == ""  # nothing committed in this repository
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", run["date"])
+    assert run["versions"]["torch"] == torch.__version__.split("+")[0] and "onnxruntime" in run["versions"]
+    assert run["machine"]["isa"] == "unknown" or isinstance(run["machine"]["isa"], list)
 
     (repo / "params.yaml").write_text("x: 2\n")
     with pytest.raises(PipelineError, match="dvc.lock is stale for evaluate"):
