@@ -140,11 +140,44 @@ def epochs_label(params: dict[str, Any]) -> str:
                     for role in ("teacher", "assistant", "student"))
 
 
+def freshness(folder: Path, root: Path = Path(".")) -> str:
+    """Whether the stage code a record ran is today's: "current", or "stale: N of M stages" when
+    the code deps in its dvc.lock (library modules and stage scripts, by md5) differ from the files
+    here, or the stage now imports modules it did not."""
+    import hashlib
+
+    import yaml
+
+    if not (folder / "dvc.lock").is_file():
+        return "unknown: no dvc.lock"
+    recorded = yaml.safe_load((folder / "dvc.lock").read_text()).get("stages", {})
+    today = yaml.safe_load((root / "dvc.yaml").read_text()).get("stages", {})
+    changed = 0
+    for stage, spec in recorded.items():
+        code = {dep["path"]: dep.get("md5") for dep in spec.get("deps", []) if dep["path"].endswith(".py")}
+        now = {str(dep) for dep in today.get(stage, {}).get("deps", []) if str(dep).endswith(".py")}
+        moved = now != set(code) or any(
+            not (root / path).is_file() or hashlib.md5((root / path).read_bytes()).hexdigest() != md5
+            for path, md5 in code.items()
+        )
+        changed += stage not in today or moved
+    commit = json.loads((folder / "run.json").read_text()).get("code_commit", "")[:7] if (
+        folder / "run.json").is_file() else ""
+    return "current" if not changed else f"stale: {changed} of {len(recorded)} stages changed since {commit or '?'}"
+
+
+def stale_records(results: Path = RESULTS, root: Path = Path(".")) -> dict[str, str]:
+    """Every record whose stage code is not today's, with how stale it is."""
+    found = {folder.name: freshness(folder, root) for folder in sorted(results.iterdir())
+             if (folder / "dvc.lock").is_file()}
+    return {name: state for name, state in found.items() if state != "current"}
+
+
 def records_table(results: Path = RESULTS) -> str:
     """One row per record: float models and gains (mean ± sd over seeds when aggregated),
     and the deployed variant of the recorded run."""
     head = ("| record | data | epochs T/A/S | seeds | teacher | assistant | student | direct | baseline"
-            " | distillation gain | assistant gain | deployed | accuracy | size | meets targets |")
+            " | distillation gain | assistant gain | deployed | accuracy | size | meets targets | code |")
     rows = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for folder in sorted(p for p in results.iterdir() if (p / "evaluate.json").is_file()):
         evaluation = json.loads((folder / "evaluate.json").read_text())
@@ -162,7 +195,8 @@ def records_table(results: Path = RESULTS) -> str:
         rows.append(
             f"| {folder.name} | {dataset_label(params)} | {epochs_label(params)}"
             f" | {len(seeds.get('seeds', [])) or 1} | " + " | ".join(cells)
-            + f" | {deployed} | {shipped.get('accuracy', 0):.3f} | {shipped.get('size_mb', 0):.2f} MB | {meets} |"
+            + f" | {deployed} | {shipped.get('accuracy', 0):.3f} | {shipped.get('size_mb', 0):.2f} MB | {meets}"
+            f" | {freshness(folder)} |"
         )
     return "\n".join(rows)
 
@@ -218,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", nargs="?", help="record folder under results/")
     parser.add_argument("--command", help="the command line that produced the run (required with NAME)")
     parser.add_argument("--readme", action="store_true", help="rewrite the README table from results/")
-    parser.add_argument("--check", action="store_true", help="exit 1 when the README table is not current")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 when the README table is not current; list records whose stage code is stale")
     args = parser.parse_args(argv)
     if args.name:
         if not args.command:
@@ -228,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         text = README.read_text()
         current = readme_with_tables(text)
         if args.check:
+            for name, state in stale_records().items():
+                print(f"{name}: {state}")
             if current != text:
                 print(f"{README}: the results table differs from {RESULTS}/; run python -m kd_pipeline.record --readme")
                 return 1

@@ -56,7 +56,7 @@ def test_records_table_shows_spread_when_aggregated_and_single_runs_otherwise(tm
     assert rows[2].startswith("| a | digits (32 px) | 10/10/10 | 3 | – | – | 0.910 ± 0.010 |")
     assert "+0.050 ± 0.010" in rows[2]
     assert rows[3].startswith("| b | imagefolder screens (32 px) | 2/10/10 | 1 | – | – | 0.900 | – | 0.850 | +0.050 |")
-    assert rows[3].endswith("| student | 0.900 | 1.00 MB | false |")
+    assert rows[3].endswith("| student | 0.900 | 1.00 MB | false | unknown: no dvc.lock |")
 
 
 def _run(cmd: list, cwd: Path) -> None:
@@ -93,3 +93,25 @@ def test_record_copies_a_finished_run_and_refuses_a_stale_one(tmp_path: Path, mo
     with pytest.raises(PipelineError, match="dvc.lock is stale for evaluate"):
         record("run", "dvc repro", root=repo)
     assert json.loads((folder / "run.json").read_text()) == run  # the old record is untouched
+
+
+def test_freshness_compares_a_records_code_with_todays(tmp_path: Path) -> None:
+    import hashlib
+
+    from kd_pipeline.record import freshness
+
+    (tmp_path / "stages").mkdir()
+    script = tmp_path / "stages" / "x.py"
+    script.write_text("print(1)\n")
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"x": {"cmd": "python -m stages.x",
+                                                                        "deps": ["stages/x.py", "data"]}}}))
+    folder = tmp_path / "results" / "run"
+    folder.mkdir(parents=True)
+    lock = {"schema": "2.0", "stages": {"x": {"cmd": "python -m stages.x", "deps": [
+        {"path": "stages/x.py", "hash": "md5", "md5": hashlib.md5(b"print(1)\n").hexdigest()},
+        {"path": "data", "hash": "md5", "md5": "0" * 32 + ".dir"}]}}}
+    (folder / "dvc.lock").write_text(yaml.safe_dump(lock))
+    (folder / "run.json").write_text(json.dumps({"code_commit": "abcdef0123"}))
+    assert freshness(folder, tmp_path) == "current"  # data deps do not count: the code is today's
+    script.write_text("print(2)\n")
+    assert freshness(folder, tmp_path) == "stale: 1 of 1 stages changed since abcdef0"
