@@ -81,7 +81,7 @@ def _train_role(
     normalizer = Normalizer(mean, std, device, channels_last=device.type == "cuda")
     kd = params.kd if teacher is not None else None
     # Only the student reads kd.learn_from: the other roles' hashes (and dvc.yaml params) leave it out.
-    kd_read = kd.model_dump(exclude=set() if role == "student" else {"learn_from"}) if kd else {}
+    kd_read = {k: v for k, v in kd.read_by_loss().items() if role == "student" or k != "learn_from"} if kd else {}
     params_hash = fingerprint(role, role_cfg, cfg, kd_read or None, meta.content_hash, teacher_hash)
 
     with stage_live(layout.metrics / role, ranks) as live:

@@ -45,11 +45,12 @@ def qat_student(params: Params, layout: Layout, out: Path) -> dict[str, float]:
     teacher_roles = [role for role in card.get("teacher", "").split("+") if role]  # the prune fine-tune's
     teacher, _ = load_teachers(teacher_roles, params, layout, meta, device)
     kd = params.kd if teacher is not None else None
+    kd_read = kd.read_by_loss() if kd else None  # what the loss reads: fingerprints stay put for kd
     model = qat.prepare(move_to_device(model, device))
     normalizer = Normalizer(card["mean"], card["std"], device, channels_last=device.type == "cuda")
     finetune = budget.model_copy(update={"epochs": cfg.qat_epochs, "lr": cfg.qat_lr, "scheduler": "cosine",
                                          "nproc_per_node": 1, "nnodes": 1})
-    params_hash = fingerprint(card["params_hash"], cfg, kd, finetune)
+    params_hash = fingerprint(card["params_hash"], cfg, kd_read, finetune)
     resume = ResumeFile(layout.resume / QAT_ROLE / "state.pt", params_hash)  # a killed fine-tune resumes
     result = fit(model, train, val, finetune, normalizer, meta.num_classes,
                  teacher=teacher, kd=kd, resume=resume, name=QAT_ROLE)

@@ -152,15 +152,48 @@ class TrainParams(_Group):
         return self
 
 
+class DKDParams(_Group):
+    """Decoupled KD (Zhao et al., CVPR 2022): target-class (TCKD) and non-target-class (NCKD) terms
+    weighted apart, ramped in over `warmup` epochs; the paper's CIFAR-100 defaults (β 0.5 on ImageNet)."""
+
+    alpha: float = Field(1.0, ge=0)  # TCKD weight
+    beta: float = Field(8.0, ge=0)  # NCKD weight
+    warmup: int = Field(20, ge=0)  # epochs over which the KD term's weight rises linearly to 1 (0: at once)
+
+
+class DISTParams(_Group):
+    """DIST (Huang et al., NeurIPS 2022): Pearson correlation between the student's and the
+    teacher's tempered probabilities, across classes (inter) and across the batch (intra);
+    the paper's ImageNet defaults."""
+
+    beta: float = Field(1.0, ge=0)  # inter-class relation weight
+    gamma: float = Field(1.0, ge=0)  # intra-class relation weight
+    tau: float = Field(1.0, gt=0)  # its temperature (kd.temperature is the KD and DKD one)
+
+
 class KDParams(_Group):
-    alpha: float = Field(0.7, ge=0, le=1)
-    temperature: float = Field(4.0, gt=0)
+    # the distillation loss (kd_pipeline.distillation.METHODS): kd (Hinton), dkd, dist
+    method: Literal["kd", "dkd", "dist"] = "kd"
+    # z-score each image's logits before any method's soft term (Sun et al., CVPR 2024)
+    logit_standardization: bool = False
+    alpha: float = Field(0.7, ge=0, le=1)  # kd: weight of the soft term, 1 − alpha on the labels
+    temperature: float = Field(4.0, gt=0)  # kd and dkd
     # true: stop instead of distilling from a teacher less accurate on validation than the
     # student trained alone (the baseline); false: say so in one line and go on
     require_better_teacher: bool = False
     # nearest: the student learns from the assistant (teacher-assistant KD); all_above: from the
     # assistant and the teacher together (densely guided KD), also in the prune fine-tune
     learn_from: Literal["nearest", "all_above"] = "nearest"
+    dkd: DKDParams = Field(default_factory=DKDParams)
+    dist: DISTParams = Field(default_factory=DISTParams)
+
+    def read_by_loss(self) -> dict[str, Any]:
+        """The keys the loss reads: with the default Hinton KD exactly the keys it always read, so
+        adding a method changes no existing run's fingerprint."""
+        keys = {"alpha", "temperature", "require_better_teacher", "learn_from"}
+        if self.method != "kd" or self.logit_standardization:
+            keys |= {"method", "logit_standardization", self.method} - {"kd"}
+        return self.model_dump(include=keys)
 
 
 class PruneParams(_Group):

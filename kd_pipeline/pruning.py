@@ -175,8 +175,9 @@ def _prune_student(params: Params, layout: Layout, ranks: Ranks, device: torch.d
         update={"epochs": max(cfg.epochs, 1), "lr": cfg.lr, "scheduler": "cosine"}
     )
     kd = params.kd if teacher is not None else None
+    kd_read = kd.read_by_loss() if kd else None  # what the loss reads: fingerprints stay put for kd
     with stage_live(layout.metrics / "pruned", ranks) as live:
-        params_hash = fingerprint(card["params_hash"], cfg, kd, finetune, origin.as_card())
+        params_hash = fingerprint(card["params_hash"], cfg, kd_read, finetune, origin.as_card())
         resume = ResumeFile(layout.resume / "pruned" / "state.pt", params_hash)  # a killed fine-tune resumes
         if cfg.epochs > 0:
             fit(model, train, val, finetune, normalizer, meta.num_classes,
@@ -199,7 +200,7 @@ def _prune_student(params: Params, layout: Layout, ranks: Ranks, device: torch.d
         "num_parameters": summary["parameters_after"],
         "val_metrics": scores["val"],
         "test_metrics": scores["test"],
-        "params_hash": fingerprint(card["params_hash"], cfg, kd, origin.as_card()),
+        "params_hash": fingerprint(card["params_hash"], cfg, kd_read, origin.as_card()),
     }
     save_checkpoint(model, layout.model_dir("pruned"), card)
     resume.clear()

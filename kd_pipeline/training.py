@@ -27,7 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from kd_pipeline.data import Normalizer, Split, augment, class_weights, epoch_order, read_batch
-from kd_pipeline.distillation import hard_loss, kd_loss
+from kd_pipeline.distillation import distillation_loss, hard_loss
 from kd_pipeline.distributed import ONE_PROCESS, Ranks, wrap
 from kd_pipeline.errors import DataError, ParamsError
 from kd_pipeline.evaluation import classification_metrics, decide, mean_roc_auc, predict_logits
@@ -244,26 +244,27 @@ class _Progress:
 
 @dataclass
 class _Teaching:
-    """The loss of a batch: distillation from `teacher` (its logits cached for the whole training
-    split when nothing augments it), or the labels alone."""
+    """The loss of a batch: distillation from `teacher` with the loss `kd.method` names
+    (kd_pipeline.distillation; its logits cached for the whole training split when nothing
+    augments it), or the labels alone."""
 
     teacher: nn.Module | None
-    kd: KDParams | None
+    distill: Callable[..., torch.Tensor] | None
     cached: torch.Tensor | None
     weights: torch.Tensor | None
     label_smoothing: float
     use_amp: bool
 
-    def loss(self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
-        if self.teacher is None or self.kd is None:
+    def loss(self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor, idx: np.ndarray, epoch: int
+             ) -> torch.Tensor:
+        if self.teacher is None or self.distill is None:
             return hard_loss(logits, y, self.weights, self.label_smoothing)
         if self.cached is not None:
             teacher_logits = self.cached[torch.from_numpy(idx).to(x.device)]
         else:
             with torch.inference_mode(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
                 teacher_logits = self.teacher(x).float()
-        return kd_loss(logits, teacher_logits, y, self.kd.alpha, self.kd.temperature, self.weights,
-                       self.label_smoothing)
+        return self.distill(logits, teacher_logits, y, epoch, self.weights, self.label_smoothing)
 
 
 def fit(
@@ -299,7 +300,8 @@ def fit(
     cached = None
     if teacher is not None and not cfg.augment.enabled:
         cached = predict_gathered(teacher, train, normalizer, ranks).to(device)
-    teaching = _Teaching(teacher, kd, cached, weights, cfg.label_smoothing, device.type == "cuda")
+    distill = distillation_loss(kd, train.multilabel) if teacher is not None and kd is not None else None
+    teaching = _Teaching(teacher, distill, cached, weights, cfg.label_smoothing, device.type == "cuda")
 
     for epoch in range(len(progress.history) + 1, cfg.epochs + 1):
         if progress.stopper.should_stop:
@@ -389,7 +391,7 @@ def _train_epoch(
         y = labels.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=teaching.use_amp):
             logits = net(x)
-        loss = teaching.loss(logits, x, y, idx)
+        loss = teaching.loss(logits, x, y, idx, epoch)
         optimizer.zero_grad(set_to_none=True)
         (loss * scale if scale != 1.0 else loss).backward()
         flow.record()
