@@ -8,9 +8,11 @@ from kd_pipeline.errors import exit_on_pipeline_error
 from kd_pipeline.params import load_params
 from kd_pipeline.ranking import decision_metric
 from kd_pipeline.report import write_outputs
+from kd_pipeline.stage_times import timed
 from kd_pipeline.teachers import compressed_from, teacher_warnings
 
 
+@timed("stages.evaluate")
 @exit_on_pipeline_error
 def main() -> None:
     params = load_params()

@@ -3,8 +3,10 @@
 from kd_pipeline.errors import exit_on_pipeline_error
 from kd_pipeline.export import export_deployable
 from kd_pipeline.params import load_params
+from kd_pipeline.stage_times import timed
 
 
+@timed("stages.export")
 @exit_on_pipeline_error
 def main() -> None:
     result = export_deployable(load_params())

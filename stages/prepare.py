@@ -6,9 +6,11 @@ from kd_pipeline.data_report import write_data_report
 from kd_pipeline.errors import exit_on_pipeline_error
 from kd_pipeline.params import load_params
 from kd_pipeline.preparation import prepare
+from kd_pipeline.stage_times import timed
 from kd_pipeline.tracking import untracked_note
 
 
+@timed("stages.prepare")
 @exit_on_pipeline_error
 def main() -> None:
     params = load_params()

@@ -4,8 +4,10 @@ from kd_pipeline.distributed import relaunch
 from kd_pipeline.errors import exit_on_pipeline_error
 from kd_pipeline.params import load_params
 from kd_pipeline.pruning import prune_student
+from kd_pipeline.stage_times import timed
 
 
+@timed("stages.prune")
 @exit_on_pipeline_error
 def main() -> None:
     params = load_params()

@@ -4,8 +4,10 @@ from, and the teacher as fp32 ONNX (the same-runtime reference for speed)."""
 from kd_pipeline.errors import exit_on_pipeline_error
 from kd_pipeline.int8_variants import quantize_variants
 from kd_pipeline.params import load_params
+from kd_pipeline.stage_times import timed
 
 
+@timed("stages.quantize")
 @exit_on_pipeline_error
 def main() -> None:
     quantize_variants(load_params())

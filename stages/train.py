@@ -7,8 +7,10 @@ from kd_pipeline.chain import TEACHER_OF, train_role
 from kd_pipeline.distributed import relaunch
 from kd_pipeline.errors import ParamsError, exit_on_pipeline_error
 from kd_pipeline.params import load_params
+from kd_pipeline.stage_times import timed
 
 
+@timed("stages.train")
 @exit_on_pipeline_error
 def main(argv: list[str]) -> None:
     if len(argv) != 1 or argv[0] not in TEACHER_OF:

@@ -5,9 +5,11 @@ from kd_pipeline import paths
 from kd_pipeline.data import load_meta, load_split
 from kd_pipeline.errors import exit_on_pipeline_error
 from kd_pipeline.params import load_params
+from kd_pipeline.stage_times import timed
 from kd_pipeline.visualization import visualize
 
 
+@timed("stages.visualize")
 @exit_on_pipeline_error
 def main() -> None:
     params = load_params()
