@@ -43,6 +43,7 @@ FILES = (
     (str(paths.PARETO_PLOTS / "points.json"), "pareto_points.json", False),
     (str(paths.PARETO_PLOTS / "pareto.png"), "pareto.png", False),
     (str(paths.VISUALIZE_METRICS), "visualize.json", False),
+    (str(paths.QUANTIZATION_REPORT), "quantization.md", False),
     (str(paths.VISUALIZE_PLOTS / "overview.png"), "maps_overview.png", False),
     (str(paths.VISUALIZE_PLOTS / "gradient_flow.png"), "gradient_flow.png", False),
 )
@@ -84,11 +85,12 @@ def versions() -> dict[str, str]:
 
 
 def provenance(root: Path) -> dict[str, Any]:
-    """When and from what a record was made: UTC date, commit, and whether the tree held
-    uncommitted changes to tracked files (such a record says so; it cannot be re-run exactly)."""
+    """When and from what a record was made: UTC date, commit, and whether the code (tracked
+    Python files, dvc.yaml) held uncommitted changes: such a record says so, since it cannot be
+    re-run exactly. params.yaml and the run's outputs are expected to differ from the commit."""
     from datetime import UTC, datetime
 
-    dirty = bool(_git("-C", str(root), "status", "--porcelain", "--untracked-files=no"))
+    dirty = bool(_git("-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", "*.py", "dvc.yaml"))
     return {"date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "code_commit": _git("-C", str(root), "rev-parse", "HEAD"), "dirty": dirty}
 
@@ -114,7 +116,7 @@ def record(name: str, command: str, root: Path = Path("."), results: Path = RESU
                 shutil.copy(root / src, tmp / dst)
         made = provenance(root)
         if made["dirty"]:
-            print(f"warning: {root} has uncommitted changes to tracked files; run.json says dirty: true")
+            print(f"warning: {root} has uncommitted code changes; run.json says dirty: true")
         seconds = per_stage(root / "dvc.yaml", root / stage_times.TIMES)
         write_json(tmp / "run.json", {"command": command, **made, "machine": machine(), "versions": versions(),
                                       "stage_seconds": seconds})

@@ -78,13 +78,14 @@ def test_record_copies_a_finished_run_and_refuses_a_stale_one(tmp_path: Path, mo
     with pytest.raises(PipelineError, match="no finished run to record: dvc.lock, metrics/evaluate.json"):
         record("run", "dvc repro", root=repo)
     _run(["dvc", "repro", "-q"], repo)
+    _run(["git", "add", "stage.py"], repo)  # staged, never committed: the record must say dirty
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     folder = record("run", "dvc repro", root=repo)
     assert sorted(p.name for p in folder.iterdir()) == [
         "dvc.lock", "evaluate.json", "params.yaml", "run.json", "summary.md"]
     run = json.loads((folder / "run.json").read_text())
     assert run["command"] == "dvc repro" and run["machine"]["cores"] == os.cpu_count()
-    assert run["dirty"] is True and run["code_commit"] == ""  # nothing committed in this repository
+    assert run["dirty"] is True and run["code_commit"] == ""  # stage.py is staged, never committed
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", run["date"])
     assert run["versions"]["torch"] == torch.__version__.split("+")[0] and "onnxruntime" in run["versions"]
     assert run["machine"]["isa"] == "unknown" or isinstance(run["machine"]["isa"], list)
