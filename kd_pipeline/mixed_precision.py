@@ -102,7 +102,8 @@ def layer_errors(prepared: Path, int8: Path, val: Split, card: dict[str, Any], w
     grids = {node.input[0]: (float(constants[node.input[1]]), int(constants[node.input[2]]))
              for node in int8_graph.node if node.op_type == "QuantizeLinear" and node.input[1] in constants
              and constants[node.input[1]].size == 1 and len(node.input) > 2 and node.input[2] in constants}
-    weight_error = debug.compute_weight_error(debug.create_weight_matching(str(prepared), str(int8)))
+    weight_error = {name: _array_sqnr(match["float"], match["dequantized"])
+                    for name, match in debug.create_weight_matching(str(prepared), str(int8)).items()}
     rows = []
     for node in onnx.load(str(prepared)).graph.node:
         if node.op_type in COMPUTE_OPS:
@@ -111,6 +112,16 @@ def layer_errors(prepared: Path, int8: Path, val: Split, card: dict[str, Any], w
             rows.append({"node": node.name, "op": node.op_type, "input_sqnr": _finite(act),
                          "weight_sqnr": _finite(weight_error.get(node.input[1]) if len(node.input) > 1 else None)})
     return rows
+
+
+def _array_sqnr(original: Any, rounded: Any) -> float | None:
+    """SQNR (dB) of a weight against its dequantized int8 copy; None when they do not line up.
+    (ONNX Runtime's compute_weight_error fails on the 0-d weights a ViT's graph holds.)"""
+    x, y = np.asarray(original, np.float64), np.asarray(rounded, np.float64)
+    if x.shape != y.shape or x.size == 0:
+        return None
+    noise = float(np.linalg.norm(x - y))
+    return math.inf if noise == 0 else 20 * math.log10(max(float(np.linalg.norm(x)), 1e-30) / noise)
 
 
 def sqnr(x: np.ndarray, scale: float, zero_point: int) -> float:

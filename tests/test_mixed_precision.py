@@ -84,3 +84,21 @@ def test_sqnr_is_high_for_a_fine_grid_and_low_for_a_clipping_one() -> None:
     fine = sqnr(x, 4 / 255, 64)  # the tensor's own range: ~ 6 dB per bit
     clipped = sqnr(x, 0.5 / 255, 64)  # a range that misses most of the tensor
     assert fine > 40 and clipped < 10 and sqnr(np.zeros(4), 0.1, 0) == float("inf")
+
+
+def test_per_layer_error_of_a_vit(tmp_path: Path) -> None:
+    """A ViT's graph holds 0-d weights that ONNX Runtime's own compute_weight_error fails on."""
+    from kd_pipeline.mixed_precision import layer_errors
+    from kd_pipeline.models import create_model
+    from kd_pipeline.quantization import quantize_prepared
+
+    torch.manual_seed(0)
+    vit = create_model("test_vit", 4, model_kwargs={"img_size": 16, "patch_size": 4}).eval()
+    export_onnx(vit, [3, 16, 16], tmp_path / "v.fp32.onnx")
+    prepared = prepare_onnx(tmp_path / "v.fp32.onnx")
+    images = np.random.default_rng(0).integers(0, 256, (16, 16, 16, 3), dtype=np.uint8)
+    split = Split(images, np.arange(16) % 4)
+    calibration = CalibrationImages(split, np.arange(16), CARD["mean"], CARD["std"], 8)
+    quantize_prepared(prepared, tmp_path / "v.int8.onnx", QuantizeParams(), calibration)
+    rows = layer_errors(prepared, tmp_path / "v.int8.onnx", split, CARD, tmp_path)
+    assert len(rows) > 5 and sum(row["weight_sqnr"] is not None for row in rows) > len(rows) // 2
