@@ -17,29 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-
-
-def median_ms(path: Path, batch: np.ndarray, threads: int, repeats: int) -> float:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    for _ in range(max(3, repeats // 5)):
-        session.run(None, {"input": batch})
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        session.run(None, {"input": batch})
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -51,6 +33,7 @@ def main(argv: list[str] | None = None) -> dict:
     from kd_pipeline.models import create_model
     from kd_pipeline.onnx_export import export_onnx
     from kd_pipeline.params import PruneParams, QuantizeParams
+    from kd_pipeline.predict import median_ms
     from kd_pipeline.pruning import prune_channels
     from kd_pipeline.quantization import CalibrationImages, quantize_onnx
 

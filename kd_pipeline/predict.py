@@ -63,31 +63,32 @@ class Classifier:
         return exp / exp.sum(axis=1, keepdims=True)
 
 
-def benchmark(bundle: Path, threads: int, repeats: int) -> dict[str, float]:
-    """Batch-1 latency (median ms) of the shipped model and, when it is int8, of its fp32 twin
-    (model.fp32.onnx, shipped beside it), on this machine: int8 pays on some CPUs and not others."""
+def median_ms(path: Path, batch: np.ndarray, threads: int, repeats: int) -> float:
+    """Median milliseconds of one ONNX Runtime run of `batch` through `path`, after a warm-up."""
     import time
 
     import onnxruntime as ort
 
-    prep = json.loads((bundle / "preprocessing.json").read_text())
-    image = np.random.default_rng(0).standard_normal((1, *prep["input_size"])).astype(np.float32)
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    latencies = {}
-    for name in ("model.onnx", "model.fp32.onnx"):
-        if not (bundle / name).is_file():
-            continue
-        session = ort.InferenceSession(str(bundle / name), options, providers=["CPUExecutionProvider"])
-        for _ in range(max(5, repeats // 10)):  # warm-up
-            session.run(None, {"input": image})
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            session.run(None, {"input": image})
-            times.append(time.perf_counter() - start)
-        latencies[name] = float(np.median(times) * 1000)
-    return latencies
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    for _ in range(max(5, repeats // 10)):
+        session.run(None, {"input": batch})
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session.run(None, {"input": batch})
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1000)
+
+
+def benchmark(bundle: Path, threads: int, repeats: int) -> dict[str, float]:
+    """Batch-1 latency (median ms) of the shipped model and, when it is int8, of its fp32 twin
+    (model.fp32.onnx, shipped beside it), on this machine: int8 pays on some CPUs and not others."""
+    prep = json.loads((bundle / "preprocessing.json").read_text())
+    image = np.random.default_rng(0).standard_normal((1, *prep["input_size"])).astype(np.float32)
+    return {name: median_ms(bundle / name, image, threads, repeats)
+            for name in ("model.onnx", "model.fp32.onnx") if (bundle / name).is_file()}
 
 
 def _print_benchmark(bundle: Path, threads: int, repeats: int) -> None:

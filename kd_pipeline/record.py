@@ -20,12 +20,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kd_pipeline import paths, stage_times
+from kd_pipeline import paths
 from kd_pipeline.errors import PipelineError, exit_on_pipeline_error
 from kd_pipeline.files import atomic_dir, write_json
 from kd_pipeline.machine import cpu_info
 from kd_pipeline.params import read_yaml
-from kd_pipeline.stage_times import per_stage
+from kd_pipeline.stage_times import TIMES, per_stage
 
 RESULTS = paths.RESULTS
 README = Path("README.md")
@@ -117,7 +117,7 @@ def record(name: str, command: str, root: Path = Path("."), results: Path = RESU
         made = provenance(root)
         if made["dirty"]:
             print(f"warning: {root} has uncommitted code changes; run.json says dirty: true")
-        seconds = per_stage(root / "dvc.yaml", root / stage_times.TIMES)
+        seconds = per_stage(root / "dvc.yaml", root / TIMES)
         write_json(tmp / "run.json", {"command": command, **made, "machine": machine(), "versions": versions(),
                                       "stage_seconds": seconds})
     return target
