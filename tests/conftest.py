@@ -63,15 +63,17 @@ def _one_thread() -> None:
 # pytest-xdist hands out whole files (--dist loadfile, --no-loadscope-reorder) in collection
 # order, so a long file collected last would run alone at the end on CI's two workers.
 LONGEST_FIRST = (
-    "test_pipeline_e2e.py",  # (310)
-    "test_folder_e2e.py",  # (170)
-    "test_chest_e2e.py",  # (115)
-    "test_resume_e2e.py",  # (100 at 8 epochs)
-    "test_distributed_e2e.py",  # (55)
-    "test_gate.py",  # (55)
-    "test_team_e2e.py",  # (32)
+    "test_pipeline_e2e.py",  # (about 400: the messy folder through every stage, resume, queue, browser)
+    "test_chest_e2e.py",  # (250)
+    "test_distributed_e2e.py",  # (105)
+    "test_gate.py",  # (90)
+    "test_remote.py",  # (50)
+    "test_team_e2e.py",  # (47)
+    "test_compression.py",  # (40)
+    "test_folder_e2e.py",  # (39)
+    "test_training.py",  # (25)
+    "test_train_throughput.py",  # (17)
     "test_distributed.py",  # (15)
-    "test_train_throughput.py",  # (11)
 )
 
 

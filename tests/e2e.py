@@ -75,14 +75,14 @@ def new_repo(tmp_path_factory: pytest.TempPathFactory, name: str = "kd-e2e") -> 
 
 
 
-def kill_once_saved(repo: Path, stage: str, state: Path, log: Path) -> str:
-    """`dvc repro STAGE`, SIGKILLed (its whole process group) once `state` holds a saved epoch;
-    returns what it printed."""
+def kill_once_saved(repo: Path, stage: str, state: Path, log: Path, flags: tuple[str, ...] = ()) -> str:
+    """`dvc repro [FLAGS] STAGE`, SIGKILLed (its whole process group) once `state` holds a saved
+    epoch; returns what it printed."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "PYTHONPATH": str(repo), "DVC_NO_ANALYTICS": "1"}
     with log.open("w") as out:
-        proc = subprocess.Popen(["dvc", "repro", stage], cwd=repo, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(["dvc", "repro", *flags, stage], cwd=repo, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + 300
         while not state.is_file() and proc.poll() is None and time.time() < deadline:
             time.sleep(0.05)

@@ -1,4 +1,8 @@
-"""The real `dvc repro` of the default digits on a tiny configuration, in a temporary git repository."""
+"""The real `dvc repro` on a user's messy, imbalanced image folder, tiny models and budgets, in a
+temporary git repository: every stage, resume after a kill, experiments, the artifact, the plots.
+
+One pipeline serves every test here, because each run costs about 11 s of imports per stage. The
+digits' own path to prepared arrays is tests/test_data.py's; `make repro` runs it whole."""
 
 from __future__ import annotations
 
@@ -15,23 +19,49 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, TINY_MODEL
-from tests.e2e import ROLES, STAGES, new_repo, run, variants_of, write_params
+from tests.e2e import ROLES, STAGES, kill_once_saved, new_repo, run, variants_of, write_params
+from tests.messy_folder import write_messy_folder
+
+# Two epochs for the student and the prune fine-tune, so a kill after the first leaves one to
+# resume; augmentation, so the student's teacher runs per batch (nothing cached to lean on).
+RESUMABLE = {"student": {"train": {"epochs": 2}}, "prune": {"epochs": 2}, "train": {"augment": {"hflip": True}}}
+
+
+COUNTS: dict[str, int] = {}  # readable images per class of the fixture's folder
+
+
+def tiny(repo: Path, **changes: dict) -> None:
+    """This module's params: the tiny run on the messy folder, resumable, plus `changes`."""
+    merged = {group: dict(values) for group, values in RESUMABLE.items()}
+    merged["data"] = {"name": "imagefolder", "root": str(repo / "messy")}  # outside data/raw: not versioned
+    for group, values in changes.items():
+        merged.setdefault(group, {}).update(values)
+    write_params(repo, **merged)
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return new_repo(tmp_path_factory)
+    """A user's folder, untuned: 1:100 imbalance, mixed formats and modes, corrupt and hidden files."""
+    made = new_repo(tmp_path_factory)
+    COUNTS.update(write_messy_folder(made / "messy", largest=300, ratio=100))
+    tiny(made)
+    return made
 
 
 def test_repro_writes_every_output(repo: Path) -> None:
-    run(["dvc", "repro"], repo)
+    untracked = run(["dvc", "repro"], repo)
+    assert "warning: data.root" in untracked.stdout and "is not versioned by DVC" in untracked.stdout
     meta = json.loads((repo / "data/prepared/meta.json").read_text())
-    assert meta["class_names"] == [str(d) for d in range(10)]
+    assert meta["class_names"] == sorted(COUNTS)
+    assert {name: sum(meta["counts"][s][name] for s in meta["counts"]) for name in COUNTS} == COUNTS
+    assert all(meta["counts"][split]["ring"] >= 1 for split in ("train", "val", "test"))
+    skipped = " ".join(meta["source"]["skipped_files"])
+    assert "truncated.jpg" in skipped and "empty.png" in skipped and len(meta["source"]["skipped_files"]) == 2
     for split in ("train", "val", "test"):
         assert (repo / f"data/prepared/{split}/images.npy").is_file()
     for role in (*ROLES, "direct", "baseline"):
         card = json.loads((repo / f"models/{role}/model.json").read_text())
-        assert card["timm_name"] == TINY_MODEL and card["num_classes"] == 10
+        assert card["timm_name"] == TINY_MODEL and card["num_classes"] == len(COUNTS)
         assert card["input_size"] == [3, 16, 16]
         assert (repo / f"models/{role}/model.safetensors").stat().st_size > 0
         metrics = json.loads((repo / f"metrics/{role}/metrics.json").read_text())
@@ -100,32 +130,44 @@ def test_repro_writes_every_output(repo: Path) -> None:
 
 
 def test_bad_param_fails_in_one_line_and_good_params_restore_from_cache(repo: Path) -> None:
-    write_params(repo, kd={"alpha": 2})
+    tiny(repo, kd={"alpha": 2})
     proc = run(["dvc", "repro"], repo, check=False)
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: params.yaml")]
     assert errors == ["error: params.yaml: kd.alpha = 2 is not allowed: Input should be less than or equal to 1"]
     assert "Traceback" not in proc.stderr
 
-    write_params(repo)
+    tiny(repo)
     restored = run(["dvc", "repro"], repo)
     assert "epoch" not in restored.stdout, "a stage retrained instead of restoring from the run cache"
     assert (repo / "models/student/model.safetensors").is_file()
 
 
 def test_a_role_budget_change_invalidates_that_role_and_its_pupils_only(repo: Path) -> None:
-    write_params(repo, teacher={"train": {"epochs": 3}})
+    tiny(repo, teacher={"train": {"epochs": 3}})
     changed = set(json.loads(run(["dvc", "status", "--json"], repo).stdout))
     assert changed == {"train_teacher"}  # its pupils follow once models/teacher changes; the baseline does not
-    write_params(repo)
+    tiny(repo)
 
 
-def test_two_runs_same_metrics(repo: Path) -> None:
-    before = json.loads((repo / "metrics/student/metrics.json").read_text())
-    run(["dvc", "repro", "--force", "--single-item", "distill_student"], repo)
-    after = json.loads((repo / "metrics/student/metrics.json").read_text())
-    for key in ("test", "val"):
-        assert before[key] == after[key]
+def _out_hash(repo: Path, stage: str, path: str) -> str:
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return next(out["md5"] for out in lock["stages"][stage]["outs"] if out["path"] == path)
+
+
+@pytest.mark.parametrize(("stage", "role"), [("distill_student", "student"), ("prune", "pruned")])
+def test_a_killed_stage_resumes_to_the_uninterrupted_runs_hash(repo: Path, tmp_path: Path, stage: str,
+                                                                role: str) -> None:
+    """SIGKILL once an epoch is saved, then `dvc repro`: the stage picks up after that epoch and
+    writes what the first, uninterrupted run wrote (distillation and the prune fine-tune)."""
+    out = f"models/{role}"
+    uninterrupted = _out_hash(repo, stage, out)
+    state = repo / f".resume/{role}/state.pt"
+    kill_once_saved(repo, stage, state, tmp_path / "killed.log", flags=("--force", "--single-item"))
+    resumed = run(["dvc", "repro", "--force", "--single-item", stage], repo)  # its lock entry would restore it
+    assert f"{role}: resuming after epoch 1" in resumed.stdout + resumed.stderr
+    assert not state.exists()
+    assert _out_hash(repo, stage, out) == uninterrupted
 
 
 def test_predict_matches_evaluation_without_torch(repo: Path) -> None:
@@ -152,7 +194,7 @@ def test_predict_matches_evaluation_without_torch(repo: Path) -> None:
 
 
 def test_queued_sweep_keeps_good_experiments_and_bad_keys_fail(repo: Path) -> None:
-    write_params(repo)
+    tiny(repo)
     run(["dvc", "repro"], repo)  # back to the tiny digits run (restored from the run cache)
     run(["git", "add", "-A"], repo)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline"], repo)
