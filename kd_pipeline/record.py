@@ -256,11 +256,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Record a finished run, or regenerate the README's table.")
     parser.add_argument("name", nargs="?", help="record folder under results/")
     parser.add_argument("--command", help="the command line that produced the run (required with NAME)")
+    parser.add_argument("--rerun", action="store_true",
+                        help="reproduce record NAME at HEAD from its own params and seeds, and replace it")
     parser.add_argument("--readme", action="store_true", help="rewrite the README table from results/")
     parser.add_argument("--check", action="store_true",
                         help="exit 1 when the README table is not current; list records whose stage code is stale")
     args = parser.parse_args(argv)
-    if args.name:
+    if args.name and args.rerun:
+        from kd_pipeline.rerun import rerun
+
+        print(f"re-ran {rerun(args.name)}")
+    elif args.name:
         if not args.command:
             raise PipelineError("--command is required: the command line that produced this run")
         print(f"recorded {record(args.name, args.command)}")

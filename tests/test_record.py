@@ -116,3 +116,54 @@ def test_freshness_compares_a_records_code_with_todays(tmp_path: Path) -> None:
     assert freshness(folder, tmp_path) == "current"  # data deps do not count: the code is today's
     script.write_text("print(2)\n")
     assert freshness(folder, tmp_path) == "stale: 1 of 1 stages changed since abcdef0"
+
+
+def _saved_record(results: Path, name: str, **changes: dict) -> Path:
+    """A record folder holding default params with `changes`, a seeds.json and a marker file."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for group, values in changes.items():
+        params[group].update(values)
+    folder = results / name
+    folder.mkdir(parents=True)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (folder / "seeds.json").write_text(json.dumps({"seeds": [0, 1, 2, 3, 4]}))
+    (folder / "evaluate.json").write_text("{}")
+    return folder
+
+
+def test_a_rerun_reads_its_recipe_from_the_record(tmp_path: Path) -> None:
+    from kd_pipeline.rerun import recipe
+
+    data = tmp_path / "medmnist"
+    data.mkdir()
+    _saved_record(tmp_path / "results", "pneu", data={"name": "medmnist", "subset": "pneumoniamnist",
+                                                      "root": str(data)}, train={"seed": 2})
+    plan = recipe("pneu", tmp_path / "results", tmp_path)
+    assert plan.seeds == [2, 0, 1, 3, 4]  # the workspace's seed first, the others queued
+    assert plan.params["data"]["root"] == str(data) and plan.params["data"]["subset"] == "pneumoniamnist"
+    (tmp_path / "results/pneu/seeds.json").unlink()
+    assert recipe("pneu", tmp_path / "results", tmp_path).seeds == [2]
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"data": {"name": "imagefolder", "root": "/nowhere/screens"}}, "its data.root /nowhere/screens is not on this"),
+    ({"kd": {"alpha": 2}}, "today's code refuses its params"),
+])
+def test_a_rerun_that_cannot_be_reproduced_says_why_and_keeps_the_record(tmp_path: Path, changes: dict,
+                                                                          message: str) -> None:
+    from kd_pipeline.rerun import rerun
+
+    folder = _saved_record(tmp_path / "results", "old", **changes)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    with pytest.raises(PipelineError, match=re.escape(message)):
+        rerun("old", tmp_path / "results", ROOT)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    with pytest.raises(PipelineError, match="no such record"):
+        rerun("missing", tmp_path / "results", ROOT)
+
+
+def test_rerun_is_a_record_command_and_fails_in_one_line(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "kd_pipeline.record", "nothing-here", "--rerun"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines() == ["error: results/nothing-here: no such record (no params.yaml)"]

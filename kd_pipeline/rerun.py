@@ -1,0 +1,121 @@
+"""A record re-run at today's code: `python -m kd_pipeline.record NAME --rerun`.
+
+A record's params.yaml is its whole recipe (dvc.yaml and the code are today's), and its
+seeds.json names the training seeds it aggregated. In a temporary clone of HEAD (committed code
+only, sharing this repository's DVC cache), those params are written, `dvc repro` runs the first
+seed, every further seed runs as a queued experiment, `kd_pipeline.seeds` aggregates them, and
+the record is replaced by the new run. Everything that can make it fail is checked before any
+work: a record that cannot be reproduced (unknown name, params today's code refuses, a data root
+that is not there, uncommitted code) says why in one line and stays as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kd_pipeline import paths
+from kd_pipeline.errors import ParamsError, PipelineError
+from kd_pipeline.params import parse_params, read_yaml
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a record ran: its params (data root made absolute) and its training seeds, first the
+    workspace's."""
+
+    params: dict[str, Any]
+    seeds: list[int]
+
+
+def recipe(name: str, results: Path = paths.RESULTS, repo: Path = Path(".")) -> Recipe:
+    """The record's params and seeds, checked against today's code and this machine's files."""
+    folder = results / name
+    if not (folder / "params.yaml").is_file():
+        raise PipelineError(f"{folder}: no such record (no params.yaml)")
+    raw = read_yaml((folder / "params.yaml").read_text())
+    try:
+        parsed = parse_params(raw, source=f"{folder}/params.yaml")
+    except ParamsError as err:
+        raise PipelineError(f"cannot re-run {name}: today's code refuses its params ({err})") from None
+    root = parsed.data.root
+    if root is not None:
+        found = Path(root) if Path(root).is_absolute() else (repo / root).resolve()
+        if not found.exists():
+            raise PipelineError(f"cannot re-run {name}: its data.root {root} is not on this machine"
+                                f" (put the data there, or record a new run)")
+        raw["data"]["root"] = str(found)
+    first = parsed.train.seed
+    seeds = [first]
+    if (folder / "seeds.json").is_file():
+        seeds += [s for s in json.loads((folder / "seeds.json").read_text())["seeds"] if s != first]
+    return Recipe(raw, seeds)
+
+
+def _run(cmd: list[str], cwd: Path) -> str:
+    """Run a command of the pipeline's own environment; its output goes to the terminal too."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "PYTHONPATH": str(cwd)}  # the clone's code, with this environment's packages
+    proc = subprocess.run(cmd, cwd=cwd, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    print(proc.stdout, end="")
+    if proc.returncode != 0:
+        last = (proc.stdout.strip().splitlines() or ["(no output)"])[-1]
+        raise PipelineError(f"{' '.join(cmd)} failed in {cwd}: {last}")
+    return proc.stdout
+
+
+def _clean_head(repo: Path) -> str:
+    """HEAD's commit, refusing uncommitted code: the clone runs HEAD, and the record must say
+    what ran."""
+    dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no", "--",
+                            "*.py", "dvc.yaml"], capture_output=True, text=True).stdout.strip()
+    if dirty:
+        raise PipelineError("uncommitted code changes: commit them first (a re-run runs HEAD)")
+    return subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def _seeds(clone: Path, seeds: list[int]) -> None:
+    """Every further seed as a queued experiment, one at a time; then the aggregate."""
+    _run([sys.executable, "-m", "dvc", "exp", "run", "--queue", "-S",
+          "train.seed=" + ",".join(map(str, seeds))], clone)
+    _run([sys.executable, "-m", "dvc", "queue", "start", "-j", "1"], clone)
+    while True:
+        status = _run([sys.executable, "-m", "dvc", "queue", "status"], clone)
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(20)
+    if "Failed" in status:
+        raise PipelineError(f"a seed's experiment failed in {clone}: see `dvc queue logs` there")
+    _run([sys.executable, "-m", "kd_pipeline.seeds"], clone)
+
+
+def rerun(name: str, results: Path = paths.RESULTS, repo: Path = Path(".")) -> Path:
+    """Reproduce record `name` at HEAD and replace it; returns the record's folder."""
+    from kd_pipeline.record import record  # record's CLI calls this module
+
+    plan = recipe(name, results, repo)
+    commit = _clean_head(repo)
+    repo = repo.resolve()
+    with tempfile.TemporaryDirectory(prefix=f"kd-rerun-{name}-") as tmp:
+        clone = Path(tmp) / "clone"
+        subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+        _run([sys.executable, "-m", "dvc", "cache", "dir", "--local", str(repo / ".dvc" / "cache")], clone)
+        (clone / "params.yaml").write_text(yaml.safe_dump(plan.params, sort_keys=False))
+        started = time.time()
+        _run([sys.executable, "-m", "dvc", "repro"], clone)
+        if len(plan.seeds) > 1:
+            _seeds(clone, plan.seeds[1:])
+        command = (f"python -m kd_pipeline.record {name} --rerun: at {commit[:7]}, the record's params.yaml in a"
+                   f" clone, dvc repro, then seeds {plan.seeds[1:] or 'none'} as queued experiments and"
+                   f" python -m kd_pipeline.seeds ({time.time() - started:.0f} s wall in all)")
+        return record(name, command, root=clone, results=(repo / results).resolve())
