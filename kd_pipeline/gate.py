@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -40,8 +41,25 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else "no message"
 
 
+REMOTE_ENV = ("DVC_REMOTE_URL", "DVC_REMOTE_ENDPOINT_URL")  # CI secrets; empty when a fork's PR has none
+
+
+def remote_from_env(env: dict[str, str] | None = None) -> str | None:
+    """Make $DVC_REMOTE_URL (with $DVC_REMOTE_ENDPOINT_URL for S3-compatible stores) the default
+    remote of this checkout only (.dvc/config.local), so CI pulls from the team's storage rather
+    than the committed one, which may be a path on the author's machine. Credentials stay in the
+    store's own variables (AWS_ACCESS_KEY_ID, ...). Returns the URL, or None when unset."""
+    url, endpoint = ((env if env is not None else os.environ).get(name, "").strip() for name in REMOTE_ENV)
+    if not url:
+        return None
+    _dvc("remote", "add", "--local", "--force", "--default", "ci", url)
+    if endpoint:
+        _dvc("remote", "modify", "--local", "ci", "endpointurl", endpoint)
+    return url
+
+
 def pull() -> str | None:
-    """`dvc pull` from the configured remote; None on success, else why it failed (one line)."""
+    """`dvc pull` from the default remote; None on success, else why it failed (one line)."""
     proc = _dvc("pull", check=False)
     return None if proc.returncode == 0 else _last_line(proc.stderr or proc.stdout)
 
@@ -183,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plots", help="folder for the `dvc plots diff` HTML page")
     args = parser.parse_args(argv)
     cfg = load_params().gate
+    if not args.no_pull and remote_from_env():
+        print("metric gate: pulling from $DVC_REMOTE_URL (the remote set by the CI secrets)")
     pull_error = "--no-pull given" if args.no_pull else pull()
     text, failed = report(args.base, cfg, pull_error, args.plots)
     print(text)

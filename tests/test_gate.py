@@ -135,3 +135,31 @@ def test_workflow_is_valid_and_calls_the_gate_without_retraining() -> None:
     assert "python -m kd_pipeline.gate --base" in commands and "GITHUB_STEP_SUMMARY" in commands
     checkout = next(step for step in steps if step.get("uses", "").startswith("actions/checkout"))
     assert checkout["with"]["fetch-depth"] == 0
+
+
+def test_the_gate_pulls_from_the_remote_the_ci_secrets_name(tmp_path: Path, s3_endpoint: str) -> None:
+    """$DVC_REMOTE_URL and $DVC_REMOTE_ENDPOINT_URL (S3 on moto) replace an unreachable committed
+    remote for this checkout only: the data is pulled and checked."""
+    import boto3
+
+    from tests.conftest import S3_ENV
+
+    repo = _toy_repo(tmp_path)
+    boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+                 region_name="us-east-1").create_bucket(Bucket="team")
+    env = {**os.environ, **S3_ENV, "DVC_REMOTE_URL": "s3://team/cache", "DVC_REMOTE_ENDPOINT_URL": s3_endpoint}
+    dvc = [str(Path(sys.executable).parent / "dvc")]
+    for args in (["remote", "add", "team", "s3://team/cache"], ["remote", "modify", "team", "endpointurl", s3_endpoint],
+                 ["push", "-q", "-r", "team"], ["remote", "remove", "team"]):
+        subprocess.run([*dvc, *args], cwd=repo, env=env, check=True, capture_output=True)
+    shutil.rmtree(repo / ".dvc" / "cache")
+    (repo / "model.bin").unlink()
+    shutil.rmtree(tmp_path / "remote")  # the committed remote is gone, as on a hosted runner
+    summary = tmp_path / "summary.md"
+    proc = subprocess.run([sys.executable, "-m", "kd_pipeline.gate", "--base", "base", "--summary", str(summary)],
+                          cwd=repo, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "pulling from $DVC_REMOTE_URL" in proc.stdout and "remote not reachable" not in proc.stdout
+    assert "dvc.lock is current" in summary.read_text() and (repo / "model.bin").is_file()
+    assert "ci" in (repo / ".dvc" / "config.local").read_text()  # the committed config is untouched
+    assert "s3://team" not in (repo / ".dvc" / "config").read_text()
