@@ -16,7 +16,6 @@ lose to fp32 at small sizes (the pipeline flags that per run: `slower_than_fp32_
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -80,13 +79,9 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"batch 16: fp32 {result['fp32_ms_b16']:.1f} ms, int8 {result['int8_ms_b16']:.1f} ms:"
           f" int8 {result['speedup_b16']:.2f}x")
     if args.out:
-        from kd_pipeline.record import provenance, versions
+        from kd_pipeline.record import benchmark_record
 
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-        (args.out / "run.json").write_text(json.dumps({
-            "command": " ".join(["python", "benchmarks/int8_speed.py", *sys.argv[1:]]), **provenance(Path(".")),
-            "machine": machine, "versions": versions()}, indent=2) + "\n")
+        benchmark_record(args.out, "benchmarks/int8_speed.py", sys.argv[1:], result, machine)
     return result
 
 

@@ -13,7 +13,6 @@ Prints the CPU and instruction sets; with --out writes result.json and run.json 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -65,13 +64,9 @@ def main(argv: list[str] | None = None) -> dict:
     result["imports_per_repro_s"] = per_run
     print(f"imports of one `dvc repro` (11 stage processes, train 5 of them): {per_run:.0f} s")
     if args.out:
-        from kd_pipeline.record import provenance, versions
+        from kd_pipeline.record import benchmark_record
 
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-        (args.out / "run.json").write_text(json.dumps({
-            "command": " ".join(["python", "benchmarks/stage_startup.py", *sys.argv[1:]]), **provenance(Path(".")),
-            "machine": machine, "versions": versions()}, indent=2) + "\n")
+        benchmark_record(args.out, "benchmarks/stage_startup.py", sys.argv[1:], result, machine)
     return result
 
 

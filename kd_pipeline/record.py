@@ -100,6 +100,16 @@ def _git(*args: str) -> str:
     return proc.stdout.strip() if proc.returncode == 0 else ""
 
 
+def benchmark_record(out: Path, script: str, args: list[str], result: dict[str, Any],
+                     machine: dict[str, Any]) -> None:
+    """A benchmark's numbers as `out/result.json`, and `out/run.json` with its command line,
+    commit, machine and library versions: the record a README or note number cites."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "result.json", result)
+    write_json(out / "run.json", {"command": " ".join(["python", script, *args]), **provenance(Path(".")),
+                                  "machine": machine, "versions": versions()})
+
+
 def record(name: str, command: str, root: Path = Path("."), results: Path = RESULTS) -> Path:
     """Copy the finished run in `root` into `results/name/`; refuse a run whose lock is stale."""
     missing = [src for src, _, required in FILES if required and not (root / src).is_file()]

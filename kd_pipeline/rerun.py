@@ -73,17 +73,6 @@ def _run(cmd: list[str], cwd: Path) -> str:
     return proc.stdout
 
 
-def _clean_head(repo: Path) -> str:
-    """HEAD's commit, refusing uncommitted code: the clone runs HEAD, and the record must say
-    what ran."""
-    dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no", "--",
-                            "*.py", "dvc.yaml"], capture_output=True, text=True).stdout.strip()
-    if dirty:
-        raise PipelineError("uncommitted code changes: commit them first (a re-run runs HEAD)")
-    return subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
-                          check=True).stdout.strip()
-
-
 def _seeds(clone: Path, seeds: list[int]) -> None:
     """Every further seed as a queued experiment, one at a time; then the aggregate."""
     _run([sys.executable, "-m", "dvc", "exp", "run", "--queue", "-S",
@@ -101,10 +90,13 @@ def _seeds(clone: Path, seeds: list[int]) -> None:
 
 def rerun(name: str, results: Path = paths.RESULTS, repo: Path = Path(".")) -> Path:
     """Reproduce record `name` at HEAD and replace it; returns the record's folder."""
-    from kd_pipeline.record import record  # record's CLI calls this module
+    from kd_pipeline.record import provenance, record  # record's CLI calls this module
 
     plan = recipe(name, results, repo)
-    commit = _clean_head(repo)
+    made = provenance(repo)
+    if made["dirty"]:  # the clone runs HEAD, and the record must say what ran
+        raise PipelineError("uncommitted code changes: commit them first (a re-run runs HEAD)")
+    commit = made["code_commit"]
     repo = repo.resolve()
     with tempfile.TemporaryDirectory(prefix=f"kd-rerun-{name}-") as tmp:
         clone = Path(tmp) / "clone"
