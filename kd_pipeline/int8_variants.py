@@ -15,11 +15,11 @@ import numpy as np
 import torch
 
 from kd_pipeline import paths, qat
-from kd_pipeline.chain import load_teachers
-from kd_pipeline.data import Normalizer, Split, load_meta, load_split
+from kd_pipeline.data import Normalizer, Split, load_split
 from kd_pipeline.errors import CompressionError
 from kd_pipeline.evaluation import classification_metrics, decide, predict_logits
 from kd_pipeline.files import atomic_dir, write_json
+from kd_pipeline.finetune import best_val_metrics, device_normalizer, fine_tune, load_teachers, prepared_run
 from kd_pipeline.integer_kernels import integer_mac_share
 from kd_pipeline.mixed_precision import Control, controlled_int8, write_report
 from kd_pipeline.models import count_macs, count_parameters, load_checkpoint, move_to_device, read_card, save_checkpoint
@@ -28,7 +28,7 @@ from kd_pipeline.params import Params, QuantizeParams, fingerprint
 from kd_pipeline.paths import DEFAULT_LAYOUT, QAT_ROLE, Layout
 from kd_pipeline.quantization import CalibrationImages, calibration_sample, integer_ops, learned_ranges, prepare_onnx
 from kd_pipeline.ranking import decision_metric
-from kd_pipeline.training import ResumeFile, fit, resolve_device, seed_everything
+from kd_pipeline.training import resolve_device
 
 
 def qat_student(params: Params, layout: Layout, out: Path) -> dict[str, float]:
@@ -36,43 +36,34 @@ def qat_student(params: Params, layout: Layout, out: Path) -> dict[str, float]:
     deployed with (kd_pipeline.qat), distilled like the prune fine-tune, saved to `out` as a plain
     checkpoint (role pruned_qat). One process: the quantize stage does not run under torchrun."""
     cfg = params.quantize
-    meta = load_meta(layout.prepared)
-    train, val, test = (load_split(layout.prepared, s) for s in ("train", "val", "test"))
     budget = params.train_for("pruned")
-    seed_everything(budget.seed, budget.num_threads)
+    run = prepared_run(layout, budget)
     device = resolve_device(budget.device)
-    model, card = load_checkpoint(layout.model_dir("pruned"), num_classes=meta.num_classes)
+    model, card = load_checkpoint(layout.model_dir("pruned"), num_classes=run.meta.num_classes)
     teacher_roles = [role for role in card.get("teacher", "").split("+") if role]  # the prune fine-tune's
-    teacher, _ = load_teachers(teacher_roles, params, layout, meta, device)
-    kd = params.kd if teacher is not None else None
-    kd_read = kd.read_by_loss() if kd else None  # what the loss reads: fingerprints stay put for kd
+    teachers = load_teachers(teacher_roles, params, run, device)
     model = qat.prepare(move_to_device(model, device))
-    normalizer = Normalizer(card["mean"], card["std"], device, channels_last=device.type == "cuda")
     finetune = budget.model_copy(update={"epochs": cfg.qat_epochs, "lr": cfg.qat_lr, "scheduler": "cosine",
                                          "nproc_per_node": 1, "nnodes": 1})
-    params_hash = fingerprint(card["params_hash"], cfg, kd_read, finetune)
-    resume = ResumeFile(layout.resume / QAT_ROLE / "state.pt", params_hash)  # a killed fine-tune resumes
-    result = fit(model, train, val, finetune, normalizer, meta.num_classes,
-                 teacher=teacher, kd=kd, resume=resume, name=QAT_ROLE)
-    ranges = qat.activation_ranges(model)  # before finalize removes them
-    layers = len(ranges)
-    model = qat.finalize(model.to("cpu")).eval()
-    cpu = Normalizer(card["mean"], card["std"], torch.device("cpu"), False)
-    test_metrics = classification_metrics(
-        test.labels, decide(predict_logits(model, test, cpu).numpy(), test.multilabel), meta.num_classes
-    )
-    save_checkpoint(model, out, {
-        **card, "role": QAT_ROLE, "teacher": "+".join(teacher_roles),
-        "qat": {"epochs": cfg.qat_epochs, "lr": cfg.qat_lr, "best_epoch": result.best_epoch, "layers": layers,
-                "weights": "per output channel, symmetric int8, BatchNorm folded",
-                "activations": "per tensor, uint8, EMA range while training; these ranges go into the int8 file",
-                "input_ranges": {name.removesuffix(".input_range"): r for name, r in ranges.items()}},
-        "val_metrics": {k.removeprefix("val/"): v for k, v in result.best.items() if k.startswith("val/")},
-        "test_metrics": test_metrics,
-        "params_hash": params_hash,
-    })
-    resume.clear()
-    print(f"{QAT_ROLE}: {cfg.qat_epochs} QAT epochs, {layers} layers with int8 rounding, test accuracy"
+    params_hash = fingerprint(card["params_hash"], cfg, teachers.loss_reads(), finetune)
+    with fine_tune(QAT_ROLE, model, finetune, teachers, device_normalizer(card["mean"], card["std"], device),
+                   params_hash, run) as result:
+        ranges = qat.activation_ranges(model)  # before finalize removes them
+        model = qat.finalize(model.to("cpu")).eval()
+        cpu = Normalizer(card["mean"], card["std"], torch.device("cpu"), False)
+        test_metrics = classification_metrics(run.test.labels, decide(predict_logits(model, run.test, cpu).numpy(),
+                                                                      run.test.multilabel), run.meta.num_classes)
+        save_checkpoint(model, out, {
+            **card, "role": QAT_ROLE, "teacher": "+".join(teacher_roles),
+            "qat": {"epochs": cfg.qat_epochs, "lr": cfg.qat_lr, "best_epoch": result.best_epoch, "layers": len(ranges),
+                    "weights": "per output channel, symmetric int8, BatchNorm folded",
+                    "activations": "per tensor, uint8, EMA range while training; these ranges go into the int8 file",
+                    "input_ranges": {name.removesuffix(".input_range"): r for name, r in ranges.items()}},
+            "val_metrics": best_val_metrics(result),
+            "test_metrics": test_metrics,
+            "params_hash": params_hash,
+        })
+    print(f"{QAT_ROLE}: {cfg.qat_epochs} QAT epochs, {len(ranges)} layers with int8 rounding, test accuracy"
           f" {test_metrics['accuracy']:.4f} (float, weights on the int8 grid)")
     return test_metrics
 

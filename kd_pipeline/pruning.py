@@ -18,11 +18,11 @@ from timm.layers import Attention
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from kd_pipeline.chain import load_teachers, stage_live
-from kd_pipeline.data import Normalizer, Split, load_meta, load_split
+from kd_pipeline.data import Normalizer, Split
 from kd_pipeline.distributed import Ranks, session
 from kd_pipeline.errors import CompressionError
 from kd_pipeline.evaluation import classification_metrics, decide, predict_logits
+from kd_pipeline.finetune import device_normalizer, fine_tune, load_teachers, prepared_run, stage_live
 from kd_pipeline.models import (
     count_macs,
     count_parameters,
@@ -35,7 +35,7 @@ from kd_pipeline.origin import SMALL_MODELS, TEACHER_ROLES, choose_origin
 from kd_pipeline.params import Params, PruneParams, fingerprint
 from kd_pipeline.paths import DEFAULT_LAYOUT, Layout
 from kd_pipeline.ranking import decision_metric
-from kd_pipeline.training import ResumeFile, fit, resolve_device, seed_everything
+from kd_pipeline.training import resolve_device
 
 
 def _importance(name: str) -> Any:
@@ -153,55 +153,47 @@ def _measure(
 
 def _prune_student(params: Params, layout: Layout, ranks: Ranks, device: torch.device) -> dict[str, Any]:
     cfg = params.prune
-    meta = load_meta(layout.prepared)
-    train, val, test = (load_split(layout.prepared, s) for s in ("train", "val", "test"))
     student_train = params.train_for("pruned")
-    seed_everything(student_train.seed, student_train.num_threads)
-    metric = decision_metric(params.train.monitor, train.labels)
+    run = prepared_run(layout, student_train)
+    metric = decision_metric(params.train.monitor, run.train.labels)
     origin = choose_origin({r: layout.model_dir(r) for r in (*SMALL_MODELS, *TEACHER_ROLES)}, metric,
                            params.kd.learn_from)
     if ranks.is_main:
         print(f"prune: {origin.reason}")
-    model, card = load_checkpoint(layout.model_dir(origin.source), num_classes=meta.num_classes)
+    model, card = load_checkpoint(layout.model_dir(origin.source), num_classes=run.meta.num_classes)
     before = {"parameters": count_parameters(model), "macs": count_macs(model, card["input_size"])}
     if cfg.method == "structured":
         prune_channels(model, card["input_size"], cfg)
     else:
         prune_weights(model, cfg)
-    teacher, _ = load_teachers(origin.teachers, params, layout, meta, device)
+    teachers = load_teachers(origin.teachers, params, run, device)
     model = move_to_device(model, device)
-    normalizer = Normalizer(card["mean"], card["std"], device, channels_last=device.type == "cuda")
     finetune = student_train.model_copy(
         update={"epochs": max(cfg.epochs, 1), "lr": cfg.lr, "scheduler": "cosine"}
     )
-    kd = params.kd if teacher is not None else None
-    kd_read = kd.read_by_loss() if kd else None  # what the loss reads: fingerprints stay put for kd
+    kd_read = teachers.loss_reads()
     with stage_live(layout.metrics / "pruned", ranks) as live:
         params_hash = fingerprint(card["params_hash"], cfg, kd_read, finetune, origin.as_card())
-        resume = ResumeFile(layout.resume / "pruned" / "state.pt", params_hash)  # a killed fine-tune resumes
-        if cfg.epochs > 0:
-            fit(model, train, val, finetune, normalizer, meta.num_classes,
-                teacher=teacher, kd=kd, live=live, resume=resume, name="pruned", ranks=ranks)
-        if live is None:
-            return {}  # only the first process measures and writes
-        live.log_params({f"prune.{k}": v for k, v in cfg.model_dump().items() if k != "keep_layers"}
-                        | {"prune.source": origin.source, "prune.teacher": "+".join(origin.teachers)})
-        model = make_pruning_permanent(model.to("cpu"))
-        scores, summary = _measure(model, card, {"val": val, "test": test}, meta.num_classes, before)
-        for key, value in {**summary, **{f"test/{k}": v for k, v in scores["test"].items()}}.items():
-            live.log_metric(key, value, plot=False)
-    card = {
-        **card,
-        "role": "pruned",
-        "teacher": "+".join(origin.teachers),
-        "origin": origin.as_card(),
-        "channel_pruned": cfg.method == "structured",
-        "compression": {"prune": cfg.model_dump(), **summary},
-        "num_parameters": summary["parameters_after"],
-        "val_metrics": scores["val"],
-        "test_metrics": scores["test"],
-        "params_hash": fingerprint(card["params_hash"], cfg, kd_read, origin.as_card()),
-    }
-    save_checkpoint(model, layout.model_dir("pruned"), card)
-    resume.clear()
+        with fine_tune("pruned", model, finetune, teachers, device_normalizer(card["mean"], card["std"], device),
+                       params_hash, run, live=live, ranks=ranks, train=cfg.epochs > 0):
+            if live is None:
+                return {}  # only the first process measures and writes
+            live.log_params({f"prune.{k}": v for k, v in cfg.model_dump().items() if k != "keep_layers"}
+                            | {"prune.source": origin.source, "prune.teacher": "+".join(origin.teachers)})
+            model = make_pruning_permanent(model.to("cpu"))
+            scores, summary = _measure(model, card, {"val": run.val, "test": run.test}, run.meta.num_classes, before)
+            for key, value in {**summary, **{f"test/{k}": v for k, v in scores["test"].items()}}.items():
+                live.log_metric(key, value, plot=False)
+            save_checkpoint(model, layout.model_dir("pruned"), {
+                **card,
+                "role": "pruned",
+                "teacher": "+".join(origin.teachers),
+                "origin": origin.as_card(),
+                "channel_pruned": cfg.method == "structured",
+                "compression": {"prune": cfg.model_dump(), **summary},
+                "num_parameters": summary["parameters_after"],
+                "val_metrics": scores["val"],
+                "test_metrics": scores["test"],
+                "params_hash": fingerprint(card["params_hash"], cfg, kd_read, origin.as_card()),
+            })
     return {**summary, **scores["test"], "source": origin.source}

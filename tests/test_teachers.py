@@ -2,9 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from kd_pipeline.chain import Layout, check_teacher
 from kd_pipeline.errors import PipelineError
 from kd_pipeline.files import write_json
+from kd_pipeline.finetune import check_teacher
+from kd_pipeline.paths import Layout
 from kd_pipeline.teachers import teacher_warnings, weaker_than_baseline
 
 
