@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from kd_pipeline.data import load_meta, load_split, normalize_numpy
-from kd_pipeline.quantization import CalibrationImages, calibration_sample
+from kd_pipeline.core.data import load_meta, load_split, normalize_numpy
+from kd_pipeline.quantize.quantization import CalibrationImages, calibration_sample
 
 
 def predict(path: Path, images: np.ndarray, threads: int) -> np.ndarray:

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import torch
 
-from kd_pipeline.data import Normalizer, load_meta, load_split
-from kd_pipeline.evaluation import classification_metrics, predict_logits
-from kd_pipeline.models import create_model, move_to_device
-from kd_pipeline.params import DataParams, parse_params
-from kd_pipeline.preparation import prepare
-from kd_pipeline.training import fit, resolve_device, seed_everything
+from kd_pipeline.core.data import Normalizer, load_meta, load_split
+from kd_pipeline.core.evaluation import classification_metrics, predict_logits
+from kd_pipeline.core.models import create_model, move_to_device
+from kd_pipeline.core.params import DataParams, parse_params
+from kd_pipeline.prepare.preparation import prepare
+from kd_pipeline.train.training import fit, resolve_device, seed_everything
 
 
 def main() -> None:

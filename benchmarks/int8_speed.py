@@ -26,15 +26,15 @@ import numpy as np
 def main(argv: list[str] | None = None) -> dict:
     import torch
 
-    from kd_pipeline.data import Split
-    from kd_pipeline.integer_kernels import integer_mac_share
-    from kd_pipeline.machine import cpu_info, describe
-    from kd_pipeline.models import create_model
-    from kd_pipeline.onnx_export import export_onnx
-    from kd_pipeline.params import PruneParams, QuantizeParams
+    from kd_pipeline.core.data import Split
+    from kd_pipeline.core.models import create_model
+    from kd_pipeline.core.params import PruneParams, QuantizeParams
+    from kd_pipeline.evaluate.machine import cpu_info, describe
     from kd_pipeline.predict import median_ms
-    from kd_pipeline.pruning import prune_channels
-    from kd_pipeline.quantization import CalibrationImages, quantize_onnx
+    from kd_pipeline.prune.pruning import prune_channels
+    from kd_pipeline.quantize.integer_kernels import integer_mac_share
+    from kd_pipeline.quantize.onnx_export import export_onnx
+    from kd_pipeline.quantize.quantization import CalibrationImages, quantize_onnx
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="resnet18")

@@ -43,9 +43,9 @@ def make_folder(root: Path, count: int, seed: int = 0, size: tuple[int, int] = (
 
 
 def _prepare(folder: str, out: str, image_size: int, queue: Any) -> None:
-    from kd_pipeline.costs import PeakRSS
-    from kd_pipeline.params import DataParams
-    from kd_pipeline.preparation import prepare
+    from kd_pipeline.core.params import DataParams
+    from kd_pipeline.evaluate.costs import PeakRSS
+    from kd_pipeline.prepare.preparation import prepare
 
     with PeakRSS() as memory:
         prepare(DataParams(name="imagefolder", root=folder, image_size=image_size), out)
@@ -55,11 +55,11 @@ def _prepare(folder: str, out: str, image_size: int, queue: Any) -> None:
 def _epoch(prepared: str, model_name: str, queue: Any) -> None:
     import torch
 
-    from kd_pipeline.costs import PeakRSS
-    from kd_pipeline.data import Normalizer, load_meta, load_split
-    from kd_pipeline.models import create_model
-    from kd_pipeline.params import TrainParams
-    from kd_pipeline.training import fit, seed_everything
+    from kd_pipeline.core.data import Normalizer, load_meta, load_split
+    from kd_pipeline.core.models import create_model
+    from kd_pipeline.core.params import TrainParams
+    from kd_pipeline.evaluate.costs import PeakRSS
+    from kd_pipeline.train.training import fit, seed_everything
 
     meta = load_meta(prepared)
     train, val = load_split(prepared, "train"), load_split(prepared, "val")

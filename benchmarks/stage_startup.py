@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
 
-    from kd_pipeline.machine import cpu_info, describe
+    from kd_pipeline.evaluate.machine import cpu_info, describe
 
     result = {
         "repeats": args.repeats,

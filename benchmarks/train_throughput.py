@@ -40,15 +40,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from memory import make_folder  # noqa: E402  (the sibling benchmark's generated folder)
 
-from kd_pipeline.data import Normalizer, load_meta, load_split  # noqa: E402
-from kd_pipeline.models import (  # noqa: E402
+from kd_pipeline.core.data import Normalizer, load_meta, load_split  # noqa: E402
+from kd_pipeline.core.models import (  # noqa: E402
     count_macs,  # noqa: E402
     create_model,
     move_to_device,
 )
-from kd_pipeline.params import DataParams, KDParams, TrainParams  # noqa: E402
-from kd_pipeline.preparation import prepare  # noqa: E402
-from kd_pipeline.training import build_optimizer, fit, resolve_device, seed_everything  # noqa: E402
+from kd_pipeline.core.params import DataParams, KDParams, TrainParams  # noqa: E402
+from kd_pipeline.prepare.preparation import prepare  # noqa: E402
+from kd_pipeline.train.training import build_optimizer, fit, resolve_device, seed_everything  # noqa: E402
 
 # Dense bf16 peak of the GPUs we have measured on, in TFLOP/s (vendor datasheets, no sparsity).
 BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0}

@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kd_pipeline.comparison import compare, default_loaders, source_of
-from kd_pipeline.data import load_meta, load_split
-from kd_pipeline.machine import describe
-from kd_pipeline.params import load_params
-from kd_pipeline.ranking import decision_metric
+from kd_pipeline.core.data import load_meta, load_split
+from kd_pipeline.core.params import load_params
+from kd_pipeline.core.ranking import decision_metric
+from kd_pipeline.evaluate.comparison import compare, default_loaders, source_of
+from kd_pipeline.evaluate.machine import describe
 
 
 def main() -> None:

@@ -10,8 +10,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from kd_pipeline import paths
-from kd_pipeline.errors import PipelineError
+from kd_pipeline.core import paths
+from kd_pipeline.core.errors import PipelineError
 
 EVALUATION = str(paths.EVALUATION)
 

@@ -20,10 +20,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kd_pipeline import paths
-from kd_pipeline.errors import PipelineError, exit_on_pipeline_error
-from kd_pipeline.params import GateParams, load_params
-from kd_pipeline.targets import failures
+from kd_pipeline.core import paths
+from kd_pipeline.core.errors import PipelineError, exit_on_pipeline_error
+from kd_pipeline.core.params import GateParams, load_params
+from kd_pipeline.evaluate.targets import failures
 
 EVALUATION = str(paths.EVALUATION)
 SEEDS = str(paths.SEEDS_METRICS)

@@ -16,11 +16,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from kd_pipeline import paths
-from kd_pipeline.errors import PipelineError, exit_on_pipeline_error
+from kd_pipeline.core import paths
+from kd_pipeline.core.errors import PipelineError, exit_on_pipeline_error
+from kd_pipeline.core.files import atomic_file, write_json
+from kd_pipeline.core.params import load_params
 from kd_pipeline.experiments import Run, finished_runs, show
-from kd_pipeline.files import atomic_file, write_json
-from kd_pipeline.params import load_params
 
 REFERENCE = "teacher_onnx"
 COSTS = {"latency_ms": "batch-1 CPU latency (ms)", "size_mb": "file size (MB)"}

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from kd_pipeline.imaging import RESIZE_MODES, fit_image, to_rgb
+from kd_pipeline.prepare.imaging import RESIZE_MODES, fit_image, to_rgb
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
@@ -92,7 +92,7 @@ def benchmark(bundle: Path, threads: int, repeats: int) -> dict[str, float]:
 
 
 def _print_benchmark(bundle: Path, threads: int, repeats: int) -> None:
-    from kd_pipeline.machine import cpu_info, describe
+    from kd_pipeline.evaluate.machine import cpu_info, describe
 
     latencies = benchmark(bundle, threads, repeats)
     print(f"CPU: {describe(cpu_info())}; {threads} thread(s), batch 1, median of {repeats}")

@@ -20,12 +20,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kd_pipeline import paths
-from kd_pipeline.errors import PipelineError, exit_on_pipeline_error
-from kd_pipeline.files import atomic_dir, write_json
-from kd_pipeline.machine import cpu_info
-from kd_pipeline.params import read_yaml
-from kd_pipeline.stage_times import TIMES, per_stage
+from kd_pipeline.core import paths
+from kd_pipeline.core.errors import PipelineError, exit_on_pipeline_error
+from kd_pipeline.core.files import atomic_dir, write_json
+from kd_pipeline.core.params import read_yaml
+from kd_pipeline.core.stage_times import TIMES, per_stage
+from kd_pipeline.evaluate.machine import cpu_info
 
 RESULTS = paths.RESULTS
 README = Path("README.md")

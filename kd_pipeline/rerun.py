@@ -23,9 +23,9 @@ from typing import Any
 
 import yaml
 
-from kd_pipeline import paths
-from kd_pipeline.errors import ParamsError, PipelineError
-from kd_pipeline.params import parse_params, read_yaml
+from kd_pipeline.core import paths
+from kd_pipeline.core.errors import ParamsError, PipelineError
+from kd_pipeline.core.params import parse_params, read_yaml
 
 
 @dataclass(frozen=True)

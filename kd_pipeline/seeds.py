@@ -22,11 +22,11 @@ from typing import Any
 
 from scipy import stats as scipy_stats
 
-from kd_pipeline import paths
-from kd_pipeline.errors import PipelineError, exit_on_pipeline_error
+from kd_pipeline.core import paths
+from kd_pipeline.core.errors import PipelineError, exit_on_pipeline_error
+from kd_pipeline.core.files import atomic_file, write_json
+from kd_pipeline.core.params import read_yaml
 from kd_pipeline.experiments import finished_runs, show
-from kd_pipeline.files import atomic_file, write_json
-from kd_pipeline.params import read_yaml
 
 METRICS = ("accuracy", "balanced_accuracy", "f1")
 GAINS = {"distillation_gain": "student − baseline", "assistant_gain": "student − direct"}

@@ -1,15 +1,15 @@
 """Stage evaluate: every variant on validation (decides) and test (reports) → metrics, plots,
 reports/summary.md."""
 
-from kd_pipeline import paths
-from kd_pipeline.comparison import compare, default_loaders
-from kd_pipeline.data import load_meta, load_split
-from kd_pipeline.errors import exit_on_pipeline_error
-from kd_pipeline.params import load_params
-from kd_pipeline.ranking import decision_metric
-from kd_pipeline.report import write_outputs
-from kd_pipeline.stage_times import timed
-from kd_pipeline.teachers import compressed_from, teacher_warnings
+from kd_pipeline.core import paths
+from kd_pipeline.core.data import load_meta, load_split
+from kd_pipeline.core.errors import exit_on_pipeline_error
+from kd_pipeline.core.params import load_params
+from kd_pipeline.core.ranking import decision_metric
+from kd_pipeline.core.stage_times import timed
+from kd_pipeline.evaluate.comparison import compare, default_loaders
+from kd_pipeline.evaluate.report import write_outputs
+from kd_pipeline.train.teachers import compressed_from, teacher_warnings
 
 
 @timed("stages.evaluate")

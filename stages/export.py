@@ -1,9 +1,9 @@
 """Stage export: the variant evaluate chose, verified, into export/ as a deployable bundle."""
 
-from kd_pipeline.errors import exit_on_pipeline_error
-from kd_pipeline.export import export_deployable
-from kd_pipeline.params import load_params
-from kd_pipeline.stage_times import timed
+from kd_pipeline.core.errors import exit_on_pipeline_error
+from kd_pipeline.core.params import load_params
+from kd_pipeline.core.stage_times import timed
+from kd_pipeline.export.bundle import export_deployable
 
 
 @timed("stages.export")

@@ -1,13 +1,13 @@
 """Stage prepare: dataset → resized uint8 arrays with a stratified, seeded split, and its analysis."""
 
 
-from kd_pipeline import paths
-from kd_pipeline.data_report import write_data_report
-from kd_pipeline.errors import exit_on_pipeline_error
-from kd_pipeline.params import load_params
-from kd_pipeline.preparation import prepare
-from kd_pipeline.stage_times import timed
-from kd_pipeline.tracking import untracked_note
+from kd_pipeline.core import paths
+from kd_pipeline.core.errors import exit_on_pipeline_error
+from kd_pipeline.core.params import load_params
+from kd_pipeline.core.stage_times import timed
+from kd_pipeline.prepare.data_report import write_data_report
+from kd_pipeline.prepare.preparation import prepare
+from kd_pipeline.prepare.tracking import untracked_note
 
 
 @timed("stages.prepare")

@@ -1,10 +1,10 @@
 """Stage prune: the student, channel- (or weight-) pruned, then fine-tuned by distillation."""
 
-from kd_pipeline.distributed import relaunch
-from kd_pipeline.errors import exit_on_pipeline_error
-from kd_pipeline.params import load_params
-from kd_pipeline.pruning import prune_student
-from kd_pipeline.stage_times import timed
+from kd_pipeline.core.errors import exit_on_pipeline_error
+from kd_pipeline.core.params import load_params
+from kd_pipeline.core.stage_times import timed
+from kd_pipeline.prune.pruning import prune_student
+from kd_pipeline.train.distributed import relaunch
 
 
 @timed("stages.prune")

@@ -1,10 +1,10 @@
 """Stage quantize: int8 ONNX (ONNX Runtime) of the pruned model and of the small model it was made
 from, and the teacher as fp32 ONNX (the same-runtime reference for speed)."""
 
-from kd_pipeline.errors import exit_on_pipeline_error
-from kd_pipeline.int8_variants import quantize_variants
-from kd_pipeline.params import load_params
-from kd_pipeline.stage_times import timed
+from kd_pipeline.core.errors import exit_on_pipeline_error
+from kd_pipeline.core.params import load_params
+from kd_pipeline.core.stage_times import timed
+from kd_pipeline.quantize.int8_variants import quantize_variants
 
 
 @timed("stages.quantize")

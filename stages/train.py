@@ -3,11 +3,11 @@
 
 import sys
 
-from kd_pipeline.chain import TEACHER_OF, train_role
-from kd_pipeline.distributed import relaunch
-from kd_pipeline.errors import ParamsError, exit_on_pipeline_error
-from kd_pipeline.params import load_params
-from kd_pipeline.stage_times import timed
+from kd_pipeline.core.errors import ParamsError, exit_on_pipeline_error
+from kd_pipeline.core.params import load_params
+from kd_pipeline.core.stage_times import timed
+from kd_pipeline.train.chain import TEACHER_OF, train_role
+from kd_pipeline.train.distributed import relaunch
 
 
 @timed("stages.train")

@@ -1,12 +1,12 @@
 """Stage visualize: where teacher, assistant, student and the deployed model look (image plots),
 their agreement with the teacher (metrics/visualize.json), feature maps and gradient flow."""
 
-from kd_pipeline import paths
-from kd_pipeline.data import load_meta, load_split
-from kd_pipeline.errors import exit_on_pipeline_error
-from kd_pipeline.params import load_params
-from kd_pipeline.stage_times import timed
-from kd_pipeline.visualization import visualize
+from kd_pipeline.core import paths
+from kd_pipeline.core.data import load_meta, load_split
+from kd_pipeline.core.errors import exit_on_pipeline_error
+from kd_pipeline.core.params import load_params
+from kd_pipeline.core.stage_times import timed
+from kd_pipeline.visualize.visualization import visualize
 
 
 @timed("stages.visualize")

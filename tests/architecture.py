@@ -22,7 +22,7 @@ def rerun_table() -> str:
         for dep in spec["deps"]:
             if str(dep).startswith("kd_pipeline/"):
                 users.setdefault(str(dep), []).append(stage)
-    modules = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "kd_pipeline").glob("*.py") if p.name != "__init__.py")
+    modules = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "kd_pipeline").rglob("*.py") if p.name != "__init__.py")
     rows = ["| module | stages that re-run when it changes |", "|---|---|"]
     for module in modules:
         named = ", ".join(users.get(module, [])) or "— (a command-line tool)"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from kd_pipeline.params import DataParams, Params, parse_params
-from kd_pipeline.preparation import prepare
+from kd_pipeline.core.params import DataParams, Params, parse_params
+from kd_pipeline.prepare.preparation import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL = "test_resnet"  # timm's own 0.4M-parameter test network

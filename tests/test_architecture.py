@@ -14,7 +14,7 @@ def test_the_readme_tree_names_every_module_and_stage() -> None:
     readme = (ROOT / "README.md").read_text()
     tree = readme[readme.index("## Layout") :]
     named = set(re.findall(r"^\s+(\w+\.py)\s", tree, re.M)) | set(re.findall(r"(\w+\.py)", tree))
-    modules = {p.name for p in (ROOT / "kd_pipeline").glob("*.py") if p.name != "__init__.py"}
+    modules = {p.name for p in (ROOT / "kd_pipeline").rglob("*.py") if p.name != "__init__.py"}
     assert not modules - named, f"README's tree misses {sorted(modules - named)}"
     elsewhere = {n for n in named if any((ROOT / folder / n).exists() for folder in ("benchmarks", "stages", "tests"))}
     assert not named - modules - elsewhere, "README's tree names a module that does not exist"
@@ -23,7 +23,7 @@ def test_the_readme_tree_names_every_module_and_stage() -> None:
 def test_no_library_function_is_longer_than_a_screen_without_a_reason() -> None:
     """60 lines, unless a comment in the function says why (`# long:`)."""
     long = []
-    for path in sorted((ROOT / "kd_pipeline").glob("*.py")):
+    for path in sorted((ROOT / "kd_pipeline").rglob("*.py")):
         source = path.read_text()
         lines = source.splitlines()
         for node in ast.walk(ast.parse(source)):
@@ -32,3 +32,14 @@ def test_no_library_function_is_longer_than_a_screen_without_a_reason() -> None:
                 if "# long:" not in body:
                     long.append(f"{path.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
     assert not long, f"split these or say why with '# long:': {long}"
+
+
+def test_each_stage_has_its_library_package_and_packages_hold_only_a_docstring() -> None:
+    """kd_pipeline/<stage>/ is the library of stages/<stage>.py (core: what every stage reads);
+    an `__init__.py` runs on import but is not a dvc.yaml dep, so it may hold nothing else."""
+    packages = {p.parent.name for p in (ROOT / "kd_pipeline").glob("*/__init__.py")}
+    stages = {p.stem for p in (ROOT / "stages").glob("*.py") if p.name != "__init__.py"}
+    assert packages == stages | {"core"}, f"stages without a package, or packages without a stage: {packages ^ stages}"
+    for init in (ROOT / "kd_pipeline").glob("*/__init__.py"):
+        body = ast.parse(init.read_text()).body
+        assert len(body) == 1 and isinstance(body[0], ast.Expr), f"{init} holds more than its docstring"

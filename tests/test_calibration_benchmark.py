@@ -9,11 +9,11 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from kd_pipeline.data import load_meta, load_split, normalize_numpy
-from kd_pipeline.models import create_model
-from kd_pipeline.onnx_export import export_onnx
-from kd_pipeline.params import QuantizeParams
-from kd_pipeline.quantization import CalibrationImages, calibration_sample, quantize_onnx
+from kd_pipeline.core.data import load_meta, load_split, normalize_numpy
+from kd_pipeline.core.models import create_model
+from kd_pipeline.core.params import QuantizeParams
+from kd_pipeline.quantize.onnx_export import export_onnx
+from kd_pipeline.quantize.quantization import CalibrationImages, calibration_sample, quantize_onnx
 from tests.conftest import ROOT, TINY_MODEL
 
 

@@ -6,14 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from kd_pipeline.data import Split, normalize_numpy
-from kd_pipeline.errors import CompressionError
-from kd_pipeline.integer_kernels import integer_mac_share
-from kd_pipeline.models import count_parameters, create_model, load_checkpoint, save_checkpoint
-from kd_pipeline.onnx_export import export_onnx
-from kd_pipeline.params import PruneParams, QuantizeParams
-from kd_pipeline.pruning import make_pruning_permanent, prune_channels, prune_weights, sparsity
-from kd_pipeline.quantization import CalibrationImages, integer_ops, quantize_onnx
+from kd_pipeline.core.data import Split, normalize_numpy
+from kd_pipeline.core.errors import CompressionError
+from kd_pipeline.core.models import count_parameters, create_model, load_checkpoint, save_checkpoint
+from kd_pipeline.core.params import PruneParams, QuantizeParams
+from kd_pipeline.prune.pruning import make_pruning_permanent, prune_channels, prune_weights, sparsity
+from kd_pipeline.quantize.integer_kernels import integer_mac_share
+from kd_pipeline.quantize.onnx_export import export_onnx
+from kd_pipeline.quantize.quantization import CalibrationImages, integer_ops, quantize_onnx
 
 SIZE = [3, 16, 16]
 
@@ -157,7 +157,7 @@ def test_a_model_torch_export_cannot_capture_falls_back_to_torchscript(tmp_path:
 
 
 def test_calibration_images_are_a_seeded_class_stratified_sample() -> None:
-    from kd_pipeline.quantization import calibration_sample
+    from kd_pipeline.quantize.quantization import calibration_sample
 
     labels = np.repeat(np.arange(4), [400, 50, 30, 20])  # stored class by class, as image folders are
     chosen = calibration_sample(labels, 100, seed=0)

@@ -5,16 +5,16 @@ import numpy as np
 import pytest
 import torch
 
-from kd_pipeline.data import (
+from kd_pipeline.core.data import (
     batches,
     class_weights,
     color_jitter,
     load_meta,
     load_split,
 )
-from kd_pipeline.errors import DataError
-from kd_pipeline.params import AugmentParams
-from kd_pipeline.preparation import resize_images, stratified_split
+from kd_pipeline.core.errors import DataError
+from kd_pipeline.core.params import AugmentParams
+from kd_pipeline.prepare.preparation import resize_images, stratified_split
 
 
 def test_split_is_stratified_seeded_and_disjoint() -> None:
@@ -116,8 +116,8 @@ def test_class_weights_are_inverse_frequency() -> None:
 
 
 def test_flips_and_crops_are_per_image_and_seeded() -> None:
-    from kd_pipeline.data import augment
-    from kd_pipeline.params import AugmentParams
+    from kd_pipeline.core.data import augment
+    from kd_pipeline.core.params import AugmentParams
 
     images = torch.arange(64 * 5 * 5 * 3, dtype=torch.int64).remainder(251).to(torch.uint8).view(64, 5, 5, 3)
     flips = augment(images, AugmentParams(hflip=True), torch.Generator().manual_seed(0))
@@ -140,7 +140,7 @@ def test_flips_and_crops_are_per_image_and_seeded() -> None:
 
 
 def test_multilabel_split_is_seeded_disjoint_and_complete() -> None:
-    from kd_pipeline.preparation import stratified_split
+    from kd_pipeline.prepare.preparation import stratified_split
 
     labels = np.random.default_rng(0).integers(0, 2, (100, 5))
     parts = stratified_split(labels, 0.15, 0.2, seed=3)

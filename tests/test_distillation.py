@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from kd_pipeline.distillation import hard_loss, kd_loss
+from kd_pipeline.train.distillation import hard_loss, kd_loss
 
 
 def _softmax(row: list[float], t: float) -> list[float]:
@@ -84,7 +84,7 @@ def test_multilabel_hard_loss_uses_pos_weight() -> None:
 
 
 def test_an_ensemble_of_teachers_gives_the_mean_of_their_tempered_probabilities() -> None:
-    from kd_pipeline.distillation import TeacherEnsemble
+    from kd_pipeline.train.distillation import TeacherEnsemble
 
     torch.manual_seed(0)
     x = torch.randn(5, 4)
@@ -101,8 +101,8 @@ def test_an_ensemble_of_teachers_gives_the_mean_of_their_tempered_probabilities(
 
 
 def test_the_student_learns_from_the_assistant_or_from_every_model_above_it() -> None:
-    from kd_pipeline.chain import teachers_of
-    from kd_pipeline.params import KDParams
+    from kd_pipeline.core.params import KDParams
+    from kd_pipeline.train.chain import teachers_of
 
     nearest, dense = KDParams(), KDParams(learn_from="all_above")
     assert [teachers_of(r, nearest) for r in ("teacher", "assistant", "student", "direct", "pruned")] == [

@@ -14,10 +14,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from kd_pipeline.data import Normalizer, load_meta, load_split
-from kd_pipeline.distributed import Ranks, processes, torchrun_command
-from kd_pipeline.params import TrainParams
-from kd_pipeline.training import ResumeFile, fit, seed_everything
+from kd_pipeline.core.data import Normalizer, load_meta, load_split
+from kd_pipeline.core.params import TrainParams
+from kd_pipeline.train.distributed import Ranks, processes, torchrun_command
+from kd_pipeline.train.training import ResumeFile, fit, seed_everything
 from tests.conftest import tiny_params
 
 EPOCHS = 2
@@ -104,7 +104,7 @@ def test_torchrun_command_for_one_machine_and_for_several() -> None:
 
 
 def test_launch_is_skipped_inside_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:
-    from kd_pipeline.distributed import relaunch
+    from kd_pipeline.train.distributed import relaunch
 
     assert relaunch(TrainParams(), ["x.py"], "x") is False  # one process: nothing to launch
     monkeypatch.setitem(os.environ, "TORCHELASTIC_RUN_ID", "1")

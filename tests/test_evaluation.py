@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
 
-from kd_pipeline.comparison import Variant, compare
-from kd_pipeline.costs import time_model
-from kd_pipeline.data import Split, load_meta, load_split
-from kd_pipeline.errors import CheckpointError, PipelineError
-from kd_pipeline.evaluation import full_metrics, softmax
-from kd_pipeline.params import ExportParams, TargetsParams, parse_params
-from kd_pipeline.report import render_summary, write_outputs
-from kd_pipeline.targets import (
+from kd_pipeline.core.data import Split, load_meta, load_split
+from kd_pipeline.core.errors import CheckpointError, PipelineError
+from kd_pipeline.core.evaluation import full_metrics, softmax
+from kd_pipeline.core.params import ExportParams, TargetsParams, parse_params
+from kd_pipeline.evaluate.comparison import Variant, compare
+from kd_pipeline.evaluate.costs import time_model
+from kd_pipeline.evaluate.report import render_summary, write_outputs
+from kd_pipeline.evaluate.targets import (
     check_targets,
     failures,
     main,
@@ -312,7 +312,7 @@ def test_multilabel_label_without_positives_is_left_out_of_mean_auc() -> None:
 
 
 def test_multilabel_confusion_rows_skip_true_negatives() -> None:
-    from kd_pipeline.report import confusion_rows
+    from kd_pipeline.evaluate.report import confusion_rows
 
     rows = confusion_rows([[1, 0], [0, 0]], [[0, 1], [0, 0]], ["Effusion", "Mass"])
     assert rows == [
@@ -322,7 +322,7 @@ def test_multilabel_confusion_rows_skip_true_negatives() -> None:
 
 
 def test_mean_roc_auc_matches_scikit_learn_and_skips_absent_classes() -> None:
-    from kd_pipeline.evaluation import mean_roc_auc
+    from kd_pipeline.core.evaluation import mean_roc_auc
 
     assert mean_roc_auc(Y_TRUE, LOGITS) == pytest.approx(roc_auc_score(Y_TRUE, softmax(LOGITS), multi_class="ovr"))
     binary = np.array([0, 1, 1, 0])
@@ -341,11 +341,11 @@ def test_an_onnx_variant_loads_without_its_pytorch_source(tmp_path) -> None:
 
     import pytest as _pytest
 
-    from kd_pipeline.comparison import load_onnx_variant
-    from kd_pipeline.data import Meta
-    from kd_pipeline.errors import CheckpointError
-    from kd_pipeline.models import create_model
-    from kd_pipeline.onnx_export import export_onnx
+    from kd_pipeline.core.data import Meta
+    from kd_pipeline.core.errors import CheckpointError
+    from kd_pipeline.core.models import create_model
+    from kd_pipeline.evaluate.comparison import load_onnx_variant
+    from kd_pipeline.quantize.onnx_export import export_onnx
 
     folder = tmp_path / "models" / "quantized"  # no models/student beside it
     folder.mkdir(parents=True)

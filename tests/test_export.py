@@ -7,15 +7,15 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from kd_pipeline.comparison import predict_split
-from kd_pipeline.data import Split
-from kd_pipeline.evaluation import decide
-from kd_pipeline.export import ExportError, prove
-from kd_pipeline.fidelity import file_sha256, predictions_sha256
-from kd_pipeline.models import create_model
-from kd_pipeline.onnx_export import export_onnx
-from kd_pipeline.params import parse_params
-from kd_pipeline.runtime import onnx_runner
+from kd_pipeline.core.data import Split
+from kd_pipeline.core.evaluation import decide
+from kd_pipeline.core.models import create_model
+from kd_pipeline.core.params import parse_params
+from kd_pipeline.evaluate.comparison import predict_split
+from kd_pipeline.evaluate.fidelity import file_sha256, predictions_sha256
+from kd_pipeline.evaluate.runtime import onnx_runner
+from kd_pipeline.export.bundle import ExportError, prove
+from kd_pipeline.quantize.onnx_export import export_onnx
 
 CARD = {"mean": [0.5] * 3, "std": [0.25] * 3, "input_size": [3, 16, 16]}
 PARAMS = parse_params({})
@@ -68,7 +68,7 @@ def test_a_pytorch_variant_is_converted_and_checked_against_pytorch(tmp_path: Pa
 
 
 def test_the_model_card_holds_no_timing_so_the_bundle_hashes_the_same_on_reruns() -> None:
-    from kd_pipeline.export import _model_card
+    from kd_pipeline.export.bundle import _model_card
 
     def evaluation(latency: float) -> dict:
         measured = {"accuracy": 0.9, "f1": 0.9, "val": {"accuracy": 0.88}, "parameters": 1e6, "macs": 1e6,

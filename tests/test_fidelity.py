@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from kd_pipeline.fidelity import agreement, float_fidelity, int8_fidelity
-from kd_pipeline.params import ExportParams, QuantizeParams
+from kd_pipeline.core.params import ExportParams, QuantizeParams
+from kd_pipeline.evaluate.fidelity import agreement, float_fidelity, int8_fidelity
 
 FLOAT = np.log(np.array([[0.90, 0.05, 0.05], [0.05, 0.90, 0.05], [0.45, 0.40, 0.15], [0.30, 0.35, 0.35]]))
 

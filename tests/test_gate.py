@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from kd_pipeline.params import GateParams
+from kd_pipeline.core.params import GateParams
 from tests.conftest import ROOT
 
 

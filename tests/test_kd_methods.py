@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from kd_pipeline.distillation import (
+from kd_pipeline.core.errors import ParamsError
+from kd_pipeline.core.params import KDParams
+from kd_pipeline.train.distillation import (
     METHODS,
     dist_terms,
     distillation_loss,
@@ -14,8 +16,6 @@ from kd_pipeline.distillation import (
     kd_loss,
     standardize,
 )
-from kd_pipeline.errors import ParamsError
-from kd_pipeline.params import KDParams
 
 STUDENT = [[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]]
 TEACHER = [[2.0, 1.0, 0.0], [0.5, 0.5, 2.0]]

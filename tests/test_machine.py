@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from kd_pipeline.machine import cpu_info, describe
+from kd_pipeline.evaluate.machine import cpu_info, describe
 
 
 def test_instruction_sets_are_read_from_cpuinfo(tmp_path: Path) -> None:

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from kd_pipeline.data import Split
-from kd_pipeline.mixed_precision import controlled_int8, ranked, val_scores, write_report
-from kd_pipeline.onnx_export import export_onnx
-from kd_pipeline.params import QuantizeParams
-from kd_pipeline.quantization import CalibrationImages, prepare_onnx
+from kd_pipeline.core.data import Split
+from kd_pipeline.core.params import QuantizeParams
+from kd_pipeline.quantize.mixed_precision import controlled_int8, ranked, val_scores, write_report
+from kd_pipeline.quantize.onnx_export import export_onnx
+from kd_pipeline.quantize.quantization import CalibrationImages, prepare_onnx
 
 CARD = {"mean": [0.5] * 3, "std": [0.25] * 3, "class_names": ["a", "b", "c", "d"]}
 
@@ -40,7 +40,7 @@ def _network() -> torch.nn.Module:
 
 
 def val_scores_logits(path: Path, images: np.ndarray) -> np.ndarray:
-    from kd_pipeline.runtime import onnx_runner
+    from kd_pipeline.evaluate.runtime import onnx_runner
 
     return onnx_runner(path, CARD["mean"], CARD["std"], threads=1)(images)
 
@@ -78,7 +78,7 @@ def test_a_budget_the_mac_share_cannot_allow_is_one_line_naming_both_keys(model_
 
 
 def test_sqnr_is_high_for_a_fine_grid_and_low_for_a_clipping_one() -> None:
-    from kd_pipeline.mixed_precision import sqnr
+    from kd_pipeline.quantize.mixed_precision import sqnr
 
     x = np.linspace(-1, 3, 10_000)
     fine = sqnr(x, 4 / 255, 64)  # the tensor's own range: ~ 6 dB per bit
@@ -88,9 +88,9 @@ def test_sqnr_is_high_for_a_fine_grid_and_low_for_a_clipping_one() -> None:
 
 def test_per_layer_error_of_a_vit(tmp_path: Path) -> None:
     """A ViT's graph holds 0-d weights that ONNX Runtime's own compute_weight_error fails on."""
-    from kd_pipeline.mixed_precision import layer_errors
-    from kd_pipeline.models import create_model
-    from kd_pipeline.quantization import quantize_prepared
+    from kd_pipeline.core.models import create_model
+    from kd_pipeline.quantize.mixed_precision import layer_errors
+    from kd_pipeline.quantize.quantization import quantize_prepared
 
     torch.manual_seed(0)
     vit = create_model("test_vit", 4, model_kwargs={"img_size": 16, "patch_size": 4}).eval()

@@ -4,8 +4,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from kd_pipeline.errors import CheckpointError
-from kd_pipeline.models import create_model, load_checkpoint, save_checkpoint
+from kd_pipeline.core.errors import CheckpointError
+from kd_pipeline.core.models import create_model, load_checkpoint, save_checkpoint
 from tests.conftest import TINY_MODEL
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kd_pipeline.errors import CheckpointError
-from kd_pipeline.origin import choose_origin
-from kd_pipeline.ranking import decision_metric, imbalance_ratio, resolve_monitor
+from kd_pipeline.core.errors import CheckpointError
+from kd_pipeline.core.ranking import decision_metric, imbalance_ratio, resolve_monitor
+from kd_pipeline.prune.origin import choose_origin
 
 
 def _cards(tmp_path: Path, scores: dict[str, dict[str, float]]) -> dict[str, Path]:

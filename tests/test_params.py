@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kd_pipeline.errors import ParamsError
-from kd_pipeline.params import Params, fingerprint, load_params, parse_params
+from kd_pipeline.core.errors import ParamsError
+from kd_pipeline.core.params import Params, fingerprint, load_params, parse_params
 from tests.conftest import ROOT
 
 

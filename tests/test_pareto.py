@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from kd_pipeline import pareto
-from kd_pipeline.errors import PipelineError
+from kd_pipeline.core.errors import PipelineError
 from kd_pipeline.experiments import Run
 
 

@@ -75,7 +75,7 @@ def test_repro_writes_every_output(repo: Path) -> None:
     assert json.loads((repo / "models/direct/model.json").read_text())["teacher"] == "teacher"
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     assert set(lock["stages"]) == STAGES
-    timing = run([sys.executable, "-m", "kd_pipeline.stage_times"], repo).stdout
+    timing = run([sys.executable, "-m", "kd_pipeline.core.stage_times"], repo).stdout
     assert "not run here" not in timing and "total" in timing  # every stage's wall time, outside its outputs
     evaluation = json.loads((repo / "metrics/evaluate.json").read_text())
     VARIANTS = variants_of(repo)

@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from kd_pipeline import predict
-from kd_pipeline.imaging import to_rgb
-from kd_pipeline.models import create_model
-from kd_pipeline.onnx_export import export_onnx
+from kd_pipeline.core.models import create_model
+from kd_pipeline.prepare.imaging import to_rgb
+from kd_pipeline.quantize.onnx_export import export_onnx
 from tests.conftest import TINY_MODEL
 
 

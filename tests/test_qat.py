@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from kd_pipeline import qat
-from kd_pipeline.models import create_model
+from kd_pipeline.core.models import create_model
+from kd_pipeline.quantize import qat
 from tests.conftest import TINY_MODEL
 
 
@@ -90,10 +90,10 @@ def test_the_ranges_qat_learned_are_the_ones_in_the_int8_file(tmp_path) -> None:
     import onnx
     from onnx import numpy_helper
 
-    from kd_pipeline.data import Split
-    from kd_pipeline.onnx_export import export_onnx
-    from kd_pipeline.params import QuantizeParams
-    from kd_pipeline.quantization import CalibrationImages, learned_ranges, prepare_onnx, quantize_prepared
+    from kd_pipeline.core.data import Split
+    from kd_pipeline.core.params import QuantizeParams
+    from kd_pipeline.quantize.onnx_export import export_onnx
+    from kd_pipeline.quantize.quantization import CalibrationImages, learned_ranges, prepare_onnx, quantize_prepared
 
     torch.manual_seed(0)
     model = qat.prepare(create_model(TINY_MODEL, 4)).train()

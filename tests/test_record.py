@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from kd_pipeline.errors import PipelineError
+from kd_pipeline.core.errors import PipelineError
 from kd_pipeline.record import README, readme_with_tables, record, records_table
 from tests.conftest import ROOT
 

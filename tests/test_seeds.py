@@ -1,6 +1,6 @@
 import pytest
 
-from kd_pipeline.errors import PipelineError
+from kd_pipeline.core.errors import PipelineError
 from kd_pipeline.seeds import aggregate, collect_runs, render
 
 

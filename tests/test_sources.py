@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kd_pipeline.data import batches, class_weights, load_meta, load_split
-from kd_pipeline.errors import DataError, ParamsError
-from kd_pipeline.imaging import fit_image
-from kd_pipeline.params import DataParams, parse_params
-from kd_pipeline.preparation import prepare
-from kd_pipeline.sources import load_source
+from kd_pipeline.core.data import batches, class_weights, load_meta, load_split
+from kd_pipeline.core.errors import DataError, ParamsError
+from kd_pipeline.core.params import DataParams, parse_params
+from kd_pipeline.prepare.imaging import fit_image
+from kd_pipeline.prepare.preparation import prepare
+from kd_pipeline.prepare.sources import load_source
 
 
 def write_medmnist(root: Path, flag: str = "breastmnist", sizes=(20, 6, 8), labels_per_image: int = 1) -> Path:

@@ -14,13 +14,17 @@ from tests.conftest import ROOT
 
 
 def _imports(path: Path) -> set[Path]:
+    """The project modules `path` imports: `from kd_pipeline.train import chain` names the module
+    chain.py, `from kd_pipeline.train.chain import x` names it too (a package's `__init__.py`
+    holds only its docstring, tests/test_architecture.py checks, so it is never a dep)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
-        if isinstance(node, ast.ImportFrom) and node.module == "kd_pipeline":  # from kd_pipeline import paths
-            names += [f"kd_pipeline.{alias.name}" for alias in node.names]
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("kd_pipeline"):
+            names += [f"{node.module}.{alias.name}" for alias in node.names]
         names += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
-        found |= {Path(*name.split(".")).with_suffix(".py") for name in names if name.startswith("kd_pipeline.")}
+        found |= {module for name in names if name.startswith("kd_pipeline.")
+                  if (ROOT / (module := Path(*name.split(".")).with_suffix(".py"))).is_file()}
     return found
 
 

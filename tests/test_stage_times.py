@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kd_pipeline import stage_times
+from kd_pipeline.core import stage_times
 
 
 def test_a_stage_records_its_wall_time_outside_its_outputs(tmp_path: Path, monkeypatch) -> None:

@@ -2,11 +2,11 @@ from pathlib import Path
 
 import pytest
 
-from kd_pipeline.errors import PipelineError
-from kd_pipeline.files import write_json
-from kd_pipeline.finetune import check_teacher
-from kd_pipeline.paths import Layout
-from kd_pipeline.teachers import teacher_warnings, weaker_than_baseline
+from kd_pipeline.core.errors import PipelineError
+from kd_pipeline.core.files import write_json
+from kd_pipeline.core.paths import Layout
+from kd_pipeline.train.finetune import check_teacher
+from kd_pipeline.train.teachers import teacher_warnings, weaker_than_baseline
 
 
 def _card(role: str, accuracy: float, auc: float = 0.9, task: str = "multiclass") -> dict:

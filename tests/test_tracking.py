@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from kd_pipeline.params import DataParams
-from kd_pipeline.tracking import tracked_by, untracked_note
+from kd_pipeline.core.params import DataParams
+from kd_pipeline.prepare.tracking import tracked_by, untracked_note
 
 
 def test_a_folder_added_under_data_raw_is_tracked_and_others_are_named(tmp_path: Path) -> None:

@@ -3,9 +3,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from kd_pipeline.data import Normalizer, load_meta, load_split
-from kd_pipeline.models import create_model
-from kd_pipeline.training import EarlyStopping, FitResult, ResumeFile, fit, seed_everything
+from kd_pipeline.core.data import Normalizer, load_meta, load_split
+from kd_pipeline.core.models import create_model
+from kd_pipeline.train.training import EarlyStopping, FitResult, ResumeFile, fit, seed_everything
 from tests.conftest import TINY_MODEL, tiny_params
 
 TIMING_KEYS = {"epoch_time_s", "peak_memory_mb"}
@@ -92,7 +92,7 @@ def test_multilabel_training_and_distillation_learn(prepared_dir: Path, tmp_path
 
     import numpy as np
 
-    from kd_pipeline.evaluation import full_metrics, predict_logits
+    from kd_pipeline.core.evaluation import full_metrics, predict_logits
 
     folder = tmp_path / "multilabel"
     shutil.copytree(prepared_dir, folder)
@@ -118,7 +118,7 @@ def test_multilabel_training_and_distillation_learn(prepared_dir: Path, tmp_path
 
 
 def test_a_killed_stage_leaves_no_dvclive_output_and_a_finished_one_does(prepared_dir: Path, tmp_path: Path) -> None:
-    from kd_pipeline.chain import Layout, train_role
+    from kd_pipeline.train.chain import Layout, train_role
 
     layout = Layout(prepared=prepared_dir, models=tmp_path / "models", metrics=tmp_path / "metrics",
                     resume=tmp_path / "resume")

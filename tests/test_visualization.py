@@ -10,13 +10,13 @@ import pytest
 import timm
 import torch
 
-from kd_pipeline.attribution import agreement, feature_maps, saliency
-from kd_pipeline.data import load_meta, load_split
-from kd_pipeline.gradient_flow import GradientFlow, layer_groups
-from kd_pipeline.models import save_checkpoint
-from kd_pipeline.params import VisualizeParams
-from kd_pipeline.training import fit
-from kd_pipeline.visualization import TRAINED, Layout, read_gradient_flow, select_images, visualize
+from kd_pipeline.core.data import load_meta, load_split
+from kd_pipeline.core.models import save_checkpoint
+from kd_pipeline.core.params import VisualizeParams
+from kd_pipeline.train.gradient_flow import GradientFlow, layer_groups
+from kd_pipeline.train.training import fit
+from kd_pipeline.visualize.attribution import agreement, feature_maps, saliency
+from kd_pipeline.visualize.visualization import TRAINED, Layout, read_gradient_flow, select_images, visualize
 from tests.conftest import TINY_MODEL, tiny_params
 
 VIT_KWARGS = {"img_size": 16, "patch_size": 4}
@@ -77,7 +77,7 @@ def test_layer_groups_run_from_stem_to_head() -> None:
 
 
 def test_fit_logs_each_groups_gradient_norm(prepared_dir: Path) -> None:
-    from kd_pipeline.data import Normalizer
+    from kd_pipeline.core.data import Normalizer
 
     params = tiny_params(train={"epochs": 1})
     train, val = load_split(prepared_dir, "train"), load_split(prepared_dir, "val")

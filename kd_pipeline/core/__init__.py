@@ -1,0 +1,1 @@
+"""What every stage reads: params, paths, prepared data, models and checkpoints, metrics, errors."""

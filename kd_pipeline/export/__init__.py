@@ -1,0 +1,1 @@
+"""The export stage's library: the deployable bundle (ONNX, card, predict command)."""

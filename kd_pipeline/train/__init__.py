@@ -1,0 +1,1 @@
+"""The training stages' library: the teacher → assistant → student chain, the training loop, KD losses."""

@@ -1,0 +1,138 @@
+"""The teacher → assistant → student chain: who teaches whom, and one role trained end to end.
+
+Teacher-assistant distillation (Mirzadeh et al., 2020): a mid-sized assistant bridges the
+capacity gap, so the student learns from a teacher it can imitate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from dvclive import Live
+
+from kd_pipeline.core.data import Meta
+from kd_pipeline.core.errors import ParamsError
+from kd_pipeline.core.evaluation import classification_metrics, decide
+from kd_pipeline.core.models import count_parameters, create_model, move_to_device, save_checkpoint
+from kd_pipeline.core.params import KDParams, Params, fingerprint
+from kd_pipeline.core.paths import DEFAULT_LAYOUT, Layout
+from kd_pipeline.core.ranking import decision_metric
+from kd_pipeline.train.distributed import Ranks, session
+from kd_pipeline.train.finetune import (
+    best_val_metrics,
+    device_normalizer,
+    fine_tune,
+    load_teachers,
+    prepared_run,
+    stage_live,
+)
+from kd_pipeline.train.training import FitResult, predict_gathered, resolve_device
+
+# Two controls share the student's architecture and budget: the baseline, trained without a
+# teacher, measures what distillation adds; `direct`, distilled from the teacher without the
+# assistant, measures what the assistant adds.
+TEACHER_OF = {"teacher": None, "assistant": "teacher", "student": "assistant", "direct": "teacher", "baseline": None}
+
+
+
+
+def train_role(role: str, params: Params, layout: Layout = DEFAULT_LAYOUT, **fit_kwargs: Any) -> dict[str, float]:
+    """Train one role (distilling from its teacher in the chain) and write its checkpoint.
+
+    Returns the test metrics of the best epoch (nothing in processes other than the first, with
+    several). dvclive output goes to metrics/<role>/.
+    """
+    if role not in TEACHER_OF:
+        raise ParamsError(f"unknown role {role!r}; allowed: {', '.join(TEACHER_OF)}")
+    cfg = params.train_for(role)
+    with session(resolve_device(cfg.device)) as (ranks, device):
+        return _train_role(role, params, layout, ranks, device, **fit_kwargs)
+
+
+def _train_role(
+    role: str, params: Params, layout: Layout, ranks: Ranks, device: torch.device, **fit_kwargs: Any
+) -> dict[str, float]:
+    role_cfg = params.role(role)
+    cfg = params.train_for(role)
+    run = prepared_run(layout, cfg)
+    meta = run.meta
+    teachers = load_teachers(teachers_of(role, params.kd), params, run, device)
+    teacher_role = "+".join(teachers.roles) or None
+    model = create_model(
+        role_cfg.model, meta.num_classes, role_cfg.pretrained, role_cfg.pretrained_file, role_cfg.model_kwargs
+    )
+    model = move_to_device(model, device)
+    # Pretrained weights expect the normalisation they were trained with.
+    mean, std = meta.mean, meta.std
+    if role_cfg.pretrained or role_cfg.pretrained_file:
+        mean = list(model.pretrained_cfg.get("mean", mean))
+        std = list(model.pretrained_cfg.get("std", std))
+    normalizer = device_normalizer(mean, std, device)
+    # Only the student reads kd.learn_from: the other roles' hashes (and dvc.yaml params) leave it out.
+    kd_read = {k: v for k, v in (teachers.loss_reads() or {}).items() if role == "student" or k != "learn_from"}
+    params_hash = fingerprint(role, role_cfg, cfg, kd_read or None, meta.content_hash, teachers.params_hash)
+
+    with stage_live(layout.metrics / role, ranks) as live:
+        if live is not None:
+            live.log_params({
+                "role": role, "model": role_cfg.model, "teacher": teacher_role or "",
+                "num_parameters": count_parameters(model), "device": device.type,
+                **{f"train.{k}": v for k, v in cfg.model_dump(exclude={"augment"}).items()},
+                **{f"kd.{k}": v for k, v in kd_read.items()},
+            })
+        with fine_tune(role, model, cfg, teachers, normalizer, params_hash, run, live=live, ranks=ranks,
+                       **fit_kwargs) as result:
+            test_logits = predict_gathered(model, run.test, normalizer, ranks)
+            test_metrics = classification_metrics(
+                run.test.labels, decide(test_logits.numpy(), run.test.multilabel), meta.num_classes
+            )
+            if live is None:
+                return {}  # only the first process reports and writes
+            _log_kept_epoch(live, result, test_metrics)
+            card = _card(role, role_cfg.model, role_cfg.model_kwargs, meta, mean, std, model, teacher_role, result)
+            card.update({"ranked_by": decision_metric(cfg.monitor, run.train.labels),  # how later stages compare it
+                         "test_metrics": test_metrics, "params_hash": params_hash, "data_hash": meta.content_hash})
+            save_checkpoint(model, layout.model_dir(role), card)
+    return test_metrics
+
+
+def _log_kept_epoch(live: Live, result: FitResult, test_metrics: dict[str, float]) -> None:
+    """The kept epoch's validation scores and the test scores, for the stage's metrics.json."""
+    live.log_metric("best_epoch", result.best_epoch, plot=False)
+    for key, value in result.best.items():
+        if key.startswith("val/"):
+            live.log_metric(key, value, plot=False)  # the summary shows the kept epoch
+    for key, value in test_metrics.items():
+        live.log_metric(f"test/{key}", value, plot=False)
+
+
+def _card(
+    role: str, timm_name: str, model_kwargs: dict[str, Any], meta: Meta, mean: list[float], std: list[float],
+    model: torch.nn.Module, teacher_role: str | None, result: FitResult,
+) -> dict[str, Any]:
+    """What a checkpoint is: architecture, data, preprocessing, teacher and the kept epoch's scores."""
+    return {
+        "role": role,
+        "timm_name": timm_name,
+        "model_kwargs": model_kwargs,
+        "num_classes": meta.num_classes,
+        "class_names": meta.class_names,
+        "task": meta.task,
+        "input_size": [3, meta.image_size, meta.image_size],
+        "mean": mean,
+        "std": std,
+        "num_parameters": count_parameters(model),
+        "teacher": teacher_role,
+        "best_epoch": result.best_epoch,
+        "val_metrics": best_val_metrics(result),
+    }
+
+
+def teachers_of(role: str, kd: KDParams) -> list[str]:
+    """The models a role learns from: its nearest teacher in the chain, or for the student (and
+    the pruned student) with `kd.learn_from: all_above`, the assistant and the teacher."""
+    if role in ("student", "pruned") and kd.learn_from == "all_above":
+        return ["assistant", "teacher"]
+    nearest = "assistant" if role == "pruned" else TEACHER_OF[role]
+    return [nearest] if nearest else []

@@ -1,0 +1,1 @@
+"""The visualize stage's library: Grad-CAM maps and their agreement."""
