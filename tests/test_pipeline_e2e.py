@@ -202,9 +202,10 @@ def test_queued_sweep_keeps_good_experiments_and_bad_keys_fail(repo: Path) -> No
     unknown = run(["dvc", "exp", "run", "-S", "kd.temprature=6"], repo, check=False)
     assert unknown.returncode != 0 and "kd.temprature" in unknown.stderr
 
-    # evaluate.repeats reruns evaluate and export only: the queue, its temporary workspace and the
-    # export of a queued experiment are what is under test, not training again.
-    for value in ("evaluate.repeats=4", "kd.alpha=2"):
+    # visualize.images reruns visualize only (everything else is restored from the run cache): the
+    # queue, its temporary workspace and a queued experiment's outputs are what is under test, not
+    # training or timing again.
+    for value in ("visualize.images=2", "kd.alpha=2"):
         run(["dvc", "exp", "run", "--queue", "-S", value], repo)
     run(["dvc", "queue", "start", "-j", "1"], repo)
     deadline = time.time() + 600
@@ -216,16 +217,16 @@ def test_queued_sweep_keeps_good_experiments_and_bad_keys_fail(repo: Path) -> No
     assert status.count("Success") == 1 and status.count("Failed") == 1, status
 
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
-    repeats = []
+    images = []
     for commit in shown:
         for exp in commit.get("experiments") or []:
             for rev in exp["revs"]:
                 data = rev.get("data") or {}
                 params = data.get("params", {}).get("params.yaml", {}).get("data", {})
                 metrics = data.get("metrics", {})
-                if "metrics/export.json" in metrics and not rev.get("error"):
-                    repeats.append(params["evaluate"]["repeats"])
-    assert repeats == [4], shown
+                if {"metrics/export.json", "metrics/visualize.json"} <= set(metrics) and not rev.get("error"):
+                    images.append(params["visualize"]["images"])
+    assert images == [2], shown
 
     log = run(["dvc", "queue", "logs", next(
         line.split()[0] for line in status.splitlines() if "Failed" in line)], repo, check=False)
