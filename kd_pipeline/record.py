@@ -268,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--command", help="the command line that produced the run (required with NAME)")
     parser.add_argument("--rerun", action="store_true",
                         help="reproduce record NAME at HEAD from its own params and seeds, and replace it")
+    parser.add_argument("--today-defaults", action="store_true",
+                        help="with --rerun: today's params.yaml with only the record's data group and first seed")
+    parser.add_argument("--seeds", type=int, help="with --rerun: how many training seeds (default: the record's)")
     parser.add_argument("--readme", action="store_true", help="rewrite the README table from results/")
     parser.add_argument("--check", action="store_true",
                         help="exit 1 when the README table is not current; list records whose stage code is stale")
@@ -275,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.name and args.rerun:
         from kd_pipeline.rerun import rerun
 
-        print(f"re-ran {rerun(args.name)}")
+        print(f"re-ran {rerun(args.name, today_defaults=args.today_defaults, seeds=args.seeds)}")
     elif args.name:
         if not args.command:
             raise PipelineError("--command is required: the command line that produced this run")

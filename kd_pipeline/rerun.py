@@ -4,9 +4,12 @@ A record's params.yaml is its whole recipe (dvc.yaml and the code are today's), 
 seeds.json names the training seeds it aggregated. In a temporary clone of HEAD (committed code
 only, sharing this repository's DVC cache), those params are written, `dvc repro` runs the first
 seed, every further seed runs as a queued experiment, `kd_pipeline.seeds` aggregates them, and
-the record is replaced by the new run. Everything that can make it fail is checked before any
-work: a record that cannot be reproduced (unknown name, params today's code refuses, a data root
-that is not there, uncommitted code) says why in one line and stays as it was.
+the record is replaced by the new run. A record made before a params key was retired is re-run
+with `--today-defaults`: today's params.yaml with only the record's `data` group and first seed,
+which is the recipe "this dataset at the defaults of that moment"; `--seeds N` sets how many
+training seeds it aggregates. Everything that can make it fail is checked before any work: a
+record that cannot be reproduced (unknown name, params today's code refuses, a data root that is
+not there, uncommitted code) says why in one line and stays as it was.
 """
 
 from __future__ import annotations
@@ -37,16 +40,27 @@ class Recipe:
     seeds: list[int]
 
 
-def recipe(name: str, results: Path = paths.RESULTS, repo: Path = Path(".")) -> Recipe:
-    """The record's params and seeds, checked against today's code and this machine's files."""
+def recipe(name: str, results: Path = paths.RESULTS, repo: Path = Path("."), today_defaults: bool = False,
+           seeds: int | None = None) -> Recipe:
+    """The record's params and seeds, checked against today's code and this machine's files.
+
+    With `today_defaults`, the params are `repo`'s params.yaml with the record's `data` group and
+    first training seed; `seeds` (when given) is how many seeds to run, the record's first and
+    then the smallest others."""
     folder = results / name
     if not (folder / "params.yaml").is_file():
         raise PipelineError(f"{folder}: no such record (no params.yaml)")
     raw = read_yaml((folder / "params.yaml").read_text())
+    if today_defaults:
+        today = read_yaml((repo / "params.yaml").read_text())
+        today["data"] = {**today["data"], **raw.get("data", {})}
+        today["train"]["seed"] = raw.get("train", {}).get("seed", today["train"]["seed"])
+        raw = today
     try:
         parsed = parse_params(raw, source=f"{folder}/params.yaml")
     except ParamsError as err:
-        raise PipelineError(f"cannot re-run {name}: today's code refuses its params ({err})") from None
+        hint = "" if today_defaults else "; --today-defaults re-runs its data at today's default params"
+        raise PipelineError(f"cannot re-run {name}: today's code refuses its params ({err}){hint}") from None
     root = parsed.data.root
     if root is not None:
         found = Path(root) if Path(root).is_absolute() else (repo / root).resolve()
@@ -55,10 +69,14 @@ def recipe(name: str, results: Path = paths.RESULTS, repo: Path = Path(".")) -> 
                                 f" (put the data there, or record a new run)")
         raw["data"]["root"] = str(found)
     first = parsed.train.seed
-    seeds = [first]
+    found_seeds = [first]
     if (folder / "seeds.json").is_file():
-        seeds += [s for s in json.loads((folder / "seeds.json").read_text())["seeds"] if s != first]
-    return Recipe(raw, seeds)
+        found_seeds += [s for s in json.loads((folder / "seeds.json").read_text())["seeds"] if s != first]
+    if seeds is not None:
+        if seeds < 1:
+            raise PipelineError(f"--seeds {seeds}: at least 1")
+        found_seeds = [first, *(s for s in range(seeds + 1) if s != first)][:seeds]
+    return Recipe(raw, found_seeds)
 
 
 def _run(cmd: list[str], cwd: Path) -> str:
@@ -88,11 +106,12 @@ def _seeds(clone: Path, seeds: list[int]) -> None:
     _run([sys.executable, "-m", "kd_pipeline.seeds"], clone)
 
 
-def rerun(name: str, results: Path = paths.RESULTS, repo: Path = Path(".")) -> Path:
+def rerun(name: str, results: Path = paths.RESULTS, repo: Path = Path("."), today_defaults: bool = False,
+          seeds: int | None = None) -> Path:
     """Reproduce record `name` at HEAD and replace it; returns the record's folder."""
     from kd_pipeline.record import provenance, record  # record's CLI calls this module
 
-    plan = recipe(name, results, repo)
+    plan = recipe(name, results, repo, today_defaults, seeds)
     made = provenance(repo)
     if made["dirty"]:  # the clone runs HEAD, and the record must say what ran
         raise PipelineError("uncommitted code changes: commit them first (a re-run runs HEAD)")
@@ -107,7 +126,10 @@ def rerun(name: str, results: Path = paths.RESULTS, repo: Path = Path(".")) -> P
         _run([sys.executable, "-m", "dvc", "repro"], clone)
         if len(plan.seeds) > 1:
             _seeds(clone, plan.seeds[1:])
-        command = (f"python -m kd_pipeline.record {name} --rerun: at {commit[:7]}, the record's params.yaml in a"
+        flags = (" --today-defaults" if today_defaults else "") + (f" --seeds {seeds}" if seeds else "")
+        recipe_text = ("today's params.yaml with the record's data group and first seed" if today_defaults
+                       else "the record's params.yaml")
+        command = (f"python -m kd_pipeline.record {name} --rerun{flags}: at {commit[:7]}, {recipe_text} in a"
                    f" clone, dvc repro, then seeds {plan.seeds[1:] or 'none'} as queued experiments and"
                    f" python -m kd_pipeline.seeds ({time.time() - started:.0f} s wall in all)")
         return record(name, command, root=clone, results=(repo / results).resolve())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -143,6 +144,27 @@ def test_a_rerun_reads_its_recipe_from_the_record(tmp_path: Path) -> None:
     assert plan.params["data"]["root"] == str(data) and plan.params["data"]["subset"] == "pneumoniamnist"
     (tmp_path / "results/pneu/seeds.json").unlink()
     assert recipe("pneu", tmp_path / "results", tmp_path).seeds == [2]
+
+
+def test_a_record_with_retired_keys_reruns_its_data_at_todays_defaults(tmp_path: Path) -> None:
+    from kd_pipeline.rerun import recipe
+
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    data = tmp_path / "medmnist"
+    data.mkdir()
+    folder = _saved_record(tmp_path / "results", "old", data={"name": "medmnist", "subset": "breastmnist",
+                                                              "root": str(data)}, train={"seed": 1, "epochs": 3})
+    params = yaml.safe_load((folder / "params.yaml").read_text())
+    params["export"]["min_int8_agreement"] = 0.9  # a key today's code no longer has
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(PipelineError, match="--today-defaults re-runs its data"):
+        recipe("old", tmp_path / "results", tmp_path)
+    plan = recipe("old", tmp_path / "results", tmp_path, today_defaults=True, seeds=5)
+    today = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert plan.params["data"]["subset"] == "breastmnist" and plan.params["data"]["root"] == str(data)
+    assert plan.params["train"] == {**today["train"], "seed": 1}  # the record's epochs are not kept
+    assert plan.params["export"] == today["export"]
+    assert plan.seeds == [1, 0, 2, 3, 4]
 
 
 @pytest.mark.parametrize(("changes", "message"), [
