@@ -23,8 +23,9 @@ import yaml
 
 from kd_pipeline.core.models import read_card
 from kd_pipeline.core.params import parse_params
+from kd_pipeline.core.paths import Layout
 from kd_pipeline.prepare.preparation import prepare
-from kd_pipeline.train.chain import Layout, train_role
+from kd_pipeline.train.chain import train_role
 
 DEFAULT_RECIPES = ("", "augment.crop_padding=4", "epochs=20", "epochs=20,augment.crop_padding=4")
 

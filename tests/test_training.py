@@ -118,7 +118,8 @@ def test_multilabel_training_and_distillation_learn(prepared_dir: Path, tmp_path
 
 
 def test_a_killed_stage_leaves_no_dvclive_output_and_a_finished_one_does(prepared_dir: Path, tmp_path: Path) -> None:
-    from kd_pipeline.train.chain import Layout, train_role
+    from kd_pipeline.core.paths import Layout
+    from kd_pipeline.train.chain import train_role
 
     layout = Layout(prepared=prepared_dir, models=tmp_path / "models", metrics=tmp_path / "metrics",
                     resume=tmp_path / "resume")

@@ -13,10 +13,11 @@ import torch
 from kd_pipeline.core.data import load_meta, load_split
 from kd_pipeline.core.models import save_checkpoint
 from kd_pipeline.core.params import VisualizeParams
+from kd_pipeline.core.paths import Layout
 from kd_pipeline.train.gradient_flow import GradientFlow, layer_groups
 from kd_pipeline.train.training import fit
 from kd_pipeline.visualize.attribution import agreement, feature_maps, saliency
-from kd_pipeline.visualize.visualization import TRAINED, Layout, read_gradient_flow, select_images, visualize
+from kd_pipeline.visualize.visualization import TRAINED, read_gradient_flow, select_images, visualize
 from tests.conftest import TINY_MODEL, tiny_params
 
 VIT_KWARGS = {"img_size": 16, "patch_size": 4}
@@ -109,7 +110,7 @@ def test_stage_outputs_with_a_vit_teacher_and_cnn_students(prepared_dir: Path, t
     (tmp_path / "metrics/evaluate.json").write_text(json.dumps({"deployed": "pruned_int8"}))
     layout = Layout(models=tmp_path / "models", metrics=tmp_path / "metrics",
                     evaluation=tmp_path / "metrics/evaluate.json", confusion=tmp_path / "confusion",
-                    plots=tmp_path / "plots", output_metrics=tmp_path / "visualize.json")
+                    visualize_plots=tmp_path / "plots", visualize_metrics=tmp_path / "visualize.json")
     result = visualize(VisualizeParams(images=4, agreement_images=50), test, meta, layout)
     assert result["methods"]["teacher"] == "cls-attention" and result["methods"]["student"] == "grad-cam"
     assert result["agreement_images"] == 50 and set(result["agreement_with_teacher"]) == set(TRAINED) - {"teacher"}

@@ -27,6 +27,7 @@ SUMMARY = REPORTS / "summary.md"
 SEEDS_REPORT = REPORTS / "seeds.md"
 PARETO_PLOTS = PLOTS / "pareto"  # across experiments: python -m kd_pipeline.pareto
 PARETO_REPORT = REPORTS / "pareto.md"
+CONFUSION_PLOTS = PLOTS / "confusion"  # evaluate's confusion matrices, per variant
 VISUALIZE_PLOTS = PLOTS / "visualize"  # maps, feature maps and gradient flow as image plots
 VISUALIZE_METRICS = METRICS / "visualize.json"
 EVALUATED_FILES = REPORTS / "evaluated_files.json"
@@ -51,6 +52,10 @@ class Layout:
     models: Path = MODELS
     metrics: Path = METRICS
     resume: Path = RESUME
+    evaluation: Path = EVALUATION
+    confusion: Path = CONFUSION_PLOTS
+    visualize_plots: Path = VISUALIZE_PLOTS
+    visualize_metrics: Path = VISUALIZE_METRICS
 
     def model_dir(self, role: str) -> Path:
         return checkpoint_dir(self.models, role)

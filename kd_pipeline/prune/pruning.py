@@ -18,9 +18,8 @@ from timm.layers import Attention
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from kd_pipeline.core.data import Normalizer, Split
+from kd_pipeline.core.data import Split
 from kd_pipeline.core.errors import CompressionError
-from kd_pipeline.core.evaluation import classification_metrics, decide, predict_logits
 from kd_pipeline.core.models import (
     count_macs,
     count_parameters,
@@ -34,7 +33,7 @@ from kd_pipeline.core.paths import DEFAULT_LAYOUT, Layout
 from kd_pipeline.core.ranking import decision_metric
 from kd_pipeline.prune.origin import SMALL_MODELS, TEACHER_ROLES, choose_origin
 from kd_pipeline.train.distributed import Ranks, session
-from kd_pipeline.train.finetune import device_normalizer, fine_tune, load_teachers, prepared_run, stage_live
+from kd_pipeline.train.finetune import cpu_scores, device_normalizer, fine_tune, load_teachers, prepared_run, stage_live
 from kd_pipeline.train.training import resolve_device
 
 
@@ -139,10 +138,7 @@ def _measure(
     model: nn.Module, card: dict[str, Any], splits: dict[str, Split], num_classes: int, before: dict[str, int]
 ) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
     """The pruned model's metrics per split, and its size and sparsity against `before`."""
-    cpu = Normalizer(card["mean"], card["std"], torch.device("cpu"), False)
-    scores = {name: classification_metrics(split.labels, decide(predict_logits(model, split, cpu).numpy(),
-                                                                split.multilabel), num_classes)
-              for name, split in splits.items()}
+    scores = cpu_scores(model, card, splits, num_classes)
     summary = {
         "sparsity": sparsity(model),
         "parameters_before": before["parameters"], "parameters_after": count_parameters(model),

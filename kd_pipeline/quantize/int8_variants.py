@@ -15,9 +15,8 @@ import numpy as np
 import torch
 
 from kd_pipeline.core import paths
-from kd_pipeline.core.data import Normalizer, Split, load_split
+from kd_pipeline.core.data import Split, load_split
 from kd_pipeline.core.errors import CompressionError
-from kd_pipeline.core.evaluation import classification_metrics, decide, predict_logits
 from kd_pipeline.core.files import atomic_dir, write_json
 from kd_pipeline.core.models import (
     count_macs,
@@ -41,7 +40,14 @@ from kd_pipeline.quantize.quantization import (
     learned_ranges,
     prepare_onnx,
 )
-from kd_pipeline.train.finetune import best_val_metrics, device_normalizer, fine_tune, load_teachers, prepared_run
+from kd_pipeline.train.finetune import (
+    best_val_metrics,
+    cpu_scores,
+    device_normalizer,
+    fine_tune,
+    load_teachers,
+    prepared_run,
+)
 from kd_pipeline.train.training import resolve_device
 
 
@@ -64,9 +70,7 @@ def qat_student(params: Params, layout: Layout, out: Path) -> dict[str, float]:
                    params_hash, run) as result:
         ranges = qat.activation_ranges(model)  # before finalize removes them
         model = qat.finalize(model.to("cpu")).eval()
-        cpu = Normalizer(card["mean"], card["std"], torch.device("cpu"), False)
-        test_metrics = classification_metrics(run.test.labels, decide(predict_logits(model, run.test, cpu).numpy(),
-                                                                      run.test.multilabel), run.meta.num_classes)
+        test_metrics = cpu_scores(model, card, {"test": run.test}, run.meta.num_classes)["test"]
         save_checkpoint(model, out, {
             **card, "role": QAT_ROLE, "teacher": "+".join(teacher_roles),
             "qat": {"epochs": cfg.qat_epochs, "lr": cfg.qat_lr, "best_epoch": result.best_epoch, "layers": len(ranges),

@@ -23,6 +23,7 @@ from torch import nn
 
 from kd_pipeline.core.data import Meta, Normalizer, Split, load_meta, load_split
 from kd_pipeline.core.errors import PipelineError
+from kd_pipeline.core.evaluation import classification_metrics, decide, predict_logits
 from kd_pipeline.core.files import atomic_dir
 from kd_pipeline.core.models import load_checkpoint, move_to_device, read_card
 from kd_pipeline.core.params import KDParams, Params, TrainParams
@@ -126,6 +127,15 @@ def fine_tune(
 def device_normalizer(mean: list[float], std: list[float], device: torch.device) -> Normalizer:
     """The normalizer a model trains with on `device` (channels-last on CUDA, where it is faster)."""
     return Normalizer(mean, std, device, channels_last=device.type == "cuda")
+
+
+def cpu_scores(model: nn.Module, card: dict[str, Any], splits: dict[str, Split], num_classes: int) -> dict[str, dict]:
+    """The finished model's metrics per split, scored on the CPU in float32 with its card's
+    normalisation: how its card's numbers are made, whatever device it trained on."""
+    cpu = Normalizer(card["mean"], card["std"], torch.device("cpu"), False)
+    return {name: classification_metrics(split.labels, decide(predict_logits(model, split, cpu).numpy(),
+                                                              split.multilabel), num_classes)
+            for name, split in splits.items()}
 
 
 def best_val_metrics(result: FitResult) -> dict[str, float]:

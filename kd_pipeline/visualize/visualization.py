@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from kd_pipeline.core.evaluation import decide
 from kd_pipeline.core.files import atomic_dir, write_json
 from kd_pipeline.core.models import load_checkpoint
 from kd_pipeline.core.params import VisualizeParams
+from kd_pipeline.core.paths import DEFAULT_LAYOUT, Layout
 from kd_pipeline.evaluate.comparison import source_of
 from kd_pipeline.visualize.attribution import agreement, feature_maps, method_of, saliency
 from kd_pipeline.visualize.pictures import Panel, Row, feature_maps_png, gradient_flow_png, image_png, overview_png
@@ -34,18 +34,6 @@ SHOWN = ("teacher", "assistant", "student")  # plus the deployed variant's float
 COMPARED = ("assistant", "student", "direct", "baseline", "pruned")  # agreement with the teacher
 TRAINED = ("teacher", *COMPARED)
 BATCH = 64
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where the stage reads and writes, relative to the project root (tests point it elsewhere)."""
-
-    models: Path = paths.MODELS
-    metrics: Path = paths.METRICS
-    evaluation: Path = paths.EVALUATION
-    confusion: Path = paths.PLOTS / "confusion"
-    plots: Path = paths.VISUALIZE_PLOTS
-    output_metrics: Path = paths.VISUALIZE_METRICS
 
 
 class Model:
@@ -184,9 +172,8 @@ def read_gradient_flow(metrics_dir: Path, roles: tuple[str, ...]) -> dict[str, d
     return flows
 
 
-def visualize(cfg: VisualizeParams, test: Split, meta: Meta, layout: Layout | None = None) -> dict[str, Any]:
-    """Draw every picture into `layout.plots` and write the agreement metrics; returns them."""
-    layout = layout or Layout()
+def visualize(cfg: VisualizeParams, test: Split, meta: Meta, layout: Layout = DEFAULT_LAYOUT) -> dict[str, Any]:
+    """Draw every picture into `layout.visualize_plots` and write the agreement metrics; returns them."""
     if len(test) == 0:
         raise DataError("visualize: the test split is empty")
     evaluation = json.loads(layout.evaluation.read_text()) if layout.evaluation.is_file() else {}
@@ -207,7 +194,7 @@ def visualize(cfg: VisualizeParams, test: Split, meta: Meta, layout: Layout | No
                                                                      cfg.feature_channels)]
         for name in ("teacher", "student")
     }
-    with atomic_dir(layout.plots) as tmp:
+    with atomic_dir(layout.visualize_plots) as tmp:
         for rank, row in enumerate(rows, 1):
             image_png(row, method, tmp / f"image_{rank:02d}.png")
         overview_png(rows, method, tmp / "overview.png")
@@ -223,5 +210,5 @@ def visualize(cfg: VisualizeParams, test: Split, meta: Meta, layout: Layout | No
         "agreement_images": compared,
         "agreement_with_teacher": scores,
     }
-    write_json(layout.output_metrics, result)
+    write_json(layout.visualize_metrics, result)
     return result
