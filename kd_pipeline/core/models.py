@@ -1,7 +1,8 @@
 """timm models by name, and checkpoints that load without executing code.
 
 A checkpoint is a folder: `model.safetensors` (weights only) and `model.json` (the timm
-name, its kwargs, classes, input size and normalisation), enough to rebuild the model.
+name, its kwargs, classes, input size and normalisation, and `view_size` for a model that
+upsamples its input), enough to rebuild the model.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from timm.layers import Attention
 from torch import nn
+from torch.nn import functional as F  # noqa: N812
 
 from kd_pipeline.core.errors import CheckpointError
 from kd_pipeline.core.files import atomic_dir, write_json
@@ -51,13 +53,42 @@ def create_model(
         raise CheckpointError(f"model {name}: weights do not fit this architecture: {first}") from None
 
 
+class Resized(nn.Module):
+    """A network that sees its inputs at its own size (params: teacher.image_size).
+
+    The batch, the ONNX file and every caller keep the data's size; the first op upsamples
+    bilinearly to `size`. So a teacher's KD targets are computed on its own view of the very image
+    (augmented) its student sees, cached logits are at the teacher's resolution, and latency and
+    MACs count the network at the size it runs. The checkpoint holds the network's own weights
+    and `view_size` in its card.
+    """
+
+    def __init__(self, net: nn.Module, size: int):
+        super().__init__()
+        self.net = net
+        self.size = size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False))
+
+
+def at_size(net: nn.Module, size: int, data_size: int) -> nn.Module:
+    """`net` seeing `size` × `size` inputs when fed the data's: wrapped only when the sizes differ."""
+    return net if size == data_size else Resized(net, size)
+
+
+def network(model: nn.Module) -> nn.Module:
+    """The timm network inside (what its layers, feature_info and group matcher belong to)."""
+    return model.net if isinstance(model, Resized) else model
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
 def save_checkpoint(model: nn.Module, out_dir: str | Path, card: dict[str, Any]) -> None:
     """Write weights + card into `out_dir` atomically (the folder appears complete or not at all)."""
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().to("cpu").contiguous() for k, v in network(model).state_dict().items()}
     with atomic_dir(out_dir) as tmp:
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"timm_name": card["timm_name"]})
         write_json(tmp / CARD_FILE, card)
@@ -101,6 +132,8 @@ def load_checkpoint(ckpt_dir: str | Path, num_classes: int | None = None) -> tup
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         detail = lines[1] if len(lines) > 1 else lines[0]
         raise CheckpointError(f"{weights}: does not match {card['timm_name']}: {detail}") from None
+    if card.get("view_size"):
+        model = Resized(model, card["view_size"])
     model.eval()
     return model, card
 

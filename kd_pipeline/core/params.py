@@ -77,6 +77,10 @@ class ModelParams(_Group):
     pretrained: bool = False
     pretrained_file: str | None = None
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    # The role's own input size (teacher and assistant): it trains, teaches and is evaluated on the
+    # prepared images upsampled to this size inside the model (core.models.Resized), so a teacher
+    # can see more pixels than its student. None: the data's size (data.image_size).
+    image_size: int | None = Field(None, ge=8, le=1024)
     # Keys of the shared `train` group that this role trains with instead (checked against
     # TrainParams by Params.train_for), e.g. a longer budget for the teacher.
     train: dict[str, Any] = Field(default_factory=dict)
@@ -347,6 +351,12 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
         params = Params.model_validate(raw)
     except ValidationError as err:
         raise ParamsError(_format_error(err, source)) from None
+    if params.student.image_size is not None:
+        raise ParamsError(
+            f"{source}: student.image_size = {params.student.image_size} is not allowed: the student (and the"
+            " baseline, direct and pruned models of its architecture) ships at the data's size; set"
+            " data.image_size instead, or null"
+        )
     for role in ROLES:  # each role's `train` keys, checked as the shared group is
         try:
             params.train_for(role)
@@ -390,7 +400,12 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 def fingerprint(*parts: Any) -> str:
     """A stable hash of params groups and other JSON-able values, for resume and model cards."""
     def to_plain(value: Any) -> Any:
-        return value.model_dump() if isinstance(value, BaseModel) else value
+        if not isinstance(value, BaseModel):
+            return value
+        dump = value.model_dump()
+        if isinstance(value, ModelParams) and value.image_size is None:
+            del dump["image_size"]  # added later: models at the data's size keep the fingerprints they had
+        return dump
 
     blob = json.dumps([to_plain(p) for p in parts], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -14,8 +14,8 @@ from dvclive import Live
 from kd_pipeline.core.data import Meta
 from kd_pipeline.core.errors import ParamsError
 from kd_pipeline.core.evaluation import classification_metrics, decide
-from kd_pipeline.core.models import count_parameters, create_model, move_to_device, save_checkpoint
-from kd_pipeline.core.params import KDParams, Params, fingerprint
+from kd_pipeline.core.models import at_size, count_parameters, create_model, move_to_device, save_checkpoint
+from kd_pipeline.core.params import KDParams, ModelParams, Params, fingerprint
 from kd_pipeline.core.paths import DEFAULT_LAYOUT, Layout
 from kd_pipeline.core.ranking import decision_metric
 from kd_pipeline.train.distributed import Ranks, session
@@ -59,15 +59,16 @@ def _train_role(
     meta = run.meta
     teachers = load_teachers(teachers_of(role, params.kd), params, run, device)
     teacher_role = "+".join(teachers.roles) or None
-    model = create_model(
+    size = view_size(role, role_cfg, meta.image_size)
+    net = create_model(
         role_cfg.model, meta.num_classes, role_cfg.pretrained, role_cfg.pretrained_file, role_cfg.model_kwargs
     )
-    model = move_to_device(model, device)
     # Pretrained weights expect the normalisation they were trained with.
     mean, std = meta.mean, meta.std
     if role_cfg.pretrained or role_cfg.pretrained_file:
-        mean = list(model.pretrained_cfg.get("mean", mean))
-        std = list(model.pretrained_cfg.get("std", std))
+        mean = list(net.pretrained_cfg.get("mean", mean))
+        std = list(net.pretrained_cfg.get("std", std))
+    model = move_to_device(at_size(net, size, meta.image_size), device)
     normalizer = device_normalizer(mean, std, device)
     # Only the student reads kd.learn_from: the other roles' hashes (and dvc.yaml params) leave it out.
     kd_read = {k: v for k, v in (teachers.loss_reads() or {}).items() if role == "student" or k != "learn_from"}
@@ -91,6 +92,8 @@ def _train_role(
                 return {}  # only the first process reports and writes
             _log_kept_epoch(live, result, test_metrics)
             card = _card(role, role_cfg.model, role_cfg.model_kwargs, meta, mean, std, model, teacher_role, result)
+            if size != meta.image_size:
+                card["view_size"] = size  # load_checkpoint wraps the network in Resized again
             card.update({"ranked_by": decision_metric(cfg.monitor, run.train.labels),  # how later stages compare it
                          "test_metrics": test_metrics, "params_hash": params_hash, "data_hash": meta.content_hash})
             save_checkpoint(model, layout.model_dir(role), card)
@@ -127,6 +130,19 @@ def _card(
         "best_epoch": result.best_epoch,
         "val_metrics": best_val_metrics(result),
     }
+
+
+def view_size(role: str, role_cfg: ModelParams, data_size: int) -> int:
+    """The size the role's network sees: its own `image_size`, or the data's. A ViT's `img_size`
+    in model_kwargs must agree with the role's own size (its position embedding is made for one)."""
+    size = role_cfg.image_size or data_size
+    declared = role_cfg.model_kwargs.get("img_size")
+    if role_cfg.image_size is not None and declared is not None and declared != size:
+        raise ParamsError(
+            f"{role}.model_kwargs.img_size = {declared} but the {role} sees {size} px"
+            f" ({role}.image_size, or data.image_size when null); make them agree"
+        )
+    return size
 
 
 def teachers_of(role: str, kd: KDParams) -> list[str]:

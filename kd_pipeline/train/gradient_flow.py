@@ -11,6 +11,8 @@ import torch
 from timm.models._manipulate import group_with_matcher
 from torch import nn
 
+from kd_pipeline.core.models import network
+
 
 def _group_name(index: int, count: int, names: list[str]) -> str:
     """'stem', 'head', or the stage's own module path ('layer2', 'blocks.7', 'stages.1')."""
@@ -30,6 +32,7 @@ def layer_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
     A model without a timm group matcher (or a pruned one whose matcher no longer fits) is one
     group per top-level child module.
     """
+    model = network(model)  # a teacher that upsamples its input: its network's groups
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     matcher = getattr(model, "group_matcher", None)
     if matcher is None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn import functional as F  # noqa: N812
 from tqdm import tqdm
 
 from kd_pipeline.core import paths
@@ -23,7 +24,7 @@ from kd_pipeline.core.data import Meta, Split, normalize_numpy
 from kd_pipeline.core.errors import DataError
 from kd_pipeline.core.evaluation import decide
 from kd_pipeline.core.files import atomic_dir, write_json
-from kd_pipeline.core.models import load_checkpoint
+from kd_pipeline.core.models import load_checkpoint, network
 from kd_pipeline.core.params import VisualizeParams
 from kd_pipeline.core.paths import DEFAULT_LAYOUT, Layout
 from kd_pipeline.evaluate.comparison import source_of
@@ -37,23 +38,37 @@ BATCH = 64
 
 
 class Model:
-    """A checkpoint with its own normalisation, for maps and predictions."""
+    """A checkpoint with its own normalisation and input size, for maps and predictions.
+
+    A model that upsamples its input (a teacher at its own image_size) is drawn as its network at
+    that size, and its maps are brought back to the image's size, so they overlay and compare.
+    """
 
     def __init__(self, name: str, ckpt_dir: Path, num_classes: int):
         self.name = name
-        self.module, card = load_checkpoint(ckpt_dir, num_classes=num_classes)
+        loaded, card = load_checkpoint(ckpt_dir, num_classes=num_classes)
+        self.module = network(loaded)
+        self.view: int | None = card.get("view_size")
+        self.size: int = card["input_size"][-1]  # the data's
         self.mean, self.std = card["mean"], card["std"]
         self.method = method_of(self.module)
 
     def inputs(self, images: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(normalize_numpy(np.asarray(images), self.mean, self.std))
+        x = torch.from_numpy(normalize_numpy(np.asarray(images), self.mean, self.std))
+        return resize(x, self.view) if self.view else x
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return self.module.eval()(self.inputs(images)).float().numpy()
 
     def maps(self, images: np.ndarray, targets: np.ndarray) -> torch.Tensor:
-        return saliency(self.module, self.inputs(images), torch.from_numpy(targets.astype(np.int64)))
+        maps = saliency(self.module, self.inputs(images), torch.from_numpy(targets.astype(np.int64)))
+        return resize(maps[:, None], self.size)[:, 0] if self.view else maps
+
+
+def resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Images or maps (N × C × H × W) at size × size, bilinear as core.models.Resized does it."""
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
 
 
 def select_images(labels: np.ndarray, wrong: np.ndarray, count: int, seed: int) -> list[int]:
