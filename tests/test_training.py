@@ -135,3 +135,28 @@ def test_a_killed_stage_leaves_no_dvclive_output_and_a_finished_one_does(prepare
     train_role("teacher", params, layout)
     assert (layout.metrics / "teacher" / "metrics.json").is_file()
     assert (layout.metrics / "teacher" / "plots" / "metrics" / "val" / "accuracy.tsv").is_file()
+
+
+def _snapshots(prepared_dir: Path, keep: str) -> tuple[FitResult, list[dict], dict]:
+    """A four-epoch fit at a learning rate high enough that validation goes up and down."""
+    params = tiny_params(train={"epochs": 4, "lr": 0.2, "optimizer": "sgd", "scheduler": "none"})
+    train, val = load_split(prepared_dir, "train"), load_split(prepared_dir, "val")
+    meta = load_meta(prepared_dir)
+    seed_everything(0)
+    model = create_model(TINY_MODEL, 10)
+    snapshots: list[dict] = []
+    result = fit(model, train, val, params.train, Normalizer(meta.mean, meta.std, torch.device("cpu"),
+                 channels_last=False), 10, keep=keep,
+                 on_epoch_end=lambda _: snapshots.append({k: v.clone() for k, v in model.state_dict().items()}))
+    return result, snapshots, model.state_dict()
+
+
+def test_a_fine_tune_kept_at_its_last_epoch_was_not_picked_on_validation(prepared_dir: Path) -> None:
+    """prune.keep: last leaves the final epoch's weights, whatever validation says; best goes back."""
+    best, snapshots, best_weights = _snapshots(prepared_dir, "best")
+    assert best.best_epoch < 4, "the setup must have a best epoch before the last"
+    last, _, last_weights = _snapshots(prepared_dir, "last")
+    assert last.best_epoch == last.epochs_run == 4 and last.best == last.history[-1]
+    for key in last_weights:
+        assert torch.equal(last_weights[key], snapshots[-1][key]), key
+        assert torch.equal(best_weights[key], snapshots[best.best_epoch - 1][key]), key

@@ -53,6 +53,11 @@ def create_model(
         raise CheckpointError(f"model {name}: weights do not fit this architecture: {first}") from None
 
 
+def upsample(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Images or maps (N × C × H × W) at size × size, bilinear: how a role sees more pixels."""
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+
+
 class Resized(nn.Module):
     """A network that sees its inputs at its own size (params: teacher.image_size).
 
@@ -69,7 +74,7 @@ class Resized(nn.Module):
         self.size = size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False))
+        return self.net(upsample(x, self.size))
 
 
 def at_size(net: nn.Module, size: int, data_size: int) -> nn.Module:

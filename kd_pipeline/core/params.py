@@ -210,6 +210,9 @@ class PruneParams(_Group):
     round_to: int = Field(8, ge=0)
     epochs: int = Field(5, ge=0)
     lr: float = Field(0.001, gt=0, le=10)
+    # last: the fine-tune's final epoch, so the validation split that decides deployment did not
+    # also pick it; best: the best epoch on validation (optimistic where validation is small)
+    keep: Literal["last", "best"] = "last"
 
 
 class QuantizeParams(_Group):
@@ -242,7 +245,7 @@ class TargetsParams(_Group):
     # best_float: the most accurate float model (teacher, assistant, student, direct, baseline);
     # teacher: the teacher, whatever its accuracy
     reference: Literal["best_float", "teacher"] = "best_float"
-    max_accuracy_drop: float = Field(0.05, ge=0, le=1)
+    max_accuracy_drop: float = Field(0.01, ge=0, le=1)
     min_speedup: float = Field(0.40, ge=0)  # 0.40: batch-1 latency at least 1.4x lower
     min_size_reduction: float = Field(0.30, ge=0, lt=1)  # 0.30: file at least 30% smaller
 

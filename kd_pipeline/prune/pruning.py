@@ -171,7 +171,7 @@ def _prune_student(params: Params, layout: Layout, ranks: Ranks, device: torch.d
     with stage_live(layout.metrics / "pruned", ranks) as live:
         params_hash = fingerprint(card["params_hash"], cfg, kd_read, finetune, origin.as_card())
         with fine_tune("pruned", model, finetune, teachers, device_normalizer(card["mean"], card["std"], device),
-                       params_hash, run, live=live, ranks=ranks, train=cfg.epochs > 0):
+                       params_hash, run, live=live, ranks=ranks, train=cfg.epochs > 0, keep=cfg.keep):
             if live is None:
                 return {}  # only the first process measures and writes
             live.log_params({f"prune.{k}": v for k, v in cfg.model_dump().items() if k != "keep_layers"}

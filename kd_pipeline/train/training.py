@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -281,9 +281,10 @@ def fit(
     resume: ResumeFile | None = None,
     name: str = "model",
     on_epoch_end: Callable[[int], None] | None = None,
-    ranks: Ranks = ONE_PROCESS,
+    ranks: Ranks = ONE_PROCESS, keep: Literal["best", "last"] = "best",
 ) -> FitResult:
-    """Train `model` (distilling from `teacher` when given) and leave it at its best epoch.
+    """Train `model` (distilling from `teacher` when given) and leave it at its best epoch, or at
+    its last with `keep="last"` (a score that decides what ships must not also pick the epoch).
 
     With several `ranks`, every process calls this with the same arguments; each trains on its
     share of every batch, and all keep the same epoch. `on_epoch_end(epoch)` runs after each
@@ -325,16 +326,18 @@ def fit(
         if on_epoch_end is not None:
             on_epoch_end(epoch)
 
-    return _finish(progress, model, cfg, name)
+    return _finish(progress, model, cfg, name, keep)
 
 
-def _finish(progress: _Progress, model: nn.Module, cfg: TrainParams, name: str) -> FitResult:
+def _finish(progress: _Progress, model: nn.Module, cfg: TrainParams, name: str, keep: str = "best") -> FitResult:
     """The model left at its kept epoch; one line when early stopping ended the run."""
     if progress.stopper.should_stop and len(progress.history) < cfg.epochs:
         tqdm.write(
             f"{name}: early stop after epoch {len(progress.history)}: val/{cfg.monitor} has not improved"
             f" for {cfg.early_stopping_patience} epochs"
         )
+    if keep == "last":  # the weights are the last epoch's already
+        return FitResult(best_epoch=len(progress.history), epochs_run=len(progress.history), history=progress.history)
     model.load_state_dict(progress.best_state)
     return FitResult(best_epoch=progress.stopper.best_epoch, epochs_run=len(progress.history),
                      history=progress.history)

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.nn import functional as F  # noqa: N812
 from tqdm import tqdm
 
 from kd_pipeline.core import paths
@@ -24,7 +23,7 @@ from kd_pipeline.core.data import Meta, Split, normalize_numpy
 from kd_pipeline.core.errors import DataError
 from kd_pipeline.core.evaluation import decide
 from kd_pipeline.core.files import atomic_dir, write_json
-from kd_pipeline.core.models import load_checkpoint, network
+from kd_pipeline.core.models import load_checkpoint, network, upsample
 from kd_pipeline.core.params import VisualizeParams
 from kd_pipeline.core.paths import DEFAULT_LAYOUT, Layout
 from kd_pipeline.evaluate.comparison import source_of
@@ -55,7 +54,7 @@ class Model:
 
     def inputs(self, images: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(normalize_numpy(np.asarray(images), self.mean, self.std))
-        return resize(x, self.view) if self.view else x
+        return upsample(x, self.view) if self.view else x
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -63,12 +62,7 @@ class Model:
 
     def maps(self, images: np.ndarray, targets: np.ndarray) -> torch.Tensor:
         maps = saliency(self.module, self.inputs(images), torch.from_numpy(targets.astype(np.int64)))
-        return resize(maps[:, None], self.size)[:, 0] if self.view else maps
-
-
-def resize(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Images or maps (N × C × H × W) at size × size, bilinear as core.models.Resized does it."""
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+        return upsample(maps[:, None], self.size)[:, 0] if self.view else maps
 
 
 def select_images(labels: np.ndarray, wrong: np.ndarray, count: int, seed: int) -> list[int]:
