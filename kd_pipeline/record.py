@@ -192,7 +192,8 @@ def records_table(results: Path = RESULTS) -> str:
     """One row per record: float models and gains (mean ± sd over seeds when aggregated),
     and the deployed variant of the recorded run."""
     head = ("| record | data | epochs T/A/S | seeds | teacher | assistant | student | direct | baseline"
-            " | distillation gain | assistant gain | deployed | accuracy | size | meets targets | code |")
+            " | distillation gain | assistant gain | deployed | accuracy | size | meets targets"
+            " | within a point of the best small model | code |")
     rows = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for folder in sorted(p for p in results.iterdir() if (p / "evaluate.json").is_file()):
         evaluation = json.loads((folder / "evaluate.json").read_text())
@@ -207,11 +208,13 @@ def records_table(results: Path = RESULTS) -> str:
         deployed = evaluation.get("deployed")
         shipped = variants.get(deployed, {})
         meets = str(evaluation.get("targets_passed")).lower()
+        kept = seeds.get("shipped") or {}
+        within = f"{sum(s['within_one_point'] for s in kept.values())}/{len(kept)} seeds" if kept else "–"
         rows.append(
             f"| {folder.name} | {dataset_label(params)} | {epochs_label(params)}"
             f" | {len(seeds.get('seeds', [])) or 1} | " + " | ".join(cells)
             + f" | {deployed} | {shipped.get('accuracy', 0):.3f} | {shipped.get('size_mb', 0):.2f} MB | {meets}"
-            f" | {freshness(folder)} |"
+            f" | {within} | {freshness(folder)} |"
         )
     return "\n".join(rows)
 

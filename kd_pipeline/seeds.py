@@ -27,9 +27,11 @@ from kd_pipeline.core.errors import PipelineError, exit_on_pipeline_error
 from kd_pipeline.core.files import atomic_file, write_json
 from kd_pipeline.core.params import read_yaml
 from kd_pipeline.experiments import finished_runs, show
+from kd_pipeline.prune.origin import SMALL_MODELS
 
 METRICS = ("accuracy", "balanced_accuracy", "f1")
 GAINS = {"distillation_gain": "student − baseline", "assistant_gain": "student − direct"}
+SHIPPED_TOLERANCE = 0.01  # issue 23's target: the shipped model within a point of the best small float model
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -82,8 +84,25 @@ def aggregate(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
         for name in names if name != "baseline" and "baseline" in names
     }
     verdicts = {gain: verdict(f"{gain} ({GAINS[gain]})", stats["accuracy"]) for gain, stats in gains.items()}
+    shipped = {str(seed): s for seed in sorted(runs) if (s := shipped_against_best_small(runs[seed])) is not None}
     return {"seeds": sorted(runs), "variants": variants, "gains": gains, "vs_baseline": vs_baseline,
-            "verdicts": verdicts}
+            "verdicts": verdicts, "shipped": shipped}
+
+
+def shipped_against_best_small(evaluation: dict[str, Any]) -> dict[str, Any] | None:
+    """What a seed shipped against the best small float model chosen on validation (by the run's
+    decision metric; ties go to the earlier of student, direct, baseline, as prune's do), in
+    test accuracy: a run should never ship much less than the simplest model it already trained."""
+    variants, metric = evaluation["variants"], evaluation.get("decision_metric")
+    deployed = evaluation.get("deployed")
+    small = [n for n in SMALL_MODELS if metric and metric in variants.get(n, {}).get("val", {})]
+    if deployed not in variants or not small:
+        return None
+    best = max(small, key=lambda n: (variants[n]["val"][metric], -small.index(n)))
+    difference = variants[deployed]["accuracy"] - variants[best]["accuracy"]
+    return {"deployed": deployed, "deployed_accuracy": variants[deployed]["accuracy"], "best_small_float": best,
+            "best_small_float_accuracy": variants[best]["accuracy"], "difference": difference,
+            "within_one_point": difference >= -SHIPPED_TOLERANCE - 1e-9}
 
 
 def verdict(name: str, stats: dict[str, float]) -> str:
@@ -124,6 +143,7 @@ def render(summary: dict[str, Any], names: dict[int, str]) -> str:
             if (s := by_metric.get("accuracy")) is not None:
                 lines.append(f"| {name} | {s['mean']:+.4f} | [{s['low']:+.4f}, {s['high']:+.4f}] | {s['p_value']:.3f}"
                              f" | {'yes' if measurable(s) else 'no'} |")
+    lines += _shipped_lines(summary.get("shipped", {}))
     lines += ["", "| variant | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
     rows = {**summary["variants"], **{f"{g} ({GAINS[g]})": s for g, s in summary["gains"].items()}}
     for name, stats in rows.items():
@@ -131,6 +151,20 @@ def render(summary: dict[str, Any], names: dict[int, str]) -> str:
                  if (s := stats.get(m)) else "–" for m in METRICS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _shipped_lines(shipped: dict[str, dict[str, Any]]) -> list[str]:
+    if not shipped:
+        return []
+    lines = ["", "What each seed shipped against the best small float model chosen on validation (test accuracy;"
+             f" the target: at most {SHIPPED_TOLERANCE:.2f} below it):", "",
+             "| seed | deployed | accuracy | best small float (val) | accuracy | difference | within a point |",
+             "|---|---|---|---|---|---|---|"]
+    for seed, s in shipped.items():
+        lines.append(f"| {seed} | {s['deployed']} | {s['deployed_accuracy']:.4f} | {s['best_small_float']}"
+                     f" | {s['best_small_float_accuracy']:.4f} | {s['difference']:+.4f}"
+                     f" | {'yes' if s['within_one_point'] else 'no'} |")
+    return lines
 
 
 @exit_on_pipeline_error

@@ -52,12 +52,13 @@ def test_records_table_shows_spread_when_aggregated_and_single_runs_otherwise(tm
             stats = {"mean": 0.05, "std": 0.01, "min": 0.04, "max": 0.06, "n": 3}
             (folder / "seeds.json").write_text(json.dumps(
                 {"seeds": [0, 1, 2], "variants": {"student": {"accuracy": {**stats, "mean": 0.91}}},
-                 "gains": {"distillation_gain": {"accuracy": stats}}}))
+                 "gains": {"distillation_gain": {"accuracy": stats}},
+                 "shipped": {str(k): {"within_one_point": k != 1} for k in range(3)}}))
     rows = records_table(tmp_path).splitlines()
     assert rows[2].startswith("| a | digits (32 px) | 10/10/10 | 3 | – | – | 0.910 ± 0.010 |")
-    assert "+0.050 ± 0.010" in rows[2]
+    assert "+0.050 ± 0.010" in rows[2] and "| 2/3 seeds |" in rows[2]
     assert rows[3].startswith("| b | imagefolder screens (32 px) | 2/10/10 | 1 | – | – | 0.900 | – | 0.850 | +0.050 |")
-    assert rows[3].endswith("| student | 0.900 | 1.00 MB | false | unknown: no dvc.lock |")
+    assert rows[3].endswith("| student | 0.900 | 1.00 MB | false | – | unknown: no dvc.lock |")
 
 
 def _run(cmd: list, cwd: Path) -> None:
