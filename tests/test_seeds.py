@@ -92,4 +92,4 @@ def test_what_each_seed_shipped_is_compared_with_the_best_small_model_on_validat
     assert second["best_small_float"] == "student" and second["difference"] == pytest.approx(-0.01)
     assert second["within_one_point"]
     report = render(summary, {0: "a", 1: "b"})
-    assert "| 0 | pruned_int8 | 0.7900 | baseline | 0.8500 | -0.0600 | no |" in report
+    assert "| 0 | pruned_int8 | 0.7900 | baseline | 0.8500 | -0.0600 | no | -0.0600 (balanced_accuracy) |" in report
