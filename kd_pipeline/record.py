@@ -124,6 +124,7 @@ def record(name: str, command: str, root: Path = Path("."), results: Path = RESU
         for src, dst, _ in FILES:
             if (root / src).is_file():
                 shutil.copy(root / src, tmp / dst)
+        _drop_seeds_of_another_run(tmp, root)
         made = provenance(root)
         if made["dirty"]:
             print(f"warning: {root} has uncommitted code changes; run.json says dirty: true")
@@ -131,6 +132,29 @@ def record(name: str, command: str, root: Path = Path("."), results: Path = RESU
         write_json(tmp / "run.json", {"command": command, **made, "machine": machine(), "versions": versions(),
                                       "stage_seconds": seconds})
     return target
+
+
+def seeds_aggregate_this_run(seeds: dict[str, Any], evaluation: dict[str, Any], seed: int) -> bool:
+    """True when `seeds` (metrics/seeds.json) holds this run as its seed `seed`: the same test
+    accuracy for every variant. A re-run with one seed leaves the repository's own seeds.json
+    in place, which aggregates other runs."""
+    own = (seeds.get("per_seed") or {}).get(str(seed))
+    if not own:
+        return False
+    return all(own["variants"].get(name, {}).get("accuracy") == v.get("accuracy")
+               for name, v in evaluation["variants"].items())
+
+
+def _drop_seeds_of_another_run(record_dir: Path, root: Path) -> None:
+    seeds_file = record_dir / "seeds.json"
+    if not seeds_file.is_file():
+        return
+    evaluation = json.loads((record_dir / "evaluate.json").read_text())
+    seed = read_yaml((root / "params.yaml").read_text())["train"]["seed"]
+    if not seeds_aggregate_this_run(json.loads(seeds_file.read_text()), evaluation, seed):
+        print(f"warning: {paths.SEEDS_METRICS} does not aggregate this run (seed {seed}); not recorded")
+        seeds_file.unlink()
+        (record_dir / "seeds.md").unlink(missing_ok=True)
 
 
 def _cell(stats: dict[str, Any] | None, single: float | None, signed: bool = False) -> str:

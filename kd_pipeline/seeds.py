@@ -86,7 +86,17 @@ def aggregate(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
     verdicts = {gain: verdict(f"{gain} ({GAINS[gain]})", stats["accuracy"]) for gain, stats in gains.items()}
     shipped = {str(seed): s for seed in sorted(runs) if (s := shipped_against_best_small(runs[seed])) is not None}
     return {"seeds": sorted(runs), "variants": variants, "gains": gains, "vs_baseline": vs_baseline,
-            "verdicts": verdicts, "shipped": shipped}
+            "verdicts": verdicts, "shipped": shipped,
+            "per_seed": {str(seed): per_seed(runs[seed]) for seed in sorted(runs)}}
+
+
+def per_seed(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """One seed's own numbers (test metrics, the validation score that decided, what shipped): the
+    spread alone cannot be re-read per seed, nor matched to the run a record copies."""
+    metric = evaluation.get("decision_metric")
+    return {"deployed": evaluation.get("deployed"), "decision_metric": metric, "variants": {
+        name: {m: v[m] for m in METRICS if m in v} | ({"val": v["val"][metric]} if metric in v.get("val", {}) else {})
+        for name, v in evaluation["variants"].items()}}
 
 
 def shipped_against_best_small(evaluation: dict[str, Any]) -> dict[str, Any] | None:

@@ -15,7 +15,8 @@ import torch
 import yaml
 
 from kd_pipeline.core.errors import PipelineError
-from kd_pipeline.record import README, readme_with_tables, record, records_table
+from kd_pipeline.record import README, _drop_seeds_of_another_run, readme_with_tables, record, records_table
+from kd_pipeline.seeds import aggregate
 from tests.conftest import ROOT
 
 STAGE = """\
@@ -190,3 +191,23 @@ def test_rerun_is_a_record_command_and_fails_in_one_line(tmp_path: Path) -> None
                           capture_output=True, text=True)
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines() == ["error: results/nothing-here: no such record (no params.yaml)"]
+
+
+def test_a_record_keeps_seeds_json_only_when_it_aggregates_the_recorded_run(tmp_path: Path) -> None:
+    """A one-seed re-run leaves the repository's own seeds.json (other runs) in the clone: the
+    record must not present it as this run's spread."""
+    def run(student: float, baseline: float) -> dict:
+        scores = {"student": student, "baseline": baseline}
+        return {"variants": {n: {m: a for m in ("accuracy", "balanced_accuracy", "f1")} for n, a in scores.items()},
+                "decision_metric": "accuracy", "deployed": "student"}
+
+    this, other = run(0.9, 0.85), run(0.7, 0.6)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": {"seed": 0}}))
+    for name, seed_zero, kept in (("ours", this, True), ("theirs", other, False)):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "evaluate.json").write_text(json.dumps(this))
+        (folder / "seeds.json").write_text(json.dumps(aggregate({0: seed_zero, 1: other})))
+        (folder / "seeds.md").write_text("# Across seeds\n")
+        _drop_seeds_of_another_run(folder, tmp_path)
+        assert (folder / "seeds.json").is_file() == kept and (folder / "seeds.md").is_file() == kept, name

@@ -93,3 +93,9 @@ def test_what_each_seed_shipped_is_compared_with_the_best_small_model_on_validat
     assert second["within_one_point"]
     report = render(summary, {0: "a", 1: "b"})
     assert "| 0 | pruned_int8 | 0.7900 | baseline | 0.8500 | -0.0600 | no | -0.0600 (balanced_accuracy) |" in report
+
+
+def test_each_seed_keeps_its_own_numbers() -> None:
+    summary = aggregate(RUNS)
+    assert summary["per_seed"]["1"]["variants"]["direct"]["accuracy"] == 0.93
+    assert set(summary["per_seed"]) == {"0", "1", "2"}
