@@ -27,7 +27,6 @@ from kd_pipeline.core.errors import PipelineError, exit_on_pipeline_error
 from kd_pipeline.core.files import atomic_file, write_json
 from kd_pipeline.core.params import read_yaml
 from kd_pipeline.experiments import finished_runs, show
-from kd_pipeline.prune.origin import SMALL_MODELS
 
 METRICS = ("accuracy", "balanced_accuracy", "f1")
 GAINS = {"distillation_gain": "student − baseline", "assistant_gain": "student − direct"}
@@ -100,15 +99,13 @@ def per_seed(evaluation: dict[str, Any]) -> dict[str, Any]:
 
 
 def shipped_against_best_small(evaluation: dict[str, Any]) -> dict[str, Any] | None:
-    """What a seed shipped against the best small float model chosen on validation (by the run's
-    decision metric; ties go to the earlier of student, direct, baseline, as prune's do), in
-    test accuracy: a run should never ship much less than the simplest model it already trained."""
+    """What a seed shipped against the best small float model chosen on validation (the source
+    prune chose, `compressed_from`), in test accuracy and in the run's decision metric: a run
+    should never ship much less than the simplest model it already trained."""
     variants, metric = evaluation["variants"], evaluation.get("decision_metric")
-    deployed = evaluation.get("deployed")
-    small = [n for n in SMALL_MODELS if metric and metric in variants.get(n, {}).get("val", {})]
-    if deployed not in variants or not small:
+    deployed, best = evaluation.get("deployed"), (evaluation.get("compressed_from") or {}).get("source")
+    if deployed not in variants or best not in variants:
         return None
-    best = max(small, key=lambda n: (variants[n]["val"][metric], -small.index(n)))
     difference = variants[deployed]["accuracy"] - variants[best]["accuracy"]
     return {"deployed": deployed, "deployed_accuracy": variants[deployed]["accuracy"], "best_small_float": best,
             "best_small_float_accuracy": variants[best]["accuracy"], "difference": difference,
@@ -173,11 +170,10 @@ def _shipped_lines(shipped: dict[str, dict[str, Any]]) -> list[str]:
              "| seed | deployed | accuracy | best small float (val) | accuracy | difference | within a point"
              " | difference in the decision metric |", "|---|---|---|---|---|---|---|---|"]
     for seed, s in shipped.items():
-        decided = (f"{s['decision_metric_difference']:+.4f} ({s['decision_metric']})"
-                   if "decision_metric_difference" in s else "–")
         lines.append(f"| {seed} | {s['deployed']} | {s['deployed_accuracy']:.4f} | {s['best_small_float']}"
                      f" | {s['best_small_float_accuracy']:.4f} | {s['difference']:+.4f}"
-                     f" | {'yes' if s['within_one_point'] else 'no'} | {decided} |")
+                     f" | {'yes' if s['within_one_point'] else 'no'}"
+                     f" | {s['decision_metric_difference']:+.4f} ({s['decision_metric']}) |")
     return lines
 
 
