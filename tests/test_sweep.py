@@ -1,0 +1,50 @@
+"""The distillation sweep's arithmetic: the grid, the per-seed pairing with the baseline, and a
+best setting picked on validation even when test disagrees."""
+
+from __future__ import annotations
+
+import pytest
+
+from kd_pipeline.core.errors import PipelineError
+from kd_pipeline.sweep import grid, render, summarize
+
+
+def _role(val: float, test: float) -> dict:
+    return {"val": {"balanced_accuracy": val}, "test": {"accuracy": test, "balanced_accuracy": test}}
+
+
+def _row(seed: int, method: str, student: tuple[float, float], baseline: tuple[float, float]) -> dict:
+    return {"name": f"{method}-{seed}", "rev": "x", "seed": seed, "point": {"kd.method": method},
+            "roles": {"baseline": _role(*baseline), "student": _role(*student), "direct": _role(*baseline)}}
+
+
+def test_grid_is_every_combination() -> None:
+    points = grid(["kd.method=kd,dkd", "kd.logit_standardization=false,true"])
+    assert len(points) == 4
+    assert {"kd.method": "dkd", "kd.logit_standardization": "true"} in points
+    with pytest.raises(PipelineError, match="KEY=VALUE"):
+        grid(["kd.method"])
+
+
+def test_gains_are_paired_per_seed_and_the_best_is_chosen_on_validation() -> None:
+    baselines = {0: (0.80, 0.70), 1: (0.90, 0.90)}
+    rows = [
+        # dkd: better on validation by 0.05 each seed, worse on test by 0.02
+        *(_row(s, "dkd", (b[0] + 0.05, b[1] - 0.02), b) for s, b in baselines.items()),
+        # kd: equal on validation, better on test by 0.04
+        *(_row(s, "kd", (b[0], b[1] + 0.04), b) for s, b in baselines.items()),
+    ]
+    summary = summarize(rows, "balanced_accuracy")
+    assert summary["best_on_validation"] == {"kd.method": "dkd"}
+    by_method = {p["point"]["kd.method"]: p for p in summary["points"]}
+    assert by_method["dkd"]["student"]["test_accuracy"]["mean"] == pytest.approx(-0.02)
+    assert by_method["kd"]["student"]["test_accuracy"]["mean"] == pytest.approx(0.04)
+    assert by_method["kd"]["direct"]["test_accuracy"]["mean"] == pytest.approx(0.0)
+    assert summary["baseline_test_accuracy_mean"] == pytest.approx(0.80)
+    assert "| dkd | student |" in render(summary, "t")
+
+
+def test_a_grid_key_that_changes_the_baseline_is_refused() -> None:
+    rows = [_row(0, "kd", (0.9, 0.9), (0.8, 0.8)), _row(0, "dkd", (0.9, 0.9), (0.7, 0.7))]
+    with pytest.raises(PipelineError, match="two different baselines"):
+        summarize(rows, "balanced_accuracy")
