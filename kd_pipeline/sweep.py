@@ -32,7 +32,7 @@ from kd_pipeline.core.files import atomic_dir, write_json
 from kd_pipeline.core.params import parse_params
 from kd_pipeline.seeds import measurable, paired
 
-ROLES = ("student", "direct")
+ROLE_OF_STAGE = {"distill_student": "student", "distill_direct": "direct"}  # the distilled roles
 STAGES = ("train_baseline", "distill_student", "distill_direct")
 METRICS = ("accuracy", "balanced_accuracy")
 
@@ -87,7 +87,17 @@ def lookup(params: dict[str, Any], key: str) -> Any:
     return node
 
 
-def collect(shown: list[dict[str, Any]], keys: list[str]) -> list[dict[str, Any]]:
+def roles_of(stages: list[str]) -> list[str]:
+    """The distilled roles the stages train: only their metrics are this experiment's own (the
+    others are the base commit's files)."""
+    roles = [ROLE_OF_STAGE[stage] for stage in stages if stage in ROLE_OF_STAGE]
+    if "train_baseline" not in stages or not roles:
+        raise PipelineError(f"--stages {' '.join(stages)}: need train_baseline and at least one of"
+                            f" {', '.join(ROLE_OF_STAGE)}")
+    return roles
+
+
+def collect(shown: list[dict[str, Any]], keys: list[str], roles: list[str]) -> list[dict[str, Any]]:
     """One row per finished experiment: its grid point, seed and each role's val/test metrics."""
     rows = []
     for commit in shown:
@@ -99,7 +109,7 @@ def collect(shown: list[dict[str, Any]], keys: list[str]) -> list[dict[str, Any]
                 params = (data.get("params") or {}).get("params.yaml", {}).get("data") or {}
                 metrics = data.get("metrics") or {}
                 roles = {role: (metrics.get(f"metrics/{role}/metrics.json") or {}).get("data")
-                         for role in ("baseline", *ROLES)}
+                         for role in ("baseline", *roles)}
                 if rev.get("error") or not params or not all(roles.values()):
                     continue
                 rows.append({"name": rev.get("name"), "rev": rev.get("rev"), "seed": params["train"]["seed"],
@@ -111,7 +121,7 @@ def _score(role: dict[str, Any], split: str, metric: str) -> float:
     return float(role[split][metric])
 
 
-def summarize(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+def summarize(rows: list[dict[str, Any]], metric: str, roles: list[str]) -> dict[str, Any]:
     """Per grid point and distilled role: paired gains over the same seed's baseline, on test
     (reported) and on validation in `metric` (what picks the best point)."""
     baselines: dict[int, dict[str, Any]] = {}
@@ -127,7 +137,7 @@ def summarize(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
         seeds = sorted(by_seed)
         entry: dict[str, Any] = {"point": json.loads(point), "seeds": seeds,
                                  "runs": [by_seed[s]["name"] for s in seeds]}
-        for role in ROLES:
+        for role in roles:
             entry[role] = {f"test_{m}": paired([_score(by_seed[s]["roles"][role], "test", m)
                                                 - _score(baselines[s], "test", m) for s in seeds]) for m in METRICS}
             entry[role]["val"] = paired([_score(by_seed[s]["roles"][role], "val", metric)
@@ -135,9 +145,9 @@ def summarize(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
             entry[role]["test_accuracy_mean"] = sum(_score(by_seed[s]["roles"][role], "test", "accuracy")
                                                     for s in seeds) / len(seeds)
         summary.append(entry)
-    best = max(summary, key=lambda e: max(e[r]["val"]["mean"] for r in ROLES))
+    best = max(summary, key=lambda e: max(e[r]["val"]["mean"] for r in roles))
     baseline_mean = sum(_score(b, "test", "accuracy") for b in baselines.values()) / len(baselines)
-    return {"metric": metric, "seeds": sorted(baselines), "baseline_test_accuracy_mean": baseline_mean,
+    return {"metric": metric, "roles": roles, "seeds": sorted(baselines), "baseline_test_accuracy_mean": baseline_mean,
             "points": summary, "best_on_validation": best["point"]}
 
 
@@ -158,7 +168,7 @@ def render(summary: dict[str, Any], title: str) -> str:
              f" | − baseline, test balanced accuracy | − baseline, val {summary['metric']} |",
              "|" + "---|" * (len(keys) + 5)]
     for entry in summary["points"]:
-        for role in ROLES:
+        for role in summary["roles"]:
             stats = entry[role]
             lines.append("| " + " | ".join(str(v) for v in entry["point"].values())
                          + f" | {role} | {stats['test_accuracy_mean']:.4f} | {_interval(stats['test_accuracy'])}"
@@ -194,6 +204,7 @@ def sweep(name: str, args: argparse.Namespace, repo: Path = Path(".")) -> Path:
     """Run the grid in a clone of HEAD and write the record `results/name/`."""
     from kd_pipeline.record import machine, provenance, versions
 
+    roles = roles_of(args.stages)
     params = base_params(args.record, args.fixed, repo)
     points = grid(args.set)
     check_points(params, points)
@@ -211,10 +222,10 @@ def sweep(name: str, args: argparse.Namespace, repo: Path = Path(".")) -> Path:
         run_queue(clone, seeds, points, args.stages)
         shown = json.loads(subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], cwd=clone,
                                           capture_output=True, text=True, check=True).stdout)
-        rows = collect(shown, list(grid(args.set)[0]))
+        rows = collect(shown, list(points[0]), roles)
         if len(rows) != len(seeds) * len(points):
             raise PipelineError(f"found {len(rows)} finished experiments of {len(seeds) * len(points)} in {clone}")
-        summary = summarize(rows, args.metric)
+        summary = summarize(rows, args.metric, roles)
         lock = subprocess.run(["git", "show", f"{rows[0]['rev']}:dvc.lock"], cwd=clone, capture_output=True,
                               text=True, check=True).stdout
     command = ("python -m kd_pipeline.sweep " + " ".join(sys.argv[1:] if args.argv is None else args.argv)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from kd_pipeline.core.errors import PipelineError
-from kd_pipeline.sweep import grid, render, summarize
+from kd_pipeline.sweep import grid, render, roles_of, summarize
 
 
 def _role(val: float, test: float) -> dict:
@@ -34,7 +34,7 @@ def test_gains_are_paired_per_seed_and_the_best_is_chosen_on_validation() -> Non
         # kd: equal on validation, better on test by 0.04
         *(_row(s, "kd", (b[0], b[1] + 0.04), b) for s, b in baselines.items()),
     ]
-    summary = summarize(rows, "balanced_accuracy")
+    summary = summarize(rows, "balanced_accuracy", ["student", "direct"])
     assert summary["best_on_validation"] == {"kd.method": "dkd"}
     by_method = {p["point"]["kd.method"]: p for p in summary["points"]}
     assert by_method["dkd"]["student"]["test_accuracy"]["mean"] == pytest.approx(-0.02)
@@ -47,4 +47,10 @@ def test_gains_are_paired_per_seed_and_the_best_is_chosen_on_validation() -> Non
 def test_a_grid_key_that_changes_the_baseline_is_refused() -> None:
     rows = [_row(0, "kd", (0.9, 0.9), (0.8, 0.8)), _row(0, "dkd", (0.9, 0.9), (0.7, 0.7))]
     with pytest.raises(PipelineError, match="two different baselines"):
-        summarize(rows, "balanced_accuracy")
+        summarize(rows, "balanced_accuracy", ["student", "direct"])
+
+
+def test_only_the_roles_the_stages_train_are_read() -> None:
+    assert roles_of(["train_baseline", "distill_student"]) == ["student"]
+    with pytest.raises(PipelineError, match="need train_baseline"):
+        roles_of(["distill_student"])
