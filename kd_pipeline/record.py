@@ -278,6 +278,10 @@ def render(kind: str, arg: str | None, results: Path = RESULTS) -> str:
         return records_table(results)
     if kind == "variants" and arg and (results / arg / "evaluate.json").is_file():
         return variants_table(results / arg)
+    if kind == "sweep" and arg and (results / arg / "sweep.json").is_file():
+        from kd_pipeline.sweep import sweep_table
+
+        return sweep_table(results / arg)
     raise PipelineError(f"README table {kind!r} {arg or ''}: unknown kind or no record {results / (arg or '')}")
 
 

@@ -156,24 +156,34 @@ def _interval(stats: dict[str, float]) -> str:
             f"{' measurable' if measurable(stats) and stats['n'] > 1 else ''}")
 
 
-def render(summary: dict[str, Any], title: str) -> str:
-    """The table a README cites: each grid point's paired gains over the baseline, per role."""
+def table(summary: dict[str, Any]) -> str:
+    """Each grid point's paired gains over the baseline, per distilled role (the README's block)."""
     keys = list(summary["points"][0]["point"]) if summary["points"] else []
-    lines = [f"# {title}", "", f"Seeds {summary['seeds']}; baseline (no KD) test accuracy"
-             f" {summary['baseline_test_accuracy_mean']:.4f} (mean). Each cell: mean of the per-seed paired"
-             " differences against the same seed's baseline, with its 95% t-interval; \"measurable\" only when"
-             " the interval excludes 0.", f"The best setting is chosen on validation ({summary['metric']}):"
-             f" {summary['best_on_validation']}.", "",
-             "| " + " | ".join(keys) + " | role | test accuracy | − baseline, test accuracy"
+    lines = ["| " + " | ".join(keys) + " | role | test accuracy | − baseline, test accuracy"
              f" | − baseline, test balanced accuracy | − baseline, val {summary['metric']} |",
              "|" + "---|" * (len(keys) + 5)]
     for entry in summary["points"]:
-        for role in summary["roles"]:
+        for role in (r for r in ROLE_OF_STAGE.values() if r in entry):  # the roles this sweep trained
             stats = entry[role]
             lines.append("| " + " | ".join(str(v) for v in entry["point"].values())
                          + f" | {role} | {stats['test_accuracy_mean']:.4f} | {_interval(stats['test_accuracy'])}"
                          f" | {_interval(stats['test_balanced_accuracy'])} | {_interval(stats['val'])} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines)
+
+
+def render(summary: dict[str, Any], title: str) -> str:
+    """sweep.md: what was compared, how, which setting validation picked, and the table."""
+    return "\n".join([f"# {title}", "", f"Seeds {summary['seeds']}; baseline (no KD) test accuracy"
+                      f" {summary['baseline_test_accuracy_mean']:.4f} (mean). Each cell: mean of the per-seed"
+                      " paired differences against the same seed's baseline, with its 95% t-interval;"
+                      " \"measurable\" only when the interval excludes 0.", "The best setting is chosen on"
+                      f" validation ({summary['metric']}): {summary['best_on_validation']}.", "",
+                      table(summary)]) + "\n"
+
+
+def sweep_table(folder: Path) -> str:
+    """The README block `<!-- table: sweep NAME -->`, from the record's sweep.json."""
+    return table(json.loads((folder / "sweep.json").read_text()))
 
 
 def _dvc(args: list[str], cwd: Path) -> str:
