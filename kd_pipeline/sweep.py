@@ -48,6 +48,20 @@ def grid(settings: list[str]) -> list[dict[str, str]]:
     return [dict(point) for point in itertools.product(*axes)] or [{}]
 
 
+def listed(points: list[str]) -> list[dict[str, str]]:
+    """Grid points named one by one (`--point "kd.method=dkd kd.logit_standardization=true"`),
+    where a full product would spend CPU on settings nobody needs."""
+    found = []
+    for point in points:
+        pairs = [item.partition("=") for item in point.split()]
+        if not pairs or any(not sep or not value for _, sep, value in pairs):
+            raise PipelineError(f"--point {point!r}: expected KEY=VALUE [KEY=VALUE ...]")
+        found.append({key: value for key, _, value in pairs})
+    if len({tuple(sorted(p)) for p in found}) > 1:
+        raise PipelineError("--point: every point must set the same keys")
+    return found
+
+
 def nested_set(params: dict[str, Any], key: str, value: str) -> None:
     """`a.b.c=value` into nested params, the value read as YAML (true, 3, 0.5, kd)."""
     *parents, leaf = key.split(".")
@@ -216,7 +230,9 @@ def sweep(name: str, args: argparse.Namespace, repo: Path = Path(".")) -> Path:
 
     roles = roles_of(args.stages)
     params = base_params(args.record, args.fixed, repo)
-    points = grid(args.set)
+    if bool(args.set) == bool(args.point):
+        raise PipelineError("give the grid as --set KEY=A,B lines or as --point lines, one of the two")
+    points = grid(args.set) if args.set else listed(args.point)
     check_points(params, points)
     made = provenance(repo)
     if made["dirty"]:
@@ -258,6 +274,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--record", required=True, help="the record whose data group is the base (results/RECORD/)")
     parser.add_argument("--seeds", type=int, default=3, help="training seeds 0..N-1")
     parser.add_argument("--set", action="append", default=[], help="KEY=A,B: a grid axis (repeatable)")
+    parser.add_argument("--point", action="append", default=[],
+                        help="\"KEY=V KEY=V\": one grid point (repeatable), instead of --set")
     parser.add_argument("--fixed", action="append", default=[], help="KEY=VALUE for every run (repeatable)")
     parser.add_argument("--stages", nargs="+", default=list(STAGES), help="the stages each experiment runs")
     parser.add_argument("--metric", default="balanced_accuracy", help="the validation score that picks the best")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from kd_pipeline.core.errors import PipelineError
-from kd_pipeline.sweep import grid, render, roles_of, summarize
+from kd_pipeline.sweep import grid, listed, render, roles_of, summarize
 
 
 def _role(val: float, test: float) -> dict:
@@ -54,3 +54,12 @@ def test_only_the_roles_the_stages_train_are_read() -> None:
     assert roles_of(["train_baseline", "distill_student"]) == ["student"]
     with pytest.raises(PipelineError, match="need train_baseline"):
         roles_of(["distill_student"])
+
+
+def test_points_listed_one_by_one() -> None:
+    points = listed(["kd.method=kd kd.logit_standardization=false", "kd.method=dkd kd.logit_standardization=true"])
+    assert points[1] == {"kd.method": "dkd", "kd.logit_standardization": "true"}
+    with pytest.raises(PipelineError, match="same keys"):
+        listed(["kd.method=kd", "kd.logit_standardization=true"])
+    with pytest.raises(PipelineError, match="KEY=VALUE"):
+        listed(["kd.method"])
