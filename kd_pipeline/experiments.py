@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from kd_pipeline.core import paths
@@ -44,9 +45,11 @@ def finished_runs(shown: list[dict[str, Any]]) -> list[Run]:
     return runs
 
 
-def show() -> list[dict[str, Any]]:
-    """`dvc exp show --json` of the current project (all experiments of the workspace's commit)."""
-    proc = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], capture_output=True, text=True)
+def show(cwd: Path | None = None) -> list[dict[str, Any]]:
+    """`dvc exp show --json` of the project in `cwd` (default: here): all experiments of the
+    workspace's commit."""
+    proc = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], capture_output=True, text=True,
+                          cwd=cwd)
     if proc.returncode != 0:
         raise PipelineError(f"dvc exp show failed: {proc.stderr.strip().splitlines()[-1:]}")
     return json.loads(proc.stdout)

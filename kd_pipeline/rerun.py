@@ -95,6 +95,12 @@ def _seeds(clone: Path, seeds: list[int]) -> None:
     """Every further seed as a queued experiment, one at a time; then the aggregate."""
     _run([sys.executable, "-m", "dvc", "exp", "run", "--queue", "-S",
           "train.seed=" + ",".join(map(str, seeds))], clone)
+    run_queue(clone)
+    _run([sys.executable, "-m", "kd_pipeline.seeds"], clone)
+
+
+def run_queue(clone: Path) -> None:
+    """Run the queued experiments one at a time, wait for the last, and fail on a failed one."""
     _run([sys.executable, "-m", "dvc", "queue", "start", "-j", "1"], clone)
     while True:
         status = _run([sys.executable, "-m", "dvc", "queue", "status"], clone)
@@ -102,8 +108,7 @@ def _seeds(clone: Path, seeds: list[int]) -> None:
             break
         time.sleep(20)
     if "Failed" in status:
-        raise PipelineError(f"a seed's experiment failed in {clone}: see `dvc queue logs` there")
-    _run([sys.executable, "-m", "kd_pipeline.seeds"], clone)
+        raise PipelineError(f"an experiment failed in {clone}: see `dvc queue logs` there")
 
 
 def rerun(name: str, results: Path = paths.RESULTS, repo: Path = Path("."), today_defaults: bool = False,

@@ -30,6 +30,7 @@ from kd_pipeline.core import paths
 from kd_pipeline.core.errors import PipelineError, exit_on_pipeline_error
 from kd_pipeline.core.files import atomic_dir, write_json
 from kd_pipeline.core.params import parse_params
+from kd_pipeline.experiments import show
 from kd_pipeline.seeds import measurable, paired
 
 ROLE_OF_STAGE = {"distill_student": "student", "distill_direct": "direct"}  # the distilled roles
@@ -122,12 +123,12 @@ def collect(shown: list[dict[str, Any]], keys: list[str], roles: list[str]) -> l
                 data = rev.get("data") or {}
                 params = (data.get("params") or {}).get("params.yaml", {}).get("data") or {}
                 metrics = data.get("metrics") or {}
-                roles = {role: (metrics.get(f"metrics/{role}/metrics.json") or {}).get("data")
+                found = {role: (metrics.get(f"metrics/{role}/metrics.json") or {}).get("data")
                          for role in ("baseline", *roles)}
-                if rev.get("error") or not params or not all(roles.values()):
+                if rev.get("error") or not params or not all(found.values()):
                     continue
                 rows.append({"name": rev.get("name"), "rev": rev.get("rev"), "seed": params["train"]["seed"],
-                             "point": {key: lookup(params, key) for key in keys}, "roles": roles})
+                             "point": {key: lookup(params, key) for key in keys}, "roles": found})
     return rows
 
 
@@ -206,22 +207,17 @@ def _dvc(args: list[str], cwd: Path) -> str:
     return _run([sys.executable, "-m", "dvc", *args], cwd)
 
 
-def run_queue(clone: Path, seeds: list[int], points: list[dict[str, str]], stages: list[str]) -> None:
-    """Queue every grid point × seed (seed-major, so a seed's shared stages train once), run the
-    queue one experiment at a time, and fail on a failed experiment."""
+def run_grid(clone: Path, seeds: list[int], points: list[dict[str, str]], stages: list[str]) -> None:
+    """Queue every grid point × seed (seed-major, so a seed's shared stages train once) and run
+    the queue to its end."""
+    from kd_pipeline.rerun import run_queue
+
     for seed in seeds:
         for point in points:
             settings = {"train.seed": str(seed), **point}
             sets = [arg for key, value in settings.items() for arg in ("-S", f"{key}={value}")]
             _dvc(["exp", "run", "--queue", *sets, *stages], clone)
-    _dvc(["queue", "start", "-j", "1"], clone)
-    while True:
-        status = _dvc(["queue", "status"], clone)
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(20)
-    if "Failed" in status:
-        raise PipelineError(f"an experiment failed in {clone}: see `dvc queue logs` there")
+    run_queue(clone)
 
 
 def sweep(name: str, args: argparse.Namespace, repo: Path = Path(".")) -> Path:
@@ -245,10 +241,8 @@ def sweep(name: str, args: argparse.Namespace, repo: Path = Path(".")) -> Path:
         _dvc(["cache", "dir", "--local", str(repo.resolve() / ".dvc" / "cache")], clone)
         (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         subprocess.run(["git", "commit", "-qam", f"sweep {name}: base params"], cwd=clone, check=True)
-        run_queue(clone, seeds, points, args.stages)
-        shown = json.loads(subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], cwd=clone,
-                                          capture_output=True, text=True, check=True).stdout)
-        rows = collect(shown, list(points[0]), roles)
+        run_grid(clone, seeds, points, args.stages)
+        rows = collect(show(clone), list(points[0]), roles)
         if len(rows) != len(seeds) * len(points):
             raise PipelineError(f"found {len(rows)} finished experiments of {len(seeds) * len(points)} in {clone}")
         summary = summarize(rows, args.metric, roles)

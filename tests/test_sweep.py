@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from kd_pipeline.core.errors import PipelineError
-from kd_pipeline.sweep import grid, listed, render, roles_of, summarize
+from kd_pipeline.sweep import collect, grid, listed, render, roles_of, summarize
 
 
 def _role(val: float, test: float) -> dict:
@@ -63,3 +63,23 @@ def test_points_listed_one_by_one() -> None:
         listed(["kd.method=kd", "kd.logit_standardization=true"])
     with pytest.raises(PipelineError, match="KEY=VALUE"):
         listed(["kd.method"])
+
+
+def _rev(name: str, seed: int, method: str, roles: dict) -> dict:
+    metrics = {f"metrics/{role}/metrics.json": {"data": data} for role, data in roles.items()}
+    return {"name": name, "rev": name, "data": {"params": {"params.yaml": {"data": {
+        "train": {"seed": seed}, "kd": {"method": method}}}}, "metrics": metrics}}
+
+
+def test_collect_reads_every_finished_experiment_and_only_the_trained_roles() -> None:
+    base = {"baseline": _role(0.8, 0.8), "student": _role(0.9, 0.9), "direct": _role(0.1, 0.1)}
+    shown = [{"experiments": [
+        {"executor": {"state": "success"}, "revs": [_rev("a", 0, "kd", base)]},
+        {"executor": {"state": "success"}, "revs": [_rev("b", 1, "dkd", base)]},
+        {"executor": {"state": "failed"}, "revs": [_rev("c", 2, "kd", base)]},
+        {"executor": {"state": "success"}, "revs": [_rev("d", 3, "kd", {"baseline": _role(0.8, 0.8)})]},
+    ]}]
+    rows = collect(shown, ["kd.method"], ["student"])
+    assert [(r["name"], r["seed"], r["point"]) for r in rows] == [("a", 0, {"kd.method": "kd"}),
+                                                                   ("b", 1, {"kd.method": "dkd"})]
+    assert set(rows[1]["roles"]) == {"baseline", "student"}
