@@ -33,7 +33,7 @@ def test_project_params_file_is_valid() -> None:
          ["unknown key 'assistant.train.lrr'", "lr", "epochs"]),
         ({"student": {"model": "resnet18", "train": {"augment": {"crop_padding": -1}}}},
          ["student.train.augment.crop_padding", "-1"]),
-        ({"targets": {"reference": "assistant"}}, ["targets.reference", "'best_float' or 'teacher'"]),
+        ({"targets": {"reference": "assistant"}}, ["targets.reference", "'best_small', 'best_float' or 'teacher'"]),
         ({"train": {"label_smoothing": 1.0}}, ["train.label_smoothing", "less than 1"]),
         ({"train": {"augment": {"brightness": 2}}}, ["train.augment.brightness", "2"]),
         ({"teacher": {"model": "resnet5"}}, ["teacher.model", "resnet5", "not a timm model", "resnet50"]),

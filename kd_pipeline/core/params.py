@@ -242,9 +242,10 @@ class EvaluateParams(_Group):
 class TargetsParams(_Group):
     """Checked for the deployed variant: accuracy against the reference, cost against the teacher."""
 
-    # best_float: the most accurate float model (teacher, assistant, student, direct, baseline);
-    # teacher: the teacher, whatever its accuracy
-    reference: Literal["best_float", "teacher"] = "best_float"
+    # best_small: the most accurate float model of the student's architecture (student, direct,
+    # baseline), the one compression starts from; best_float: the most accurate float model
+    # (teacher and assistant too); teacher: the teacher, whatever its accuracy
+    reference: Literal["best_small", "best_float", "teacher"] = "best_small"
     max_accuracy_drop: float = Field(0.01, ge=0, le=1)
     min_speedup: float = Field(0.40, ge=0)  # 0.40: batch-1 latency at least 1.4x lower
     min_size_reduction: float = Field(0.30, ge=0, lt=1)  # 0.30: file at least 30% smaller

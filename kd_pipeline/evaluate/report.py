@@ -161,6 +161,14 @@ def _targets(evaluation: dict[str, Any], params: Params) -> list[str]:
         f" the teacher scores {variants['teacher']['val'][metric]:.4f} on validation. Speed and size are compared"
         " with the teacher."
     )
+    floats = [n for n in ("teacher", "assistant") if n in variants]
+    bigger = max(floats, key=lambda n: variants[n]["val"][metric], default=None)
+    margin = variants[reference]["val"][metric] + params.targets.max_accuracy_drop
+    if params.targets.reference == "best_small" and bigger and variants[bigger]["val"][metric] > margin:
+        lines.append(
+            f"The {bigger} beats every small model on validation ({variants[bigger]['val'][metric]:.4f}) by more"
+            " than the budget: the small architecture costs that much here, before any compression."
+        )
     lines.append(f"Deployed variant: **{deployed or 'none'}** ({evaluation['deployed_reason']}).")
     if evaluation["targets"]:
         lines += ["", "| target | value | limit | result |", "|---|---|---|---|"]
