@@ -1,20 +1,28 @@
 # Two entry points do all the set-up: `make repro` (the pipeline) and `make test` (the suite).
-# Both create .venv and install the pinned lock on first use, and again when the lock changes.
+# Both create .venv and install the pinned runtime lock on first use, and again when it changes;
+# `make test` adds the test tools' lock (requirements-dev.lock) on top.
+# `make repro VENV=$HOME/venvs/kd` shares one environment between clones: the install is mostly
+# torch's CUDA wheels (results/install_footprint).
 PYTHON ?= python3
-VENV := .venv
-BIN := $(CURDIR)/$(VENV)/bin
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
 VEGA := .cache/vega
 
-.PHONY: setup repro test lint browser
+.PHONY: setup setup-dev repro test lint browser
 
 setup: $(VENV)/.installed
+setup-dev: $(VENV)/.installed-dev
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+$(VENV)/.installed-dev: requirements-dev.lock $(VENV)/.installed
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.lock
 	touch $@
 
 repro: setup
@@ -31,9 +39,9 @@ $(VEGA)/.installed:
 	-npm install --silent --no-audit --no-fund --prefix $(VEGA) vega@5.33.1 vega-lite@5.23.0 vega-embed@6.29.0 \
 	  && touch $@
 
-test: setup browser
+test: setup-dev browser
 	ruff check .
 	pytest
 
-lint: setup
+lint: setup-dev
 	ruff check .
