@@ -5,7 +5,9 @@ Clones HEAD into a temporary folder and runs the README's set-up there, as a new
 machine has), then `make repro` (the whole pipeline on digits, from an empty DVC cache), then a
 second, no-op `dvc repro`. Prints each wall time, what the stages spent inside themselves
 (`.timing/stages.json`) and what the processes spent outside them (imports, DVC's hashing and
-locking), with the CPU. Run it alone: a timing beside another job is worthless.
+locking), with the CPU. Run it alone: a timing beside another job is worthless. Run it with the
+project's interpreter (`.venv/bin/python benchmarks/first_run.py`, PATH without that .venv) so
+run.json names the library versions the clone installs from the same lock.
 """
 
 from __future__ import annotations
