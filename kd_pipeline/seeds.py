@@ -46,12 +46,17 @@ def spread(values: list[float]) -> dict[str, float]:
 
 def paired(differences: list[float], level: float = 0.95) -> dict[str, float]:
     """Mean of per-seed paired differences, its two-sided t-interval and p-value against 0,
-    beside the mean ± sd of `spread`. With identical differences the interval is the point."""
+    beside the mean ± sd of `spread`.
+
+    Identical differences (one test image on every seed) give the t-interval no width, so they
+    get the exact sign test instead: its p-value is 2 × 0.5^n, and until that is below 1 − level
+    (6 seeds at 95%) the interval reaches 0, because the seeds cannot exclude it."""
     summary = spread(differences)
     n, mean, sd = len(differences), summary["mean"], summary["std"]
     if sd == 0.0:
-        p_value = 1.0 if mean == 0 else 0.0
-        return {**summary, "low": mean, "high": mean, "p_value": p_value, "level": level}
+        p_value = 1.0 if mean == 0 else float(scipy_stats.binomtest(n, n, 0.5).pvalue)
+        low, high = (mean, mean) if p_value < 1 - level else (min(mean, 0.0), max(mean, 0.0))
+        return {**summary, "low": low, "high": high, "p_value": p_value, "level": level, "test": "sign"}
     half = float(scipy_stats.t.ppf(0.5 + level / 2, n - 1)) * sd / n**0.5
     p_value = float(scipy_stats.ttest_1samp(differences, 0.0).pvalue)
     return {**summary, "low": mean - half, "high": mean + half, "p_value": p_value, "level": level}
@@ -114,13 +119,17 @@ def shipped_against_best_small(evaluation: dict[str, Any]) -> dict[str, Any] | N
             - variants[best].get(metric, float("nan"))}
 
 
+_SIGN = {"sign": " (sign test: the same difference on every seed)"}
+
+
 def verdict(name: str, stats: dict[str, float]) -> str:
     """One line: the paired gain with its 95% interval and p-value, and whether it is measurable."""
     mean = stats["mean"]
     judged = (f"{'a gain' if mean > 0 else 'a loss'}: the interval excludes 0" if measurable(stats)
               else "no measurable effect: the interval includes 0")
     return (f"{name} in accuracy: {mean:+.4f}, 95% CI [{stats['low']:+.4f}, {stats['high']:+.4f}],"
-            f" p = {stats['p_value']:.3f} (mean ± sd {mean:+.4f} ± {stats['std']:.4f} over {stats['n']} seeds),"
+            f" p = {stats['p_value']:.3f}{_SIGN.get(stats.get('test'), '')}"
+            f" (mean ± sd {mean:+.4f} ± {stats['std']:.4f} over {stats['n']} seeds),"
             f" {judged}")
 
 
@@ -151,6 +160,7 @@ def render(summary: dict[str, Any], names: dict[int, str]) -> str:
         for name, by_metric in summary["vs_baseline"].items():
             if (s := by_metric.get("accuracy")) is not None:
                 lines.append(f"| {name} | {s['mean']:+.4f} | [{s['low']:+.4f}, {s['high']:+.4f}] | {s['p_value']:.3f}"
+                             f"{_SIGN.get(s.get('test'), '')}"
                              f" | {'yes' if measurable(s) else 'no'} |")
     lines += _shipped_lines(summary.get("shipped", {}))
     lines += ["", "| variant | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]

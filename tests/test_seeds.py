@@ -1,7 +1,7 @@
 import pytest
 
 from kd_pipeline.core.errors import PipelineError
-from kd_pipeline.seeds import aggregate, collect_runs, render
+from kd_pipeline.seeds import aggregate, collect_runs, measurable, paired, render
 
 
 def _evaluation(student: float, baseline: float, direct: float) -> dict:
@@ -46,6 +46,22 @@ def test_gains_are_paired_differences_with_a_hand_computed_t_interval() -> None:
     direct = summary["vs_baseline"]["direct"]["accuracy"]
     assert direct["mean"] == pytest.approx(0.2 / 3) and direct["low"] > 0
     assert "| direct | +0.0667 |" in render(summary, {0: "a", 1: "b", 2: "c"})
+
+
+def test_identical_differences_get_the_exact_sign_test_not_a_zero_width_interval() -> None:
+    """One test image (0.0028) on every seed: sd 0, so no t-interval. Sign test, two-sided:
+    3 seeds p = 2 × 0.5^3 = 0.25, 5 seeds 0.0625 (the interval still reaches 0), 6 seeds 0.03125
+    (below 0.05: the interval is the point, and the gain measurable)."""
+    three, five, six = (paired([0.0028] * n) for n in (3, 5, 6))
+    assert three["p_value"] == pytest.approx(0.25) and (three["low"], three["high"]) == (0.0, 0.0028)
+    assert five["p_value"] == pytest.approx(0.0625) and not measurable(five)
+    assert six["p_value"] == pytest.approx(0.03125) and (six["low"], six["high"]) == (0.0028, 0.0028)
+    assert measurable(six) and six["test"] == "sign"
+    assert paired([-0.01] * 3)["high"] == 0.0 and paired([0.0] * 3)["p_value"] == 1.0
+    runs = {seed: _evaluation(0.90, 0.85, 0.89) for seed in range(3)}  # + 0.05 on every seed
+    summary = aggregate(runs)
+    assert "p = 0.250 (sign test" in summary["verdicts"]["distillation_gain"]
+    assert "no measurable effect" in summary["verdicts"]["distillation_gain"]
 
 
 def test_one_seed_is_not_a_spread() -> None:
