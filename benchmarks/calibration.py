@@ -14,6 +14,7 @@ choice (rows that differ) from a loss no calibration fixes (rows that agree). Mu
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--onnx", type=Path, default=Path("models/quantized/pruned.fp32.onnx"))
     parser.add_argument("--images", type=int, default=256, help="calibration images (the stage's 8 batches of 32)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=None, help="write result.json and run.json there")
     args = parser.parse_args(argv)
     for path in (args.prepared / "meta.json", args.onnx):
         if not path.is_file():
@@ -100,6 +102,13 @@ def main(argv: list[str] | None = None) -> None:
     print("| calibration | test accuracy | top-1 agreement with fp32 |\n|---|---|---|")
     for name, accuracy, agreement in rows:
         print(f"| {name} | {accuracy:.4f} | {agreement:.4f} |")
+    if args.out:
+        from kd_pipeline.evaluate.machine import cpu_info
+        from kd_pipeline.record import benchmark_record
+
+        result = {"prepared": str(args.prepared), "onnx": str(args.onnx), "calibration_images": args.images,
+                  "rows": [{"calibration": n, "test_accuracy": a, "agreement_with_fp32": g} for n, a, g in rows]}
+        benchmark_record(args.out, "benchmarks/calibration.py", sys.argv[1:], result, cpu_info())
 
 
 if __name__ == "__main__":

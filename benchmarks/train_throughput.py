@@ -233,10 +233,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compile", action="store_true", help="add a torch.compile row")
     parser.add_argument("--checkpointing", action="store_true", help="add an activation-checkpointing row")
     parser.add_argument("--workdir", default=None, help="where to write the folder (default: a temp dir)")
+    parser.add_argument("--out", type=Path, default=None, help="write result.json and run.json there")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(dir=args.workdir) as work:
         rows = measure(args, Path(work))
     report(rows, args)
+    if args.out:
+        from kd_pipeline.evaluate.machine import cpu_info
+        from kd_pipeline.record import benchmark_record
+
+        settings = {k: v for k, v in vars(args).items() if k not in ("out", "workdir")}
+        result = {"settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
+                  "threads": torch.get_num_threads(), "rows": rows}
+        benchmark_record(args.out, "benchmarks/train_throughput.py", sys.argv[1:], result, cpu_info())
 
 
 if __name__ == "__main__":
