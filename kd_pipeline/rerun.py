@@ -107,6 +107,13 @@ def run_queue(clone: Path) -> None:
         if "Queued" not in status and "Running" not in status:
             break
         time.sleep(20)
+    # The worker outlives its last task and still writes under .dvc/tmp: stop it before the
+    # clone is removed (a removal racing it once failed after the record was written).
+    _run([sys.executable, "-m", "dvc", "queue", "stop"], clone)
+    for _ in range(30):
+        if "0 active, 0 idle" in _run([sys.executable, "-m", "dvc", "queue", "status"], clone):
+            break
+        time.sleep(2)
     if "Failed" in status:
         raise PipelineError(f"an experiment failed in {clone}: see `dvc queue logs` there")
 
@@ -122,7 +129,7 @@ def rerun(name: str, results: Path = paths.RESULTS, repo: Path = Path("."), toda
         raise PipelineError("uncommitted code changes: commit them first (a re-run runs HEAD)")
     commit = made["code_commit"]
     repo = repo.resolve()
-    with tempfile.TemporaryDirectory(prefix=f"kd-rerun-{name}-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"kd-rerun-{name}-", ignore_cleanup_errors=True) as tmp:
         clone = Path(tmp) / "clone"
         subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
         _run([sys.executable, "-m", "dvc", "cache", "dir", "--local", str(repo / ".dvc" / "cache")], clone)

@@ -235,7 +235,7 @@ def sweep(name: str, args: argparse.Namespace, repo: Path = Path(".")) -> Path:
         raise PipelineError("uncommitted code changes: commit them first (the sweep runs HEAD)")
     seeds = list(range(args.seeds))
     started = time.time()
-    with tempfile.TemporaryDirectory(prefix=f"kd-sweep-{name}-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"kd-sweep-{name}-", ignore_cleanup_errors=True) as tmp:
         clone = Path(tmp) / "clone"
         subprocess.run(["git", "clone", "-q", str(repo.resolve()), str(clone)], check=True)
         _dvc(["cache", "dir", "--local", str(repo.resolve() / ".dvc" / "cache")], clone)
