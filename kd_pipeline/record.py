@@ -302,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--today-defaults", action="store_true",
                         help="with --rerun: today's params.yaml with only the record's data group and first seed")
     parser.add_argument("--seeds", type=int, help="with --rerun: how many training seeds (default: the record's)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
+                        help="with --rerun: one param on top of the recipe (repeatable), e.g. train.epochs=1")
     parser.add_argument("--readme", action="store_true", help="rewrite the README table from results/")
     parser.add_argument("--check", action="store_true",
                         help="exit 1 when the README table is not current; list records whose stage code is stale")
@@ -309,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.name and args.rerun:
         from kd_pipeline.rerun import rerun
 
-        print(f"re-ran {rerun(args.name, today_defaults=args.today_defaults, seeds=args.seeds)}")
+        done = rerun(args.name, today_defaults=args.today_defaults, seeds=args.seeds, settings=args.settings)
+        print(f"re-ran {done}")
     elif args.name:
         if not args.command:
             raise PipelineError("--command is required: the command line that produced this run")

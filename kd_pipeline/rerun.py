@@ -7,9 +7,11 @@ seed, every further seed runs as a queued experiment, `kd_pipeline.seeds` aggreg
 the record is replaced by the new run. A record made before a params key was retired is re-run
 with `--today-defaults`: today's params.yaml with only the record's `data` group and first seed,
 which is the recipe "this dataset at the defaults of that moment"; `--seeds N` sets how many
-training seeds it aggregates. Everything that can make it fail is checked before any work: a
-record that cannot be reproduced (unknown name, params today's code refuses, a data root that is
-not there, uncommitted code) says why in one line and stays as it was.
+training seeds it aggregates, and `--set KEY=VALUE` (repeatable) changes one param on top, for a
+recipe that is today's defaults plus a budget (CIFAR-10 at one epoch). Everything that can make
+it fail is checked before any work: a record that cannot be reproduced (unknown name, params
+today's code refuses, a data root that is not there, uncommitted code) says why in one line and
+stays as it was.
 """
 
 from __future__ import annotations
@@ -40,13 +42,31 @@ class Recipe:
     seeds: list[int]
 
 
+def nested_set(params: dict[str, Any], key: str, value: str) -> None:
+    """`a.b.c=value` into nested params, the value read as YAML (true, 3, 0.5, kd)."""
+    *parents, leaf = key.split(".")
+    node = params
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = yaml.safe_load(value)
+
+
+def apply_settings(params: dict[str, Any], settings: list[str], flag: str) -> None:
+    """Each `KEY=VALUE` of `settings` into `params`; `flag` names the option in the error."""
+    for line in settings:
+        key, sep, value = line.partition("=")
+        if not sep or not key:
+            raise PipelineError(f"{flag} {line}: expected KEY=VALUE")
+        nested_set(params, key, value)
+
+
 def recipe(name: str, results: Path = paths.RESULTS, repo: Path = Path("."), today_defaults: bool = False,
-           seeds: int | None = None) -> Recipe:
+           seeds: int | None = None, settings: list[str] = ()) -> Recipe:  # type: ignore[assignment]
     """The record's params and seeds, checked against today's code and this machine's files.
 
     With `today_defaults`, the params are `repo`'s params.yaml with the record's `data` group and
-    first training seed; `seeds` (when given) is how many seeds to run, the record's first and
-    then the smallest others."""
+    first training seed; `settings` (KEY=VALUE) are applied on top before the check; `seeds`
+    (when given) is how many seeds to run, the record's first and then the smallest others."""
     folder = results / name
     if not (folder / "params.yaml").is_file():
         raise PipelineError(f"{folder}: no such record (no params.yaml)")
@@ -56,6 +76,7 @@ def recipe(name: str, results: Path = paths.RESULTS, repo: Path = Path("."), tod
         today["data"] = {**today["data"], **raw.get("data", {})}
         today["train"]["seed"] = raw.get("train", {}).get("seed", today["train"]["seed"])
         raw = today
+    apply_settings(raw, list(settings), "--set")
     try:
         parsed = parse_params(raw, source=f"{folder}/params.yaml")
     except ParamsError as err:
@@ -119,11 +140,11 @@ def run_queue(clone: Path) -> None:
 
 
 def rerun(name: str, results: Path = paths.RESULTS, repo: Path = Path("."), today_defaults: bool = False,
-          seeds: int | None = None) -> Path:
+          seeds: int | None = None, settings: list[str] = ()) -> Path:  # type: ignore[assignment]
     """Reproduce record `name` at HEAD and replace it; returns the record's folder."""
     from kd_pipeline.record import provenance, record  # record's CLI calls this module
 
-    plan = recipe(name, results, repo, today_defaults, seeds)
+    plan = recipe(name, results, repo, today_defaults, seeds, settings)
     made = provenance(repo)
     if made["dirty"]:  # the clone runs HEAD, and the record must say what ran
         raise PipelineError("uncommitted code changes: commit them first (a re-run runs HEAD)")
@@ -138,9 +159,10 @@ def rerun(name: str, results: Path = paths.RESULTS, repo: Path = Path("."), toda
         _run([sys.executable, "-m", "dvc", "repro"], clone)
         if len(plan.seeds) > 1:
             _seeds(clone, plan.seeds[1:])
-        flags = (" --today-defaults" if today_defaults else "") + (f" --seeds {seeds}" if seeds else "")
+        flags = ((" --today-defaults" if today_defaults else "") + (f" --seeds {seeds}" if seeds else "")
+                 + "".join(f" --set {line}" for line in settings))
         recipe_text = ("today's params.yaml with the record's data group and first seed" if today_defaults
-                       else "the record's params.yaml")
+                       else "the record's params.yaml") + (", the --set values on top" if settings else "")
         command = (f"python -m kd_pipeline.record {name} --rerun{flags}: at {commit[:7]}, {recipe_text} in a"
                    f" clone, dvc repro, then seeds {plan.seeds[1:] or 'none'} as queued experiments and"
                    f" python -m kd_pipeline.seeds ({time.time() - started:.0f} s wall in all)")

@@ -31,6 +31,7 @@ from kd_pipeline.core.errors import PipelineError, exit_on_pipeline_error
 from kd_pipeline.core.files import atomic_dir, write_json
 from kd_pipeline.core.params import parse_params
 from kd_pipeline.experiments import show
+from kd_pipeline.rerun import _run, apply_settings, nested_set, recipe, run_queue
 from kd_pipeline.seeds import measurable, paired
 
 ROLE_OF_STAGE = {"distill_student": "student", "distill_direct": "direct"}  # the distilled roles
@@ -63,26 +64,11 @@ def listed(points: list[str]) -> list[dict[str, str]]:
     return found
 
 
-def nested_set(params: dict[str, Any], key: str, value: str) -> None:
-    """`a.b.c=value` into nested params, the value read as YAML (true, 3, 0.5, kd)."""
-    *parents, leaf = key.split(".")
-    node = params
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[leaf] = yaml.safe_load(value)
-
-
 def base_params(record: str, fixed: list[str], repo: Path) -> dict[str, Any]:
     """Today's params.yaml with the record's data group and the fixed settings, checked by today's
     code before any work; each grid point is then checked the same way."""
-    from kd_pipeline.rerun import recipe
-
     params = recipe(record, repo / paths.RESULTS, repo, today_defaults=True).params
-    for line in fixed:
-        key, sep, value = line.partition("=")
-        if not sep:
-            raise PipelineError(f"--fixed {line}: expected KEY=VALUE")
-        nested_set(params, key, value)
+    apply_settings(params, fixed, "--fixed")
     return params
 
 
@@ -202,16 +188,12 @@ def sweep_table(folder: Path) -> str:
 
 
 def _dvc(args: list[str], cwd: Path) -> str:
-    from kd_pipeline.rerun import _run
-
     return _run([sys.executable, "-m", "dvc", *args], cwd)
 
 
 def run_grid(clone: Path, seeds: list[int], points: list[dict[str, str]], stages: list[str]) -> None:
     """Queue every grid point × seed (seed-major, so a seed's shared stages train once) and run
     the queue to its end."""
-    from kd_pipeline.rerun import run_queue
-
     for seed in seeds:
         for point in points:
             settings = {"train.seed": str(seed), **point}

@@ -169,6 +169,25 @@ def test_a_record_with_retired_keys_reruns_its_data_at_todays_defaults(tmp_path:
     assert plan.seeds == [1, 0, 2, 3, 4]
 
 
+def test_a_rerun_sets_a_budget_on_top_of_todays_defaults_and_refuses_a_bad_setting(tmp_path: Path) -> None:
+    """CIFAR-10's record is today's defaults at one epoch: `--set` carries the budget, checked
+    by today's schema like the rest of the recipe."""
+    from kd_pipeline.rerun import recipe
+
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    _saved_record(tmp_path / "results", "cifar", data={"name": "digits"}, train={"epochs": 1, "sampler": "x"})
+    plan = recipe("cifar", tmp_path / "results", tmp_path, today_defaults=True,
+                  settings=["train.epochs=1", "teacher.train.epochs=1", "prune.epochs=1"])
+    today = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert plan.params["train"] == {**today["train"], "epochs": 1}  # the retired key is gone
+    assert plan.params["teacher"]["train"] == {"epochs": 1} and plan.params["prune"]["epochs"] == 1
+    assert plan.params["assistant"] == today["assistant"]
+    with pytest.raises(PipelineError, match="--set train.epochs: expected KEY=VALUE"):
+        recipe("cifar", tmp_path / "results", tmp_path, today_defaults=True, settings=["train.epochs"])
+    with pytest.raises(PipelineError, match="today's code refuses its params"):
+        recipe("cifar", tmp_path / "results", tmp_path, today_defaults=True, settings=["train.epochz=1"])
+
+
 @pytest.mark.parametrize(("changes", "message"), [
     ({"data": {"name": "imagefolder", "root": "/nowhere/screens"}}, "its data.root /nowhere/screens is not on this"),
     ({"kd": {"alpha": 2}}, "today's code refuses its params"),
