@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -160,7 +161,7 @@ def rerun(name: str, results: Path = paths.RESULTS, repo: Path = Path("."), toda
         if len(plan.seeds) > 1:
             _seeds(clone, plan.seeds[1:])
         flags = ((" --today-defaults" if today_defaults else "") + (f" --seeds {seeds}" if seeds else "")
-                 + "".join(f" --set {line}" for line in settings))
+                 + "".join(f" --set {shlex.quote(line)}" for line in settings))
         recipe_text = ("today's params.yaml with the record's data group and first seed" if today_defaults
                        else "the record's params.yaml") + (", the --set values on top" if settings else "")
         command = (f"python -m kd_pipeline.record {name} --rerun{flags}: at {commit[:7]}, {recipe_text} in a"

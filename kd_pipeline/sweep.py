@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -202,6 +203,12 @@ def run_grid(clone: Path, seeds: list[int], points: list[dict[str, str]], stages
     run_queue(clone)
 
 
+def recorded_command(argv: list[str], seconds: float) -> str:
+    """The command line as run.json keeps it: quoted so that it pastes back into a shell (a
+    `--point` holds spaces), then the wall time."""
+    return f"python -m kd_pipeline.sweep {shlex.join(argv)} ({seconds:.0f} s wall in all)"
+
+
 def sweep(name: str, args: argparse.Namespace, repo: Path = Path(".")) -> Path:
     """Run the grid in a clone of HEAD and write the record `results/name/`."""
     from kd_pipeline.record import machine, provenance, versions
@@ -230,8 +237,7 @@ def sweep(name: str, args: argparse.Namespace, repo: Path = Path(".")) -> Path:
         summary = summarize(rows, args.metric, roles)
         lock = subprocess.run(["git", "show", f"{rows[0]['rev']}:dvc.lock"], cwd=clone, capture_output=True,
                               text=True, check=True).stdout
-    command = ("python -m kd_pipeline.sweep " + " ".join(sys.argv[1:] if args.argv is None else args.argv)
-               + f" ({time.time() - started:.0f} s wall in all)")
+    command = recorded_command(sys.argv[1:] if args.argv is None else args.argv, time.time() - started)
     target = repo / paths.RESULTS / name
     with atomic_dir(target) as out:
         (out / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -3,10 +3,12 @@ best setting picked on validation even when test disagrees."""
 
 from __future__ import annotations
 
+import shlex
+
 import pytest
 
 from kd_pipeline.core.errors import PipelineError
-from kd_pipeline.sweep import collect, grid, listed, render, roles_of, summarize
+from kd_pipeline.sweep import collect, grid, listed, recorded_command, render, roles_of, summarize
 
 
 def _role(val: float, test: float) -> dict:
@@ -83,3 +85,11 @@ def test_collect_reads_every_finished_experiment_and_only_the_trained_roles() ->
     assert [(r["name"], r["seed"], r["point"]) for r in rows] == [("a", 0, {"kd.method": "kd"}),
                                                                    ("b", 1, {"kd.method": "dkd"})]
     assert set(rows[1]["roles"]) == {"baseline", "student"}
+
+
+def test_the_recorded_command_pastes_back_into_a_shell() -> None:
+    argv = ["t64", "--record", "messy", "--point", "teacher.image_size=64 assistant.image_size=64",
+            "--fixed", "kd.method=dist"]
+    command = recorded_command(argv, 346.4)
+    assert command.endswith(" (346 s wall in all)")
+    assert shlex.split(command.removesuffix(" (346 s wall in all)"))[3:] == argv
