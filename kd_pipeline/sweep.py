@@ -154,8 +154,12 @@ def summarize(rows: list[dict[str, Any]], metric: str, roles: list[str]) -> dict
 
 
 def _interval(stats: dict[str, float]) -> str:
-    return (f"{stats['mean']:+.4f} [{stats['low']:+.4f}, {stats['high']:+.4f}]"
-            f"{' measurable' if measurable(stats) and stats['n'] > 1 else ''}")
+    """`mean [low, high] p=…`, and "measurable" when the interval excludes 0."""
+    if stats["n"] < 2:
+        return f"{stats['mean']:+.4f}"
+    p_value = "p<0.001" if stats["p_value"] < 0.001 else f"p={stats['p_value']:.3f}"
+    return (f"{stats['mean']:+.4f} [{stats['low']:+.4f}, {stats['high']:+.4f}] {p_value}"
+            f"{' measurable' if measurable(stats) else ''}")
 
 
 def table(summary: dict[str, Any]) -> str:
@@ -177,7 +181,7 @@ def render(summary: dict[str, Any], title: str) -> str:
     """sweep.md: what was compared, how, which setting validation picked, and the table."""
     return "\n".join([f"# {title}", "", f"Seeds {summary['seeds']}; baseline (no KD) test accuracy"
                       f" {summary['baseline_test_accuracy_mean']:.4f} (mean). Each cell: mean of the per-seed"
-                      " paired differences against the same seed's baseline, with its 95% t-interval;"
+                      " paired differences against the same seed's baseline, with its 95% t-interval and p-value;"
                       " \"measurable\" only when the interval excludes 0.", "The best setting is chosen on"
                       f" validation ({summary['metric']}): {summary['best_on_validation']}.", "",
                       table(summary)]) + "\n"

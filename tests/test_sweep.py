@@ -43,7 +43,17 @@ def test_gains_are_paired_per_seed_and_the_best_is_chosen_on_validation() -> Non
     assert by_method["kd"]["student"]["test_accuracy"]["mean"] == pytest.approx(0.04)
     assert by_method["kd"]["direct"]["test_accuracy"]["mean"] == pytest.approx(0.0)
     assert summary["baseline_test_accuracy_mean"] == pytest.approx(0.80)
-    assert "| dkd | student |" in render(summary, "t")
+    # identical differences: the sign test, p = 2 × 0.5² and an interval that reaches 0
+    assert "| dkd | student | 0.7800 | -0.0200 [-0.0200, +0.0000] p=0.500 |" in render(summary, "t")
+
+
+def test_a_sweep_cell_shows_the_t_interval_and_p_value_and_calls_it_measurable() -> None:
+    baselines = {0: (0.80, 0.80), 1: (0.85, 0.85), 2: (0.90, 0.90)}
+    rows = [_row(s, "kd", (b[0], b[1] - 0.10 - 0.01 * s), b) for s, b in baselines.items()]
+    # by hand: differences -0.10, -0.11, -0.12: mean -0.11, sd 0.01, t = -0.11 / (0.01 / √3) = -19.05,
+    # two-sided p (df 2) = 0.0027; half-width t(0.975, 2) 4.3027 × 0.01 / √3 = 0.0248
+    cell = "-0.1100 [-0.1348, -0.0852] p=0.003 measurable"
+    assert f"| kd | student | 0.7400 | {cell} |" in render(summarize(rows, "balanced_accuracy", ["student"]), "t")
 
 
 def test_a_grid_key_that_changes_the_baseline_is_refused() -> None:
