@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,7 @@ def nested_set(params: dict[str, Any], key: str, value: str) -> None:
     node[leaf] = yaml.safe_load(value)
 
 
-def apply_settings(params: dict[str, Any], settings: list[str], flag: str) -> None:
+def apply_settings(params: dict[str, Any], settings: Sequence[str], flag: str) -> None:
     """Each `KEY=VALUE` of `settings` into `params`; `flag` names the option in the error."""
     for line in settings:
         key, sep, value = line.partition("=")
@@ -62,7 +63,7 @@ def apply_settings(params: dict[str, Any], settings: list[str], flag: str) -> No
 
 
 def recipe(name: str, results: Path = paths.RESULTS, repo: Path = Path("."), today_defaults: bool = False,
-           seeds: int | None = None, settings: list[str] = ()) -> Recipe:  # type: ignore[assignment]
+           seeds: int | None = None, settings: Sequence[str] = ()) -> Recipe:
     """The record's params and seeds, checked against today's code and this machine's files.
 
     With `today_defaults`, the params are `repo`'s params.yaml with the record's `data` group and
@@ -77,7 +78,7 @@ def recipe(name: str, results: Path = paths.RESULTS, repo: Path = Path("."), tod
         today["data"] = {**today["data"], **raw.get("data", {})}
         today["train"]["seed"] = raw.get("train", {}).get("seed", today["train"]["seed"])
         raw = today
-    apply_settings(raw, list(settings), "--set")
+    apply_settings(raw, settings, "--set")
     try:
         parsed = parse_params(raw, source=f"{folder}/params.yaml")
     except ParamsError as err:
@@ -101,7 +102,7 @@ def recipe(name: str, results: Path = paths.RESULTS, repo: Path = Path("."), tod
     return Recipe(raw, found_seeds)
 
 
-def _run(cmd: list[str], cwd: Path) -> str:
+def run_in(cmd: list[str], cwd: Path) -> str:
     """Run a command of the pipeline's own environment; its output goes to the terminal too."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
            "PYTHONPATH": str(cwd)}  # the clone's code, with this environment's packages
@@ -115,25 +116,25 @@ def _run(cmd: list[str], cwd: Path) -> str:
 
 def _seeds(clone: Path, seeds: list[int]) -> None:
     """Every further seed as a queued experiment, one at a time; then the aggregate."""
-    _run([sys.executable, "-m", "dvc", "exp", "run", "--queue", "-S",
+    run_in([sys.executable, "-m", "dvc", "exp", "run", "--queue", "-S",
           "train.seed=" + ",".join(map(str, seeds))], clone)
     run_queue(clone)
-    _run([sys.executable, "-m", "kd_pipeline.seeds"], clone)
+    run_in([sys.executable, "-m", "kd_pipeline.seeds"], clone)
 
 
 def run_queue(clone: Path) -> None:
     """Run the queued experiments one at a time, wait for the last, and fail on a failed one."""
-    _run([sys.executable, "-m", "dvc", "queue", "start", "-j", "1"], clone)
+    run_in([sys.executable, "-m", "dvc", "queue", "start", "-j", "1"], clone)
     while True:
-        status = _run([sys.executable, "-m", "dvc", "queue", "status"], clone)
+        status = run_in([sys.executable, "-m", "dvc", "queue", "status"], clone)
         if "Queued" not in status and "Running" not in status:
             break
         time.sleep(20)
     # The worker outlives its last task and still writes under .dvc/tmp: stop it before the
     # clone is removed (a removal racing it once failed after the record was written).
-    _run([sys.executable, "-m", "dvc", "queue", "stop"], clone)
+    run_in([sys.executable, "-m", "dvc", "queue", "stop"], clone)
     for _ in range(30):
-        if "0 active, 0 idle" in _run([sys.executable, "-m", "dvc", "queue", "status"], clone):
+        if "0 active, 0 idle" in run_in([sys.executable, "-m", "dvc", "queue", "status"], clone):
             break
         time.sleep(2)
     if "Failed" in status:
@@ -141,7 +142,7 @@ def run_queue(clone: Path) -> None:
 
 
 def rerun(name: str, results: Path = paths.RESULTS, repo: Path = Path("."), today_defaults: bool = False,
-          seeds: int | None = None, settings: list[str] = ()) -> Path:  # type: ignore[assignment]
+          seeds: int | None = None, settings: Sequence[str] = ()) -> Path:
     """Reproduce record `name` at HEAD and replace it; returns the record's folder."""
     from kd_pipeline.record import provenance, record  # record's CLI calls this module
 
@@ -154,10 +155,10 @@ def rerun(name: str, results: Path = paths.RESULTS, repo: Path = Path("."), toda
     with tempfile.TemporaryDirectory(prefix=f"kd-rerun-{name}-", ignore_cleanup_errors=True) as tmp:
         clone = Path(tmp) / "clone"
         subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
-        _run([sys.executable, "-m", "dvc", "cache", "dir", "--local", str(repo / ".dvc" / "cache")], clone)
+        run_in([sys.executable, "-m", "dvc", "cache", "dir", "--local", str(repo / ".dvc" / "cache")], clone)
         (clone / "params.yaml").write_text(yaml.safe_dump(plan.params, sort_keys=False))
         started = time.time()
-        _run([sys.executable, "-m", "dvc", "repro"], clone)
+        run_in([sys.executable, "-m", "dvc", "repro"], clone)
         if len(plan.seeds) > 1:
             _seeds(clone, plan.seeds[1:])
         flags = ((" --today-defaults" if today_defaults else "") + (f" --seeds {seeds}" if seeds else "")

@@ -32,7 +32,7 @@ from kd_pipeline.core.errors import PipelineError, exit_on_pipeline_error
 from kd_pipeline.core.files import atomic_dir, write_json
 from kd_pipeline.core.params import parse_params
 from kd_pipeline.experiments import show
-from kd_pipeline.rerun import _run, apply_settings, nested_set, recipe, run_queue
+from kd_pipeline.rerun import apply_settings, nested_set, recipe, run_in, run_queue
 from kd_pipeline.seeds import measurable, paired
 
 ROLE_OF_STAGE = {"distill_student": "student", "distill_direct": "direct"}  # the distilled roles
@@ -193,7 +193,7 @@ def sweep_table(folder: Path) -> str:
 
 
 def _dvc(args: list[str], cwd: Path) -> str:
-    return _run([sys.executable, "-m", "dvc", *args], cwd)
+    return run_in([sys.executable, "-m", "dvc", *args], cwd)
 
 
 def run_grid(clone: Path, seeds: list[int], points: list[dict[str, str]], stages: list[str]) -> None:
