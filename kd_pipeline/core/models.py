@@ -19,6 +19,7 @@ from timm.layers import Attention
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
+from kd_pipeline.core import cifar_networks  # noqa: F401  (registers the paper's CIFAR networks with timm)
 from kd_pipeline.core.errors import CheckpointError
 from kd_pipeline.core.files import atomic_dir, write_json
 

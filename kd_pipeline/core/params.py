@@ -90,6 +90,8 @@ class ModelParams(_Group):
     def _known_to_timm(cls, name: str) -> str:
         import timm
 
+        from kd_pipeline.core import cifar_networks  # noqa: F401  (its names are timm names too)
+
         architecture = name.split(".", 1)[0]
         if not timm.is_model(architecture):
             close = difflib.get_close_matches(architecture, _timm_model_names(), n=3)

@@ -6,6 +6,7 @@ capacity gap, so the student learns from a teacher it can imitate.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
@@ -45,6 +46,8 @@ def train_role(role: str, params: Params, layout: Layout = DEFAULT_LAYOUT, **fit
     """
     if role not in TEACHER_OF:
         raise ParamsError(f"unknown role {role!r}; allowed: {', '.join(TEACHER_OF)}")
+    for warning in chain_warnings(params):
+        print(f"warning: {warning}", file=sys.stderr)
     cfg = params.train_for(role)
     with session(resolve_device(cfg.device)) as (ranks, device):
         return _train_role(role, params, layout, ranks, device, **fit_kwargs)
@@ -130,6 +133,29 @@ def _card(
         "best_epoch": result.best_epoch,
         "val_metrics": best_val_metrics(result),
     }
+
+
+def parameter_count(role_cfg: ModelParams) -> int:
+    """A role's parameters, counted on the meta device (no memory, no weights, milliseconds)."""
+    with torch.device("meta"):
+        return count_parameters(create_model(role_cfg.model, 10, model_kwargs=role_cfg.model_kwargs))
+
+
+def chain_warnings(params: Params) -> list[str]:
+    """What makes the chain unlikely to transfer anything, said before any training: a student
+    larger than a model that teaches it, or an assistant that is not between teacher and student.
+    Warnings, not errors: a user may mean it (a self-distillation test, say)."""
+    counts = {role: parameter_count(params.role(role)) for role in ("teacher", "assistant", "student")}
+    names = {role: params.role(role).model for role in counts}
+
+    def said(role: str) -> str:
+        return f"{role} {names[role]} ({counts[role] / 1e6:.3g} M parameters)"
+
+    found = [f"{said('student')} is larger than its {said(above)}"
+             for above in ("assistant", "teacher") if counts["student"] > counts[above]]
+    if not counts["student"] <= counts["assistant"] <= counts["teacher"] and counts["student"] <= counts["teacher"]:
+        found.append(f"{said('assistant')} is not between its {said('teacher')} and {said('student')}")
+    return found
 
 
 def view_size(role: str, role_cfg: ModelParams, data_size: int) -> int:
