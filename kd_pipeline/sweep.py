@@ -5,8 +5,15 @@ In a temporary clone of HEAD (as `record --rerun` does), today's params.yaml wit
 `data` group (plus `--fixed KEY=VALUE` lines) is the base; every grid point × seed runs as a
 queued DVC experiment of the training stages only (`--stages`), so what a setting cannot change
 (prepare, the teacher, the assistant, the baseline of a seed) is trained once and restored from
-DVC's run cache. Each distilled role's gain over the baseline is the mean of the per-seed paired
-differences with its 95% t-interval (kd_pipeline.seeds.paired). The best setting is the one with
+DVC's run cache. With `--fixed-upstream` the teacher and the assistant are trained once, at the
+first seed and the base params, and every experiment runs only the small arms (`dvc exp run
+--single-item`), as the teacher-assistant paper trains its teachers once; `--seed-key
+student.train.seed` then varies only the arms' seed, so the upstream's own lock stays valid. Each
+distilled role's gain over the baseline is the mean of the per-seed paired
+differences with its 95% t-interval (kd_pipeline.seeds.paired), and the student (through the
+assistant) is paired with `direct` (from the teacher alone): what the assistant adds. The teacher's
+lead over the baseline on validation says whether the row tests distillation at all (the field
+finds gains only across a gap: at least `MIN_TEACHER_LEAD`). The best setting is the one with
 the highest mean validation gain in `--metric`: the test split only reports. The result is a
 record in `results/NAME/`: sweep.json, sweep.md, params.yaml, run.json (command, commit, machine)
 and one experiment's dvc.lock (so `record --check` knows when its code is stale).
@@ -37,6 +44,8 @@ from kd_pipeline.seeds import measurable, paired
 
 ROLE_OF_STAGE = {"distill_student": "student", "distill_direct": "direct"}  # the distilled roles
 STAGES = ("train_baseline", "distill_student", "distill_direct")
+UPSTREAM = ("teacher", "assistant")  # trained once per row with --fixed-upstream
+MIN_TEACHER_LEAD = 0.05  # validation accuracy over the baseline's, below which KD has little to transfer
 METRICS = ("accuracy", "balanced_accuracy")
 
 
@@ -99,8 +108,10 @@ def roles_of(stages: list[str]) -> list[str]:
     return roles
 
 
-def collect(shown: list[dict[str, Any]], keys: list[str], roles: list[str]) -> list[dict[str, Any]]:
-    """One row per finished experiment: its grid point, seed and each role's val/test metrics."""
+def collect(shown: list[dict[str, Any]], keys: list[str], roles: list[str],
+            seed_key: str = "train.seed") -> list[dict[str, Any]]:
+    """One row per finished experiment: its grid point, seed (`seed_key`'s value) and each role's
+    val/test metrics, the teacher's and the assistant's too where the experiment has them."""
     rows = []
     for commit in shown:
         for experiment in commit.get("experiments") or []:
@@ -114,8 +125,12 @@ def collect(shown: list[dict[str, Any]], keys: list[str], roles: list[str]) -> l
                          for role in ("baseline", *roles)}
                 if rev.get("error") or not params or not all(found.values()):
                     continue
-                rows.append({"name": rev.get("name"), "rev": rev.get("rev"), "seed": params["train"]["seed"],
-                             "point": {key: lookup(params, key) for key in keys}, "roles": found})
+                found |= {role: (metrics.get(f"metrics/{role}/metrics.json") or {}).get("data") for role in UPSTREAM}
+                seed = lookup(params, seed_key)
+                rows.append({"name": rev.get("name"), "rev": rev.get("rev"),
+                             "seed": int(seed if seed is not None else lookup(params, "train.seed")),
+                             "point": {key: lookup(params, key) for key in keys},
+                             "roles": {role: data for role, data in found.items() if data}})
     return rows
 
 
@@ -140,17 +155,47 @@ def summarize(rows: list[dict[str, Any]], metric: str, roles: list[str]) -> dict
         entry: dict[str, Any] = {"point": json.loads(point), "seeds": seeds,
                                  "runs": [by_seed[s]["name"] for s in seeds]}
         for role in roles:
-            entry[role] = {f"test_{m}": paired([_score(by_seed[s]["roles"][role], "test", m)
-                                                - _score(baselines[s], "test", m) for s in seeds]) for m in METRICS}
-            entry[role]["val"] = paired([_score(by_seed[s]["roles"][role], "val", metric)
-                                         - _score(baselines[s], "val", metric) for s in seeds])
-            entry[role]["test_accuracy_mean"] = sum(_score(by_seed[s]["roles"][role], "test", "accuracy")
-                                                    for s in seeds) / len(seeds)
+            entry[role] = _gains([by_seed[s]["roles"][role] for s in seeds], [baselines[s] for s in seeds], metric)
+        if {"student", "direct"} <= set(roles):  # what the assistant adds: through it against without it
+            entry["student_vs_direct"] = _gains([by_seed[s]["roles"]["student"] for s in seeds],
+                                                [by_seed[s]["roles"]["direct"] for s in seeds], metric)
         summary.append(entry)
     best = max(summary, key=lambda e: max(e[r]["val"]["mean"] for r in roles))
     baseline_mean = sum(_score(b, "test", "accuracy") for b in baselines.values()) / len(baselines)
     return {"metric": metric, "roles": roles, "seeds": sorted(baselines), "baseline_test_accuracy_mean": baseline_mean,
+            "upstream": upstream(rows, list(baselines.values())),
             "points": summary, "best_on_validation": best["point"]}
+
+
+def _gains(arm: list[dict[str, Any]], control: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+    """Paired differences arm − control, seed by seed: test accuracy and balanced accuracy (reported),
+    validation `metric` (what picks), and the arm's mean test accuracy."""
+    gains: dict[str, Any] = {f"test_{m}": paired([_score(a, "test", m) - _score(c, "test", m)
+                                                  for a, c in zip(arm, control, strict=True)]) for m in METRICS}
+    gains["val"] = paired([_score(a, "val", metric) - _score(c, "val", metric)
+                           for a, c in zip(arm, control, strict=True)])
+    gains["test_accuracy_mean"] = sum(_score(a, "test", "accuracy") for a in arm) / len(arm)
+    return gains
+
+
+def upstream(rows: list[dict[str, Any]], baselines: list[dict[str, Any]]) -> dict[str, Any]:
+    """The teacher's and the assistant's scores (mean over the experiments, one value when they were
+    trained once) and the teacher's lead over the mean baseline: on validation it decides whether
+    the row tests distillation (>= MIN_TEACHER_LEAD), on test it is reported."""
+    found: dict[str, Any] = {}
+    for role in UPSTREAM:
+        runs = [row["roles"][role] for row in rows if role in row["roles"]]
+        if not runs:
+            continue
+        found[role] = {f"{split}_{m}": sum(_score(r, split, m) for r in runs) / len(runs)
+                       for split in ("val", "test") for m in ("accuracy",)}
+        found[role]["distinct_runs"] = len({json.dumps(r, sort_keys=True) for r in runs})
+    if "teacher" in found:
+        lead = {split: found["teacher"][f"{split}_accuracy"]
+                - sum(_score(b, split, "accuracy") for b in baselines) / len(baselines) for split in ("val", "test")}
+        found["teacher_lead"] = {**lead, "minimum": MIN_TEACHER_LEAD,
+                                 "tests_distillation": lead["val"] >= MIN_TEACHER_LEAD}
+    return found
 
 
 def _interval(stats: dict[str, float]) -> str:
@@ -174,7 +219,34 @@ def table(summary: dict[str, Any]) -> str:
             lines.append("| " + " | ".join(str(v) for v in entry["point"].values())
                          + f" | {role} | {stats['test_accuracy_mean']:.4f} | {_interval(stats['test_accuracy'])}"
                          f" | {_interval(stats['test_balanced_accuracy'])} | {_interval(stats['val'])} |")
+    if any("student_vs_direct" in entry for entry in summary["points"]):
+        lines += ["", "What the assistant adds (student through the assistant − direct from the teacher, by seed):",
+                  "", "| " + " | ".join(keys) + " | test accuracy | test balanced accuracy"
+                  f" | val {summary['metric']} |", "|" + "---|" * (len(keys) + 3)]
+        for entry in summary["points"]:
+            stats = entry["student_vs_direct"]
+            lines.append("| " + " | ".join(str(v) for v in entry["point"].values())
+                         + f" | {_interval(stats['test_accuracy'])} | {_interval(stats['test_balanced_accuracy'])}"
+                         f" | {_interval(stats['val'])} |")
     return "\n".join(lines)
+
+
+def upstream_lines(summary: dict[str, Any]) -> list[str]:
+    """The teacher and the assistant, and whether the teacher leads by enough to test distillation."""
+    found = summary.get("upstream") or {}
+    lines = []
+    for role in (r for r in UPSTREAM if r in found):
+        runs = found[role]["distinct_runs"]
+        once = "trained once" if runs == 1 else f"{runs} distinct runs"
+        lines.append(f"- {role}: validation accuracy {found[role]['val_accuracy']:.4f}, test"
+                     f" {found[role]['test_accuracy']:.4f} ({once})")
+    lead = found.get("teacher_lead")
+    if lead:
+        verdict = ("so this row tests distillation" if lead["tests_distillation"] else
+                   "so this row does not test distillation: the teacher knows too little more than the student")
+        lines.append(f"- teacher − baseline (mean): validation accuracy {lead['val']:+.4f}, test {lead['test']:+.4f};"
+                     f" the minimum lead is {lead['minimum']:+.2f} on validation, {verdict}")
+    return lines
 
 
 def render(summary: dict[str, Any], title: str) -> str:
@@ -184,7 +256,7 @@ def render(summary: dict[str, Any], title: str) -> str:
                       " paired differences against the same seed's baseline, with its 95% t-interval and p-value;"
                       " \"measurable\" only when the interval excludes 0.", "The best setting is chosen on"
                       f" validation ({summary['metric']}): {summary['best_on_validation']}.", "",
-                      table(summary)]) + "\n"
+                      *upstream_lines(summary), "", table(summary)]) + "\n"
 
 
 def sweep_table(folder: Path) -> str:
@@ -196,15 +268,25 @@ def _dvc(args: list[str], cwd: Path) -> str:
     return run_in([sys.executable, "-m", "dvc", *args], cwd)
 
 
-def run_grid(clone: Path, seeds: list[int], points: list[dict[str, str]], stages: list[str]) -> None:
+def run_grid(clone: Path, seeds: list[int], points: list[dict[str, str]], stages: list[str],
+             seed_key: str = "train.seed", single_item: bool = False) -> None:
     """Queue every grid point × seed (seed-major, so a seed's shared stages train once) and run
-    the queue to its end."""
+    the queue to its end; `single_item`: each experiment runs only `stages`, in that order."""
     for seed in seeds:
         for point in points:
-            settings = {"train.seed": str(seed), **point}
+            settings = {seed_key: str(seed), **point}
             sets = [arg for key, value in settings.items() for arg in ("-S", f"{key}={value}")]
-            _dvc(["exp", "run", "--queue", *sets, *stages], clone)
+            _dvc(["exp", "run", "--queue", *(["--single-item"] if single_item else []), *sets, *stages], clone)
     run_queue(clone)
+
+
+def train_upstream(clone: Path, stages: list[str]) -> None:
+    """Train everything the arms learn from once, at the base params, and commit it as the base of
+    every experiment (--fixed-upstream): prepare, the teacher, the first seed's baseline (the
+    assistant's weak-teacher check reads it) and the assistant."""
+    _dvc(["repro", "distill_assistant"], clone)
+    subprocess.run(["git", "add", "-A"], cwd=clone, check=True)
+    subprocess.run(["git", "commit", "-qm", "sweep: the upstream, trained once"], cwd=clone, check=True)
 
 
 def recorded_command(argv: list[str], seconds: float) -> str:
@@ -232,10 +314,13 @@ def sweep(name: str, args: argparse.Namespace, repo: Path = Path(".")) -> Path:
         clone = Path(tmp) / "clone"
         subprocess.run(["git", "clone", "-q", str(repo.resolve()), str(clone)], check=True)
         _dvc(["cache", "dir", "--local", str(repo.resolve() / ".dvc" / "cache")], clone)
+        nested_set(params, args.seed_key, str(seeds[0]))  # the base is the first seed's run
         (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         subprocess.run(["git", "commit", "-qam", f"sweep {name}: base params"], cwd=clone, check=True)
-        run_grid(clone, seeds, points, args.stages)
-        rows = collect(show(clone), list(points[0]), roles)
+        if args.fixed_upstream:
+            train_upstream(clone, args.stages)
+        run_grid(clone, seeds, points, args.stages, args.seed_key, args.fixed_upstream)
+        rows = collect(show(clone), list(points[0]), roles, args.seed_key)
         if len(rows) != len(seeds) * len(points):
             raise PipelineError(f"found {len(rows)} finished experiments of {len(seeds) * len(points)} in {clone}")
         summary = summarize(rows, args.metric, roles)
@@ -265,6 +350,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fixed", action="append", default=[], help="KEY=VALUE for every run (repeatable)")
     parser.add_argument("--stages", nargs="+", default=list(STAGES), help="the stages each experiment runs")
     parser.add_argument("--metric", default="balanced_accuracy", help="the validation score that picks the best")
+    parser.add_argument("--seed-key", default="train.seed",
+                        help="the param each seed sets: student.train.seed leaves the teacher's and assistant's alone")
+    parser.add_argument("--fixed-upstream", action="store_true",
+                        help="train the teacher and the assistant once, at the first seed and the base params;"
+                             " each experiment then runs only --stages (as the teacher-assistant paper does)")
     args = parser.parse_args(argv)
     args.argv = argv
     if args.seeds < 2:

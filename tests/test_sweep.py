@@ -103,3 +103,43 @@ def test_the_recorded_command_pastes_back_into_a_shell() -> None:
     command = recorded_command(argv, 346.4)
     assert command.endswith(" (346 s wall in all)")
     assert shlex.split(command.removesuffix(" (346 s wall in all)"))[3:] == argv
+
+
+def _accuracy(val: float, test: float) -> dict:
+    return {"val": {"accuracy": val, "balanced_accuracy": val}, "test": {"accuracy": test, "balanced_accuracy": test}}
+
+
+def _chain_row(seed: int, student: float, direct: float, baseline: float, teacher: float) -> dict:
+    return {"name": f"s{seed}", "rev": "x", "seed": seed, "point": {},
+            "roles": {"baseline": _accuracy(baseline, baseline), "student": _accuracy(student, student),
+                      "direct": _accuracy(direct, direct), "teacher": _accuracy(teacher, teacher),
+                      "assistant": _accuracy(0.7, 0.7)}}
+
+
+def test_what_the_assistant_adds_is_student_minus_direct_paired_by_seed() -> None:
+    rows = [_chain_row(0, 0.62, 0.60, 0.55, 0.80), _chain_row(1, 0.66, 0.63, 0.57, 0.80),
+            _chain_row(2, 0.64, 0.62, 0.56, 0.80)]
+    summary = summarize(rows, "accuracy", ["student", "direct"])
+    added = summary["points"][0]["student_vs_direct"]["test_accuracy"]
+    assert added["mean"] == pytest.approx((0.02 + 0.03 + 0.02) / 3)
+    assert summary["points"][0]["direct"]["test_accuracy"]["mean"] == pytest.approx((0.05 + 0.06 + 0.06) / 3)
+    lead = summary["upstream"]["teacher_lead"]
+    assert lead["val"] == pytest.approx(0.80 - 0.56) and lead["tests_distillation"]
+    assert summary["upstream"]["teacher"]["distinct_runs"] == 1  # trained once, the same in every experiment
+    text = render(summary, "t")
+    assert "What the assistant adds" in text and "so this row tests distillation" in text
+
+
+def test_a_teacher_that_leads_by_less_than_five_points_on_validation_does_not_test_distillation() -> None:
+    rows = [_chain_row(0, 0.62, 0.60, 0.58, 0.62), _chain_row(1, 0.66, 0.63, 0.60, 0.62)]
+    summary = summarize(rows, "accuracy", ["student", "direct"])
+    assert summary["upstream"]["teacher_lead"]["val"] == pytest.approx(0.03)
+    assert not summary["upstream"]["teacher_lead"]["tests_distillation"]
+    assert "does not test distillation" in render(summary, "t")
+
+
+def test_collect_reads_the_seed_from_the_seed_key() -> None:
+    rev = _rev("a", 0, "kd", {"baseline": _role(0.8, 0.8), "student": _role(0.9, 0.9), "teacher": _role(1, 1)})
+    rev["data"]["params"]["params.yaml"]["data"]["student"] = {"train": {"seed": 3}}
+    rows = collect([{"experiments": [{"revs": [rev]}]}], ["kd.method"], ["student"], "student.train.seed")
+    assert rows[0]["seed"] == 3 and set(rows[0]["roles"]) == {"baseline", "student", "teacher"}

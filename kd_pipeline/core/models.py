@@ -152,6 +152,8 @@ def reshape_like(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
     """
     for name, module in model.named_modules():
         prefix = f"{name}." if name else ""
+        # A depthwise convolution (MobileNets) keeps one group per channel when pruned.
+        depthwise = isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels
         for key, tensor in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
             saved = state.get(prefix + key)
             if saved is None or saved.shape == tensor.shape:
@@ -163,6 +165,8 @@ def reshape_like(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
                 module.register_buffer(key, new)
         if isinstance(module, nn.Conv2d):
             module.out_channels = module.weight.shape[0]
+            if depthwise:
+                module.groups = module.out_channels
             module.in_channels = module.weight.shape[1] * module.groups
         elif isinstance(module, nn.BatchNorm2d) and module.weight is not None:
             module.num_features = module.weight.shape[0]

@@ -1,0 +1,44 @@
+"""The real `dvc repro` with the teacher-assistant paper's networks by name (teacher CIFAR ResNet-14,
+assistant ResNet-8, student the 2-layer plain CNN) on the digits at 32 px, through export; and a
+chain whose student outgrows its teacher is warned about before any training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.e2e import new_repo, run, write_params
+
+CHAIN = {"teacher": {"model": "cifar_resnet14"}, "assistant": {"model": "cifar_resnet8"},
+         "student": {"model": "cifar_plain2"}, "data": {"image_size": 32}}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    made = new_repo(tmp_path_factory, "kd-e2e-small")
+    write_params(made, **CHAIN)
+    return made
+
+
+def test_the_papers_student_runs_every_stage_through_export(repo: Path) -> None:
+    run(["dvc", "repro"], repo)
+    student = json.loads((repo / "models/student/model.json").read_text())
+    assert (student["timm_name"], student["num_parameters"]) == ("cifar_plain2", 13_082)
+    pruned = json.loads((repo / "models/pruned/model.json").read_text())
+    assert pruned["timm_name"] in ("cifar_plain2", "cifar_resnet8", "cifar_resnet14")
+    evaluation = json.loads((repo / "metrics/evaluate.json").read_text())
+    assert {"student", "pruned", "pruned_int8"} <= set(evaluation["variants"])
+    exported = json.loads((repo / "metrics/export.json").read_text())
+    assert exported["variant"] == evaluation["deployed"]
+    assert (repo / "export/model.onnx").is_file() and (repo / "export/MODEL_CARD.md").is_file()
+    assert json.loads(run(["dvc", "status", "--json"], repo).stdout or "{}") == {}
+
+
+def test_a_student_larger_than_its_teacher_is_warned_about_before_training(repo: Path) -> None:
+    write_params(repo, **{**CHAIN, "student": {"model": "cifar_resnet20"}})
+    proc = run(["dvc", "repro", "train_baseline"], repo)
+    text = proc.stdout + proc.stderr
+    assert "warning: student cifar_resnet20 (0.272 M parameters) is larger than its teacher cifar_resnet14" in text
+    write_params(repo, **CHAIN)
