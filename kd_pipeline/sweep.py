@@ -45,6 +45,7 @@ from kd_pipeline.seeds import measurable, paired
 ROLE_OF_STAGE = {"distill_student": "student", "distill_direct": "direct"}  # the distilled roles
 STAGES = ("train_baseline", "distill_student", "distill_direct")
 UPSTREAM = ("teacher", "assistant")  # trained once per row with --fixed-upstream
+BASELINE_KEYS = ("student.", "train.", "data.")  # grid keys that change the baseline itself
 MIN_TEACHER_LEAD = 0.05  # validation accuracy over the baseline's, below which KD has little to transfer
 METRICS = ("accuracy", "balanced_accuracy")
 
@@ -138,14 +139,22 @@ def _score(role: dict[str, Any], split: str, metric: str) -> float:
     return float(role[split][metric])
 
 
+def baseline_point(point: dict[str, Any]) -> str:
+    """The part of a grid point the baseline reads (the student's architecture and budget, the data):
+    points that differ only in distillation settings share one baseline per seed."""
+    return json.dumps({k: v for k, v in point.items() if k.startswith(BASELINE_KEYS)}, sort_keys=True)
+
+
 def summarize(rows: list[dict[str, Any]], metric: str, roles: list[str]) -> dict[str, Any]:
-    """Per grid point and distilled role: paired gains over the same seed's baseline, on test
-    (reported) and on validation in `metric` (what picks the best point)."""
-    baselines: dict[int, dict[str, Any]] = {}
+    """Per grid point and distilled role: paired gains over the same seed's baseline (of the same
+    student, when the grid changes it), on test (reported) and on validation in `metric` (what
+    picks the best point)."""
+    baselines: dict[tuple[str, int], dict[str, Any]] = {}
     for row in rows:
-        seen = baselines.setdefault(row["seed"], row["roles"]["baseline"])
+        seen = baselines.setdefault((baseline_point(row["point"]), row["seed"]), row["roles"]["baseline"])
         if seen["test"] != row["roles"]["baseline"]["test"]:
-            raise PipelineError(f"seed {row['seed']}: two different baselines (a grid key changes the baseline?)")
+            raise PipelineError(f"seed {row['seed']}: two different baselines for one student (a grid key"
+                                " the baseline reads, outside student.*, train.* and data.*?)")
     points: dict[str, dict[str, Any]] = {}
     for row in rows:
         points.setdefault(json.dumps(row["point"], sort_keys=True), {})[row["seed"]] = row
@@ -154,17 +163,51 @@ def summarize(rows: list[dict[str, Any]], metric: str, roles: list[str]) -> dict
         seeds = sorted(by_seed)
         entry: dict[str, Any] = {"point": json.loads(point), "seeds": seeds,
                                  "runs": [by_seed[s]["name"] for s in seeds]}
+        own = [baselines[(baseline_point(entry["point"]), s)] for s in seeds]
+        entry["baseline_test_accuracy_mean"] = sum(_score(b, "test", "accuracy") for b in own) / len(own)
         for role in roles:
-            entry[role] = _gains([by_seed[s]["roles"][role] for s in seeds], [baselines[s] for s in seeds], metric)
+            entry[role] = _gains([by_seed[s]["roles"][role] for s in seeds], own, metric)
+        lead = upstream(list(by_seed.values()), own).get("teacher_lead")
+        if lead:
+            entry["teacher_lead"] = lead
         if {"student", "direct"} <= set(roles):  # what the assistant adds: through it against without it
             entry["student_vs_direct"] = _gains([by_seed[s]["roles"]["student"] for s in seeds],
                                                 [by_seed[s]["roles"]["direct"] for s in seeds], metric)
         summary.append(entry)
     best = max(summary, key=lambda e: max(e[r]["val"]["mean"] for r in roles))
     baseline_mean = sum(_score(b, "test", "accuracy") for b in baselines.values()) / len(baselines)
-    return {"metric": metric, "roles": roles, "seeds": sorted(baselines), "baseline_test_accuracy_mean": baseline_mean,
+    return {"metric": metric, "roles": roles, "seeds": sorted({seed for _, seed in baselines}),
+            "baseline_test_accuracy_mean": baseline_mean,
             "upstream": upstream(rows, list(baselines.values())),
             "points": summary, "best_on_validation": best["point"]}
+
+
+def student_costs(models: list[str], image_size: int, num_classes: int, threads: int = 1) -> dict[str, Any]:
+    """What each student size costs to deploy, measured in one run on this CPU so the sizes compare:
+    parameters, MACs, fp32 ONNX bytes and ONNX Runtime batch-1 latency (`threads` threads, median of
+    50 after 10 warm-up runs, the evaluate stage's defaults). Untrained weights: cost does not
+    depend on their values."""
+    import numpy as np
+    import torch
+
+    from kd_pipeline.core.models import count_macs, count_parameters, create_model
+    from kd_pipeline.evaluate.costs import file_size_mb, time_model
+    from kd_pipeline.evaluate.runtime import onnx_runner
+    from kd_pipeline.quantize.onnx_export import export_onnx
+
+    size = [3, image_size, image_size]
+    sample = np.random.default_rng(0).integers(0, 256, (8, image_size, image_size, 3), dtype=np.uint8)
+    found = {}
+    with tempfile.TemporaryDirectory(prefix="kd-sweep-costs-") as tmp:
+        for name in models:
+            torch.manual_seed(0)
+            model = create_model(name, num_classes).eval()
+            path = Path(tmp) / f"{name}.onnx"
+            export_onnx(model, size, path)
+            timing = time_model(onnx_runner(path, [0.5] * 3, [0.25] * 3, threads), sample, 8, 10, 50)
+            found[name] = {"parameters": count_parameters(model), "macs": count_macs(model, size),
+                           "onnx_mb": file_size_mb(path), "latency_ms": timing.latency_ms, "threads": threads}
+    return found
 
 
 def _gains(arm: list[dict[str, Any]], control: list[dict[str, Any]], metric: str) -> dict[str, Any]:
@@ -231,6 +274,27 @@ def table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def sizes_table(summary: dict[str, Any]) -> list[str]:
+    """Per student size: what it costs, how the baseline scores, the teacher's lead over it, and
+    what distillation (through the assistant, and direct) adds, from the sweep's own runs."""
+    costs = summary.get("students") or {}
+    entries = [e for e in summary["points"] if "student.model" in e["point"]]
+    if not costs or not entries:
+        return []
+    lines = ["", "Student sizes (costs: fp32 ONNX, ONNX Runtime batch 1, one run on this CPU):", "",
+             "| student | parameters | MACs | fp32 MB | latency ms | baseline test accuracy | teacher − baseline, val"
+             " | student − baseline, test accuracy | direct − baseline, test accuracy |", "|" + "---|" * 9]
+    for entry in sorted(entries, key=lambda e: -costs.get(e["point"]["student.model"], {}).get("parameters", 0)):
+        name = entry["point"]["student.model"]
+        cost, lead = costs.get(name, {}), entry.get("teacher_lead", {})
+        cells = [name, f"{cost.get('parameters', 0):,}", f"{cost.get('macs', 0) / 1e6:.1f} M",
+                 f"{cost.get('onnx_mb', 0):.2f}", f"{cost.get('latency_ms', 0):.3f}",
+                 f"{entry['baseline_test_accuracy_mean']:.4f}", f"{lead.get('val', float('nan')):+.4f}",
+                 *(_interval(entry[role]["test_accuracy"]) if role in entry else "—" for role in ("student", "direct"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def upstream_lines(summary: dict[str, Any]) -> list[str]:
     """The teacher and the assistant, and whether the teacher leads by enough to test distillation."""
     found = summary.get("upstream") or {}
@@ -256,7 +320,7 @@ def render(summary: dict[str, Any], title: str) -> str:
                       " paired differences against the same seed's baseline, with its 95% t-interval and p-value;"
                       " \"measurable\" only when the interval excludes 0.", "The best setting is chosen on"
                       f" validation ({summary['metric']}): {summary['best_on_validation']}.", "",
-                      *upstream_lines(summary), "", table(summary)]) + "\n"
+                      *upstream_lines(summary), "", table(summary), *sizes_table(summary)]) + "\n"
 
 
 def sweep_table(folder: Path) -> str:
@@ -324,6 +388,12 @@ def sweep(name: str, args: argparse.Namespace, repo: Path = Path(".")) -> Path:
         if len(rows) != len(seeds) * len(points):
             raise PipelineError(f"found {len(rows)} finished experiments of {len(seeds) * len(points)} in {clone}")
         summary = summarize(rows, args.metric, roles)
+        models = sorted({str(row["point"].get("student.model") or lookup(params, "student.model")) for row in rows})
+        if "student.model" in points[0]:  # a sweep over student sizes: what each size costs
+            if not (clone / paths.PREPARED / "meta.json").is_file():
+                _dvc(["repro", "prepare"], clone)  # from the run cache: the class count
+            meta = json.loads((clone / paths.PREPARED / "meta.json").read_text())
+            summary["students"] = student_costs(models, int(meta["image_size"]), len(meta["class_names"]))
         lock = subprocess.run(["git", "show", f"{rows[0]['rev']}:dvc.lock"], cwd=clone, capture_output=True,
                               text=True, check=True).stdout
     command = recorded_command(sys.argv[1:] if args.argv is None else args.argv, time.time() - started)

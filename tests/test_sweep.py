@@ -143,3 +143,39 @@ def test_collect_reads_the_seed_from_the_seed_key() -> None:
     rev["data"]["params"]["params.yaml"]["data"]["student"] = {"train": {"seed": 3}}
     rows = collect([{"experiments": [{"revs": [rev]}]}], ["kd.method"], ["student"], "student.train.seed")
     assert rows[0]["seed"] == 3 and set(rows[0]["roles"]) == {"baseline", "student", "teacher"}
+
+
+def test_a_sweep_over_student_sizes_pairs_each_size_with_its_own_baseline() -> None:
+    rows = []
+    for seed in (0, 1):
+        for name, base, student in (("resnet18", 0.80, 0.80), ("cifar_resnet8", 0.60, 0.64)):
+            row = _chain_row(seed, student + seed / 100, student, base + seed / 100, 0.82)
+            rows.append({**row, "point": {"student.model": name}})
+    summary = summarize(rows, "accuracy", ["student", "direct"])
+    by_model = {e["point"]["student.model"]: e for e in summary["points"]}
+    assert by_model["cifar_resnet8"]["student"]["test_accuracy"]["mean"] == pytest.approx(0.04)
+    assert by_model["resnet18"]["student"]["test_accuracy"]["mean"] == pytest.approx(0.0)
+    assert not by_model["resnet18"]["teacher_lead"]["tests_distillation"]  # 0.82 - 0.805: too close
+    assert by_model["cifar_resnet8"]["teacher_lead"]["tests_distillation"]
+    summary["students"] = {"resnet18": {"parameters": 11_000_000, "macs": 5e8, "onnx_mb": 42.0, "latency_ms": 3.0},
+                           "cifar_resnet8": {"parameters": 78_000, "macs": 1.2e7, "onnx_mb": 0.3, "latency_ms": 0.2}}
+    text = render(summary, "t")
+    assert text.index("| resnet18 | 11,000,000") < text.index("| cifar_resnet8 | 78,000")  # largest first
+
+
+def test_a_grid_key_the_baseline_does_not_read_must_not_change_it() -> None:
+    rows = [_chain_row(0, 0.6, 0.6, 0.5, 0.8), _chain_row(0, 0.6, 0.6, 0.55, 0.8)]
+    rows[1]["point"] = {"kd.temperature": 2}
+    rows[0]["point"] = {"kd.temperature": 4}
+    with pytest.raises(PipelineError, match="two different baselines"):
+        summarize(rows, "accuracy", ["student"])
+
+
+def test_student_costs_are_measured_per_size() -> None:
+    from kd_pipeline.sweep import student_costs
+
+    costs = student_costs(["cifar_plain2", "cifar_resnet8"], 32, 10)
+    assert costs["cifar_plain2"]["parameters"] == 13_082
+    assert costs["cifar_plain2"]["macs"] < costs["cifar_resnet8"]["macs"]
+    assert costs["cifar_plain2"]["onnx_mb"] < costs["cifar_resnet8"]["onnx_mb"]
+    assert all(c["latency_ms"] > 0 for c in costs.values())
