@@ -167,7 +167,7 @@ def summarize(rows: list[dict[str, Any]], metric: str, roles: list[str]) -> dict
         entry["baseline_test_accuracy_mean"] = sum(_score(b, "test", "accuracy") for b in own) / len(own)
         for role in roles:
             entry[role] = _gains([by_seed[s]["roles"][role] for s in seeds], own, metric)
-        lead = upstream(list(by_seed.values()), own).get("teacher_lead")
+        lead = upstream(list(by_seed.values()), own, metric).get("teacher_lead")
         if lead:
             entry["teacher_lead"] = lead
         if {"student", "direct"} <= set(roles):  # what the assistant adds: through it against without it
@@ -178,7 +178,7 @@ def summarize(rows: list[dict[str, Any]], metric: str, roles: list[str]) -> dict
     baseline_mean = sum(_score(b, "test", "accuracy") for b in baselines.values()) / len(baselines)
     return {"metric": metric, "roles": roles, "seeds": sorted({seed for _, seed in baselines}),
             "baseline_test_accuracy_mean": baseline_mean,
-            "upstream": upstream(rows, list(baselines.values())),
+            "upstream": upstream(rows, list(baselines.values()), metric),
             "points": summary, "best_on_validation": best["point"]}
 
 
@@ -221,23 +221,27 @@ def _gains(arm: list[dict[str, Any]], control: list[dict[str, Any]], metric: str
     return gains
 
 
-def upstream(rows: list[dict[str, Any]], baselines: list[dict[str, Any]]) -> dict[str, Any]:
+def upstream(rows: list[dict[str, Any]], baselines: list[dict[str, Any]], metric: str = "accuracy") -> dict[str, Any]:
     """The teacher's and the assistant's scores (mean over the experiments, one value when they were
-    trained once) and the teacher's lead over the mean baseline: on validation it decides whether
-    the row tests distillation (>= MIN_TEACHER_LEAD), on test it is reported."""
+    trained once) and the teacher's lead over the mean baseline, in accuracy and in `metric` (the
+    set's decision metric): on validation in `metric` it decides whether the row tests distillation
+    (>= MIN_TEACHER_LEAD), the rest is reported."""
     found: dict[str, Any] = {}
+    metrics = sorted({"accuracy", metric})
     for role in UPSTREAM:
         runs = [row["roles"][role] for row in rows if role in row["roles"]]
         if not runs:
             continue
         found[role] = {f"{split}_{m}": sum(_score(r, split, m) for r in runs) / len(runs)
-                       for split in ("val", "test") for m in ("accuracy",)}
+                       for split in ("val", "test") for m in metrics}
         found[role]["distinct_runs"] = len({json.dumps(r, sort_keys=True) for r in runs})
     if "teacher" in found:
-        lead = {split: found["teacher"][f"{split}_accuracy"]
-                - sum(_score(b, split, "accuracy") for b in baselines) / len(baselines) for split in ("val", "test")}
-        found["teacher_lead"] = {**lead, "minimum": MIN_TEACHER_LEAD,
-                                 "tests_distillation": lead["val"] >= MIN_TEACHER_LEAD}
+        lead = {f"{split}_{m}" if m != "accuracy" else split: found["teacher"][f"{split}_{m}"]
+                - sum(_score(b, split, m) for b in baselines) / len(baselines)
+                for split in ("val", "test") for m in metrics}
+        decides = lead["val" if metric == "accuracy" else f"val_{metric}"]
+        found["teacher_lead"] = {**lead, "metric": metric, "minimum": MIN_TEACHER_LEAD,
+                                 "tests_distillation": decides >= MIN_TEACHER_LEAD}
     return found
 
 
@@ -282,17 +286,27 @@ def sizes_table(summary: dict[str, Any]) -> list[str]:
     if not costs or not entries:
         return []
     lines = ["", "Student sizes (costs: fp32 ONNX, ONNX Runtime batch 1, one run on this CPU):", "",
-             "| student | parameters | MACs | fp32 MB | latency ms | baseline test accuracy | teacher − baseline, val"
-             " | student − baseline, test accuracy | direct − baseline, test accuracy |", "|" + "---|" * 9]
+             "| student | parameters | MACs | fp32 MB | latency ms | baseline test accuracy"
+             " | teacher − baseline, val decision metric | student − baseline, test accuracy"
+             " | direct − baseline, test accuracy |", "|" + "---|" * 9]
     for entry in sorted(entries, key=lambda e: -costs.get(e["point"]["student.model"], {}).get("parameters", 0)):
         name = entry["point"]["student.model"]
         cost, lead = costs.get(name, {}), entry.get("teacher_lead", {})
         cells = [name, f"{cost.get('parameters', 0):,}", f"{cost.get('macs', 0) / 1e6:.1f} M",
                  f"{cost.get('onnx_mb', 0):.2f}", f"{cost.get('latency_ms', 0):.3f}",
-                 f"{entry['baseline_test_accuracy_mean']:.4f}", f"{lead.get('val', float('nan')):+.4f}",
+                 f"{entry['baseline_test_accuracy_mean']:.4f}", _lead_cell(lead),
                  *(_interval(entry[role]["test_accuracy"]) if role in entry else "—" for role in ("student", "direct"))]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def _lead_cell(lead: dict[str, Any]) -> str:
+    """The teacher's validation lead in the metric that decides it, and whether that is enough."""
+    if not lead:
+        return "—"
+    metric = lead.get("metric", "accuracy")
+    value = lead["val" if metric == "accuracy" else f"val_{metric}"]
+    return f"{value:+.4f}{'' if lead['tests_distillation'] else ' (under the minimum)'}"
 
 
 def upstream_lines(summary: dict[str, Any]) -> list[str]:
@@ -308,8 +322,11 @@ def upstream_lines(summary: dict[str, Any]) -> list[str]:
     if lead:
         verdict = ("so this row tests distillation" if lead["tests_distillation"] else
                    "so this row does not test distillation: the teacher knows too little more than the student")
-        lines.append(f"- teacher − baseline (mean): validation accuracy {lead['val']:+.4f}, test {lead['test']:+.4f};"
-                     f" the minimum lead is {lead['minimum']:+.2f} on validation, {verdict}")
+        metric = lead.get("metric", "accuracy")
+        other = "" if metric == "accuracy" else (f"; validation {metric} {lead[f'val_{metric}']:+.4f}, test"
+                                                 f" {lead[f'test_{metric}']:+.4f}")
+        lines.append(f"- teacher − baseline (mean): validation accuracy {lead['val']:+.4f}, test {lead['test']:+.4f}"
+                     f"{other}; the minimum lead is {lead['minimum']:+.2f} in validation {metric}, {verdict}")
     return lines
 
 
@@ -344,7 +361,7 @@ def run_grid(clone: Path, seeds: list[int], points: list[dict[str, str]], stages
     run_queue(clone)
 
 
-def train_upstream(clone: Path, stages: list[str]) -> None:
+def train_upstream(clone: Path) -> None:
     """Train everything the arms learn from once, at the base params, and commit it as the base of
     every experiment (--fixed-upstream): prepare, the teacher, the first seed's baseline (the
     assistant's weak-teacher check reads it) and the assistant."""
@@ -382,7 +399,7 @@ def sweep(name: str, args: argparse.Namespace, repo: Path = Path(".")) -> Path:
         (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         subprocess.run(["git", "commit", "-qam", f"sweep {name}: base params"], cwd=clone, check=True)
         if args.fixed_upstream:
-            train_upstream(clone, args.stages)
+            train_upstream(clone)
         run_grid(clone, seeds, points, args.stages, args.seed_key, args.fixed_upstream)
         rows = collect(show(clone), list(points[0]), roles, args.seed_key)
         if len(rows) != len(seeds) * len(points):
