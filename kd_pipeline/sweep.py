@@ -45,6 +45,7 @@ from kd_pipeline.seeds import measurable, paired
 ROLE_OF_STAGE = {"distill_student": "student", "distill_direct": "direct"}  # the distilled roles
 STAGES = ("train_baseline", "distill_student", "distill_direct")
 UPSTREAM = ("teacher", "assistant")  # trained once per row with --fixed-upstream
+TRAINING_STAGES = ("prepare", "train_teacher", "distill_assistant", *STAGES)  # what a sweep can run
 BASELINE_KEYS = ("student.", "train.", "data.")  # grid keys that change the baseline itself
 MIN_TEACHER_LEAD = 0.05  # validation accuracy over the baseline's, below which KD has little to transfer
 METRICS = ("accuracy", "balanced_accuracy")
@@ -370,6 +371,15 @@ def train_upstream(clone: Path) -> None:
     subprocess.run(["git", "commit", "-qm", "sweep: the upstream, trained once"], cwd=clone, check=True)
 
 
+def trained_lock(lock: str) -> str:
+    """The experiment's dvc.lock less the stages no sweep runs (prune to export): their entries are
+    the base commit's, from whatever code made it, and would make `record --check` call the record
+    stale for code it never ran."""
+    spec = yaml.safe_load(lock)
+    spec["stages"] = {name: entry for name, entry in spec.get("stages", {}).items() if name in TRAINING_STAGES}
+    return yaml.safe_dump(spec, sort_keys=False)
+
+
 def recorded_command(argv: list[str], seconds: float) -> str:
     """The command line as run.json keeps it: quoted so that it pastes back into a shell (a
     `--point` holds spaces), then the wall time."""
@@ -417,7 +427,7 @@ def sweep(name: str, args: argparse.Namespace, repo: Path = Path(".")) -> Path:
     target = repo / paths.RESULTS / name
     with atomic_dir(target) as out:
         (out / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        (out / "dvc.lock").write_text(lock)
+        (out / "dvc.lock").write_text(trained_lock(lock))
         write_json(out / "sweep.json", {**summary, "rows": rows})
         (out / "sweep.md").write_text(render(summary, f"Distillation sweep: {name}"))
         write_json(out / "run.json", {"command": command, **made, "machine": machine(), "versions": versions()})

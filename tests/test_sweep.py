@@ -179,3 +179,14 @@ def test_student_costs_are_measured_per_size() -> None:
     assert costs["cifar_plain2"]["macs"] < costs["cifar_resnet8"]["macs"]
     assert costs["cifar_plain2"]["onnx_mb"] < costs["cifar_resnet8"]["onnx_mb"]
     assert all(c["latency_ms"] > 0 for c in costs.values())
+
+
+def test_a_sweep_record_keeps_the_lock_of_the_stages_it_ran_only() -> None:
+    import yaml
+
+    from kd_pipeline.sweep import trained_lock
+
+    lock = yaml.safe_dump({"schema": "2.0", "stages": {s: {"cmd": s} for s in (
+        "prepare", "train_teacher", "distill_student", "prune", "quantize", "evaluate", "export")}})
+    kept = yaml.safe_load(trained_lock(lock))
+    assert set(kept["stages"]) == {"prepare", "train_teacher", "distill_student"} and kept["schema"] == "2.0"
