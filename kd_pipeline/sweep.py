@@ -415,8 +415,8 @@ def sweep(name: str, args: argparse.Namespace, repo: Path = Path(".")) -> Path:
         if len(rows) != len(seeds) * len(points):
             raise PipelineError(f"found {len(rows)} finished experiments of {len(seeds) * len(points)} in {clone}")
         summary = summarize(rows, args.metric, roles)
-        models = sorted({str(row["point"].get("student.model") or lookup(params, "student.model")) for row in rows})
         if "student.model" in points[0]:  # a sweep over student sizes: what each size costs
+            models = sorted({str(row["point"]["student.model"]) for row in rows})
             if not (clone / paths.PREPARED / "meta.json").is_file():
                 _dvc(["repro", "prepare"], clone)  # from the run cache: the class count
             meta = json.loads((clone / paths.PREPARED / "meta.json").read_text())
