@@ -25,3 +25,23 @@ def test_what_cannot_be_read_is_unknown_never_guessed(tmp_path: Path) -> None:
     blank = tmp_path / "blank"
     blank.write_text("processor\t: 0\n")
     assert cpu_info(blank)["isa"] == "unknown"
+
+
+def test_kernels_held_to_avx2_really_change(monkeypatch) -> None:
+    """On a CPU with more than AVX2, the two variables move PyTorch's dispatch and oneDNN's
+    convolution to AVX2 kernels (what docs/cpus.md tells users to run as an AVX2 machine)."""
+    import pytest
+
+    from benchmarks.kernel_isa import AVX2_LIMITS, kernels
+
+    if "avx2" not in (cpu_info()["isa"] or []):
+        pytest.skip("this CPU has no AVX2")
+    held = kernels(AVX2_LIMITS)
+    assert held["pytorch"] == "AVX2" and "AVX2" in held["onednn_isa"]
+    assert held["convolution"] in ("jit:avx2", "brg:avx2", "not run by oneDNN")
+    for name, value in AVX2_LIMITS.items():
+        monkeypatch.setenv(name, value)
+    info = cpu_info()
+    assert info["kernel_limits"]["onednn"] == "AVX2"
+    if "avx512f" in info["isa"]:
+        assert "kernels held to" in describe(info)

@@ -82,6 +82,8 @@ class Variant:
     kind: str
     path: Path  # the file measured: export ships these very bytes
     integer_mac_share: float | None = None  # int8 only: MACs ONNX Runtime runs in integer kernels
+    avx2: dict[str, Any] | None = None  # static int8 only: its card's scores under AVX2 arithmetic
+    card: dict[str, Any] | None = None
 
 
 def load_torch_variant(name: str, ckpt_dir: Path, meta: Meta) -> Variant:
@@ -117,6 +119,8 @@ def load_onnx_variant(name: str, onnx_path: Path, meta: Meta, threads: int) -> V
         integer_mac_share=card.get("integer_mac_share"),
         kind=f"onnxruntime {onnx_path.suffixes[0].lstrip('.')}",
         path=onnx_path,
+        avx2={k: card.get(k) for k in ("avx2_val", "int8_format", "safe_on")} if card.get("avx2_val") else None,
+        card=card,
     )
 
 
@@ -209,6 +213,18 @@ def _flag_slow_int8(variants: dict[str, dict[str, Any]]) -> None:
             measured["slower_than_fp32_twin"] = measured["latency_ms"] > variants[twin]["latency_ms"]
 
 
+def _avx2_scores(variant: Variant, test: Split, meta: Meta) -> dict[str, Any]:
+    """A static int8 variant on CPUs without VNNI: validation scores from its quantize card (made
+    from these bytes), test scores measured here under the same exact emulation (reported only)."""
+    from kd_pipeline.quantize.avx2_arithmetic import avx2_logits
+
+    logits = avx2_logits(variant.path, test.images, variant.card["mean"], variant.card["std"])
+    summary = full_metrics(test.labels, logits, meta.class_names).summary
+    return {"val": variant.avx2["avx2_val"], "int8_format": variant.avx2["int8_format"],
+            "safe_on": variant.avx2["safe_on"],
+            **{f"test_{key}": summary[key] for key in ("accuracy", "balanced_accuracy") if key in summary}}
+
+
 def _measure(
     loaders: dict[str, Callable[[], Variant]], val: Split, test: Split, meta: Meta, params: Params
 ) -> tuple[dict, dict, dict, dict, dict, list]:
@@ -254,6 +270,8 @@ def _measure(
                 "confusion": report.confusion,
                 "predictions": report.predictions.tolist(),
             }
+            if variant.avx2 is not None:
+                variants[name]["avx2"] = _avx2_scores(variant, test, meta)
             files[name] = {"path": str(variant.path), "sha256": file_sha256(variant.path)}
             tqdm.write(
                 f"{name}: val {decided.summary['accuracy']:.4f} test {report.summary['accuracy']:.4f} accuracy"
@@ -280,7 +298,8 @@ def _fidelity(
             checks[name] = {"pass": False, "reason": f"its source {source} was not evaluated"}
         elif onnx_kind(name) == "int8":
             checks[name] = {
-                **int8_fidelity(variants[name]["val"], variants[source]["val"], metric, params.quantize),
+                **int8_fidelity(variants[name]["val"], variants[source]["val"], metric, params.quantize,
+                                variants[name].get("avx2", {}).get("val")),
                 **{f"int8_agreement{'_val' if split == 'val' else ''}":
                    agreement(logits[name][split], logits[source][split], multilabel) for split in ("val", "test")},
             }

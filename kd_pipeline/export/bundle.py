@@ -101,6 +101,16 @@ def _rule(evaluation: dict, params: Params) -> str:
     return evaluation["deployed_reason"]  # the fallback: most accurate, its reason names accuracies only
 
 
+def _cpu_lines(measured: dict, metric: str) -> list[str]:
+    """Which CPUs an int8 variant keeps its accuracy on (AVX2's saturating arithmetic, emulated)."""
+    avx2 = measured.get("avx2")
+    if not avx2:
+        return []
+    return [f"- **CPUs**: int8 format {avx2['int8_format']}; keeps its float source's validation scores on"
+            f" {avx2['safe_on']}. Under AVX2 arithmetic (no VNNI): validation {metric} {avx2['val'][metric]:.4f},"
+            f" test accuracy {avx2['test_accuracy']:.4f} (here: {measured['accuracy']:.4f})"]
+
+
 def _model_card(
     variant: str, card: dict, evaluation: dict, params: Params, check: dict, calibration: dict | None = None
 ) -> str:
@@ -134,6 +144,7 @@ def _model_card(
            f" seed {calibration['seed']})" if calibration else "")
         + (f"; ONNX Runtime runs {measured['integer_mac_share']:.1%} of its conv/matmul MACs in integer kernels"
            if "integer_mac_share" in measured else ""),
+        *_cpu_lines(measured, metric),
         f"- **Data**: `{params.data.name}`, {len(card['class_names'])}"
         f" {'labels (multi-label: sigmoid per label)' if card.get('task') == 'multilabel' else 'classes'},"
         f" input {card['input_size']},"

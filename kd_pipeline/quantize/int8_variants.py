@@ -31,7 +31,7 @@ from kd_pipeline.core.paths import DEFAULT_LAYOUT, QAT_ROLE, Layout
 from kd_pipeline.core.ranking import decision_metric
 from kd_pipeline.quantize import qat
 from kd_pipeline.quantize.integer_kernels import integer_mac_share
-from kd_pipeline.quantize.mixed_precision import Control, controlled_int8, write_report
+from kd_pipeline.quantize.mixed_precision import FORMATS, Attempt, Control, controlled_int8, write_report
 from kd_pipeline.quantize.onnx_export import export_onnx
 from kd_pipeline.quantize.quantization import (
     CalibrationImages,
@@ -160,6 +160,18 @@ def _calibration(train: Split, cfg: QuantizeParams) -> tuple[np.ndarray, dict[st
     return indices, calibrated
 
 
+def safe_on(attempt: Attempt) -> str:
+    """Which CPUs the int8 file keeps its float source's validation scores on, in words."""
+    check = attempt.check
+    if not check.get("avx2_checked"):
+        return "this CPU only (dynamic int8 is not emulated for CPUs without VNNI)"
+    if check["native_pass"] and check["avx2_pass"]:
+        return "CPUs with and without VNNI (AVX2 checked by exact emulation)"
+    if check["native_pass"]:
+        return "CPUs with VNNI or AMX only: on AVX2 its u8s8 products saturate"
+    return "none: it loses more than quantize.max_accuracy_drop on this CPU"
+
+
 def _write_cards(
     tmp: Path, source: str, model: torch.nn.Module, card: dict[str, Any], exporter: str, control: Control,
     ranges: dict[str, tuple[float, float]] | None, settings: dict[str, Any],
@@ -171,6 +183,8 @@ def _write_cards(
     result = {"fp32_mb": fp32.stat().st_size / 2**20, "int8_mb": int8.stat().st_size / 2**20,
               "ops": integer_ops(int8), "integer_mac_share": proof.share, "float_layers": proof.float_layers,
               "kept_float": chosen.kept_float, "val_drop": chosen.check["int8_val_drop"],
+              "int8_format": chosen.format, "reduce_range": FORMATS[chosen.format], "avx2_val": chosen.avx2_val,
+              "avx2_saturated": chosen.saturated, "safe_on": safe_on(chosen),
               **({"qat_ranges_in_file": len(ranges)} if ranges is not None else {})}
     # The fp32 ONNX stays beside the int8 one: evaluate times both in ONNX Runtime, so
     # the int8 gain is measured apart from the runtime's own gain over eager PyTorch.

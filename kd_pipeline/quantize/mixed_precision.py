@@ -13,6 +13,12 @@ within budget. Here, with ONNX Runtime's own pieces:
    `quantize.max_accuracy_drop` of its float source, as long as ONNX Runtime still runs at least
    `quantize.min_integer_mac_share` of the MACs in integer kernels. When no set meets both, the
    attempt that lost least is kept, and evaluate refuses it with the reason.
+
+Every attempt is scored twice on validation: as ONNX Runtime runs it on this machine, and under
+the saturating u8s8 arithmetic of CPUs without VNNI (kd_pipeline.quantize.avx2_arithmetic); it
+must hold on both. Full int8 is tried in two formats, s8 weights (u8s8) and 7-bit weights
+(`reduce_range`, which cannot saturate); the first that holds on both kinds of CPU is kept, and
+the report gives each format's accuracy on both and its latency here.
 """
 
 from __future__ import annotations
@@ -30,21 +36,30 @@ from kd_pipeline.core.data import Split, normalize_numpy
 from kd_pipeline.core.errors import CompressionError
 from kd_pipeline.core.evaluation import full_metrics
 from kd_pipeline.core.params import QuantizeParams
+from kd_pipeline.evaluate.costs import time_model
 from kd_pipeline.evaluate.fidelity import int8_fidelity
 from kd_pipeline.evaluate.runtime import onnx_runner
+from kd_pipeline.quantize.avx2_arithmetic import Saturation, avx2_logits
 from kd_pipeline.quantize.integer_kernels import integer_mac_share
 from kd_pipeline.quantize.quantization import CalibrationImages, calibration_sample, quantize_prepared
 
 COMPUTE_OPS = ("Conv", "Gemm", "MatMul")
 ERROR_IMAGES = 128  # validation images the per-layer error is measured on
+# int8 formats tried, in order of preference → quantize_static's reduce_range (7-bit weights: no
+# u8s8 pair can leave int16, 255 · 2 · 64 < 32,767, at some cost in weight resolution)
+FORMATS = {"u8s8": False, "u8s8 7-bit weights": True}
 
 
 @dataclass
 class Attempt:
     kept_float: list[str]
     integer_mac_share: float
-    val: dict[str, float]
-    check: dict[str, Any]
+    val: dict[str, float]  # as ONNX Runtime runs it on this machine
+    check: dict[str, Any]  # int8_fidelity on both kinds of CPU
+    format: str = "u8s8"
+    avx2_val: dict[str, float] | None = None  # under AVX2's saturating arithmetic (None: not emulated)
+    saturated: dict[str, float] = field(default_factory=dict)  # layer → share of pair sums clamped
+    latency_ms: float | None = None  # batch 1, one thread, on this machine (full-int8 attempts only)
 
 
 @dataclass
@@ -54,6 +69,7 @@ class Control:
     float_val: dict[str, float]
     layers: list[dict[str, Any]]  # graph order: node, op, input SQNR, weight SQNR
     attempts: list[Attempt] = field(default_factory=list)
+    formats: list[Attempt] = field(default_factory=list)  # full int8 in each of FORMATS
     note: str = ""
 
     @property
@@ -66,6 +82,14 @@ def val_scores(path: Path, val: Split, card: dict[str, Any]) -> dict[str, float]
     run = onnx_runner(path, card["mean"], card["std"], threads=1)
     logits = np.concatenate([run(np.array(val.images[i : i + 256])) for i in range(0, len(val), 256)])
     return full_metrics(val.labels, logits, card["class_names"]).summary
+
+
+def avx2_val_scores(path: Path, val: Split, card: dict[str, Any]) -> tuple[dict[str, float], Saturation]:
+    """Validation metrics of a static int8 file under AVX2's saturating u8s8 arithmetic, and how
+    often each layer saturated."""
+    saturation = Saturation()
+    logits = avx2_logits(path, val.images, card["mean"], card["std"], saturation)
+    return full_metrics(val.labels, logits, card["class_names"]).summary, saturation
 
 
 def layer_errors(prepared: Path, int8: Path, val: Split, card: dict[str, Any], work: Path) -> list[dict[str, Any]]:
@@ -148,14 +172,23 @@ def controlled_int8(
     fp32: Path, prepared: Path, int8: Path, cfg: QuantizeParams, calibration: Callable[[], CalibrationImages | None],
     val: Split, card: dict[str, Any], metric: str, ranges: dict[str, tuple[float, float]] | None = None,
 ) -> Control:
-    """Full int8 into `int8`, then, if it loses more than the budget on validation, the worst
-    layers kept in float step by step (see the module docstring). `int8` ends as the chosen file.
-    `ranges`: activation ranges to use instead of calibrated ones (learned by QAT)."""
+    """Full int8 in each format into `int8` (the first that holds on both kinds of CPU, else the one
+    that loses least), then, if it loses more than the budget on validation, the worst layers kept
+    in float step by step (see the module docstring). `int8` ends as the chosen file. `ranges`:
+    activation ranges to use instead of calibrated ones (learned by QAT)."""
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         control = Control(float_val=val_scores(fp32, val, card), layers=[])
-        attempt = _attempt(fp32, prepared, int8, [], cfg, calibration, val, card, metric, control.float_val, work,
-                           ranges)
+        formats = ["u8s8"] if cfg.method == "dynamic" else list(FORMATS)
+        for fmt in formats:
+            out = work / f"format{len(control.formats)}.int8.onnx"
+            control.formats.append(_attempt(fp32, prepared, out, [], cfg, calibration, val, card, metric,
+                                            control.float_val, work, ranges, fmt, timed=True))
+        passing = [i for i, a in enumerate(control.formats) if a.check["pass"]]
+        drops = [a.check["int8_val_drop"] for a in control.formats]
+        best = passing[0] if passing else drops.index(min(drops))
+        attempt = control.formats[best]
+        (work / f"format{best}.int8.onnx").replace(int8)
         if attempt.integer_mac_share < cfg.min_integer_mac_share:
             raise CompressionError(
                 f"{fp32.stem.split('.')[0]}: ONNX Runtime runs {attempt.integer_mac_share:.1%} of the int8 model's"
@@ -170,7 +203,7 @@ def controlled_int8(
         while not control.chosen.check["pass"] and count <= len(order):
             trial = work / "trial.int8.onnx"
             attempt = _attempt(fp32, prepared, trial, order[:count], cfg, calibration, val, card, metric,
-                               control.float_val, work, ranges)
+                               control.float_val, work, ranges, control.chosen.format)
             if attempt.integer_mac_share < cfg.min_integer_mac_share:
                 break
             if attempt.check["int8_val_drop"] < control.chosen.check["int8_val_drop"] or attempt.check["pass"]:
@@ -191,11 +224,20 @@ def _attempt(
     fp32: Path, prepared: Path, out: Path, exclude: list[str], cfg: QuantizeParams,
     calibration: Callable[[], CalibrationImages | None], val: Split, card: dict[str, Any], metric: str,
     float_val: dict[str, float], work: Path, ranges: dict[str, tuple[float, float]] | None = None,
+    fmt: str = "u8s8", timed: bool = False,
 ) -> Attempt:
-    quantize_prepared(prepared, out, cfg, calibration(), exclude, ranges)
+    """One int8 file in format `fmt` with `exclude` in float, scored on this machine and, for
+    static files, under AVX2's arithmetic."""
+    quantize_prepared(prepared, out, cfg, calibration(), exclude, ranges, reduce_range=FORMATS[fmt])
     share = integer_mac_share(fp32, out, work / "optimized.onnx").share
     scores = val_scores(out, val, card)
-    return Attempt(list(exclude), share, scores, int8_fidelity(scores, float_val, metric, cfg))
+    avx2, saturation = avx2_val_scores(out, val, card) if cfg.method != "dynamic" else (None, Saturation())
+    latency = None
+    if timed:
+        run = onnx_runner(out, card["mean"], card["std"], threads=1)
+        latency = time_model(run, np.array(val.images[:1]), 1, warmup=5, repeats=30).latency_ms
+    return Attempt(list(exclude), share, scores, int8_fidelity(scores, float_val, metric, cfg, avx2), fmt, avx2,
+                   {k: v for k, v in saturation.rates().items() if v > 0}, latency)
 
 
 def report_lines(source: str, control: Control, metric: str) -> list[str]:
@@ -212,11 +254,13 @@ def report_lines(source: str, control: Control, metric: str) -> list[str]:
              ""]
     if control.note:
         lines += [f"⚠ {control.note}.", ""]
-    lines += ["| layers in float | integer MAC share | val accuracy | val " + metric + " | drop | within budget |",
-              "|---|---|---|---|---|---|"]
+    lines += format_lines(control, metric)
+    lines += [f"Chosen format: {chosen.format}.", "",
+              f"| layers in float | integer MAC share | val {metric}, this CPU | val {metric}, AVX2 arithmetic"
+              " | drop (worse of the two) | within budget |", "|---|---|---|---|---|---|"]
     for attempt in control.attempts:
-        lines.append(f"| {len(attempt.kept_float)} | {attempt.integer_mac_share:.1%} | {attempt.val['accuracy']:.4f}"
-                     f" | {attempt.val[metric]:.4f} | {attempt.check['int8_val_drop']:+.4f}"
+        lines.append(f"| {len(attempt.kept_float)} | {attempt.integer_mac_share:.1%} | {attempt.val[metric]:.4f}"
+                     f" | {_score(attempt.avx2_val, metric)} | {attempt.check['int8_val_drop']:+.4f}"
                      f" | {'yes' if attempt.check['pass'] else 'no'} |")
     if control.layers:
         worst = ranked(control.layers)[:8]
@@ -228,6 +272,28 @@ def report_lines(source: str, control: Control, metric: str) -> list[str]:
             lines.append(f"| {name} | {row['op']} | {_db(row['input_sqnr'])} | {_db(row['weight_sqnr'])}"
                          f" | {'yes' if name in chosen.kept_float else ''} |")
     return lines + [""]
+
+
+def format_lines(control: Control, metric: str) -> list[str]:
+    """Full int8 in each format: validation scores on this CPU and under AVX2's saturating u8s8
+    arithmetic (CPUs without VNNI), the layers that saturated most, and batch-1 latency here."""
+    lines = ["Full int8 in each format (validation; \"AVX2\": the saturating u8s8 arithmetic of CPUs without"
+             " VNNI, emulated exactly in kd_pipeline/quantize/avx2_arithmetic.py; latency: batch 1, one thread,"
+             " this CPU):", "",
+             f"| format | val {metric}, this CPU | val {metric}, AVX2 | drop (worse) | pair sums clamped on AVX2"
+             " (worst layers) | latency (ms) | holds on both |", "|---|---|---|---|---|---|---|"]
+    for attempt in control.formats:
+        worst = sorted(attempt.saturated.items(), key=lambda kv: -kv[1])[:2]
+        clamped = ", ".join(f"{node} {rate:.2%}" for node, rate in worst) or "none"
+        latency = "–" if attempt.latency_ms is None else f"{attempt.latency_ms:.3f}"
+        lines.append(f"| {attempt.format} | {attempt.val[metric]:.4f} | {_score(attempt.avx2_val, metric)}"
+                     f" | {attempt.check['int8_val_drop']:+.4f} | {clamped} | {latency}"
+                     f" | {'yes' if attempt.check['pass'] else 'no'} |")
+    return [*lines, ""]
+
+
+def _score(scores: dict[str, float] | None, metric: str) -> str:
+    return "not emulated" if scores is None else f"{scores[metric]:.4f}"
 
 
 def _db(value: float | None) -> str:
@@ -247,7 +313,8 @@ def write_report(controls: dict[str, Control], metric: str, report: Path, plot: 
              "Per-layer signal-to-quantization-noise ratio of each int8 model against its float source, on a"
              f" seeded sample of up to {ERROR_IMAGES} validation images (ONNX Runtime's qdq_loss_debug), and the"
              " layers kept in float so that the validation scores stay within quantize.max_accuracy_drop"
-             " (kd_pipeline/quantize/mixed_precision.py). Every decision here reads the validation split.", ""]
+             " (kd_pipeline/quantize/mixed_precision.py), on this CPU and under the saturating arithmetic of CPUs"
+             " without VNNI. Every decision here reads the validation split.", ""]
     for source, control in controls.items():
         lines += report_lines(source, control, metric)
     with atomic_file(report) as tmp:

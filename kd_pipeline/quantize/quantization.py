@@ -63,10 +63,12 @@ def prepare_onnx(fp32_path: Path) -> Path:
 def quantize_prepared(
     prepared: Path, int8_path: Path, cfg: QuantizeParams, calibration: CalibrationImages | None,
     exclude: list[str] | tuple[str, ...] = (), ranges: dict[str, tuple[float, float]] | None = None,
+    reduce_range: bool = False,
 ) -> None:
     """int8 ONNX: static QDQ (u8 activations, s8 weights, calibrated) or dynamic; the nodes in
     `exclude` stay in float (mixed precision); tensors in `ranges` get that (min, max) instead of
-    a calibrated one (the ranges quantization-aware training learned)."""
+    a calibrated one (the ranges quantization-aware training learned); `reduce_range`: weights in
+    7 bits, which AVX2's u8s8 kernels cannot saturate (kd_pipeline.quantize.avx2_arithmetic)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -77,7 +79,7 @@ def quantize_prepared(
 
     if cfg.method == "dynamic":
         quantize_dynamic(str(prepared), str(int8_path), per_channel=cfg.per_channel, weight_type=QuantType.QInt8,
-                         nodes_to_exclude=list(exclude))
+                         nodes_to_exclude=list(exclude), reduce_range=reduce_range)
         return
     if calibration is None:
         raise CompressionError("quantize.method static needs calibration images")
@@ -91,6 +93,7 @@ def quantize_prepared(
     quantize_static(
         str(prepared), str(int8_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=cfg.per_channel,
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude),
+        reduce_range=reduce_range,
         extra_options={"TensorQuantOverrides": overrides} if overrides else None,
     )
 
