@@ -148,3 +148,23 @@ def test_the_int8_gate_fails_on_avx2_alone() -> None:
     assert not check["pass"] and check["native_pass"] and not check["avx2_pass"]
     assert check["int8_val_drop"] == pytest.approx(0.05) and "without VNNI" in check["reason"]
     assert int8_fidelity(here, source, "accuracy", QuantizeParams(max_accuracy_drop=0.01))["pass"]
+
+
+def test_a_graph_the_emulation_cannot_run_is_checked_here_only(tmp_path: Path) -> None:
+    """An operator the emulation lacks (GELU's Erf, as in a ViT) does not stop quantize: the int8
+    file is checked on this CPU, and its card says so."""
+    from kd_pipeline.quantize.int8_variants import safe_on
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.GELU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 4)).eval()
+    fp32 = tmp_path / "g.fp32.onnx"
+    export_onnx(net, [3, 8, 8], fp32)
+    images = np.random.default_rng(0).integers(0, 256, (64, 8, 8, 3), dtype=np.uint8)
+    labels = onnx_runner(fp32, CARD["mean"], CARD["std"], threads=1)(images).argmax(1)
+    split = Split(images, labels)
+    control = controlled_int8(fp32, prepare_onnx(fp32), tmp_path / "g.int8.onnx",
+                              QuantizeParams(max_accuracy_drop=1.0, min_integer_mac_share=0.0),
+                              lambda: CalibrationImages(split, np.arange(64), CARD["mean"], CARD["std"], 32),
+                              split, CARD, "accuracy")
+    assert control.chosen.avx2_val is None and not control.chosen.check["avx2_checked"]
+    assert safe_on(control.chosen).startswith("this CPU only")

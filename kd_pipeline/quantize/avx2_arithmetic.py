@@ -317,8 +317,10 @@ class Int8Graph:
                  saturation: Saturation | None) -> torch.Tensor:
         """A conv or matmul: in integers when both its activation and its weights are quantized."""
         x, w = integers.get(node.input[0]), integers.get(node.input[1])
-        if x is None or w is None or x.scale.ndim or (node.op_type != "Conv" and ins[0].ndim != 2):
+        if x is None or w is None:  # kept in float (or a weight computed at run time)
             return FLOAT_COMPUTE[node.op_type](ins, attrs)
+        if x.scale.ndim or (node.op_type != "Conv" and (ins[0].ndim != 2 or ins[1].ndim != 2)):
+            raise CompressionError(f"the AVX2 int8 emulation covers 2-D int8 matmuls only, not {node.name}")
         if node.op_type == "Conv":
             acc, pairs, clamped = int_conv(x, w, attrs, saturate)
             scale = x.scale * _per_axis(w.scale, 1, 4)

@@ -164,7 +164,7 @@ def safe_on(attempt: Attempt) -> str:
     """Which CPUs the int8 file keeps its float source's validation scores on, in words."""
     check = attempt.check
     if not check.get("avx2_checked"):
-        return "this CPU only (dynamic int8 is not emulated for CPUs without VNNI)"
+        return "this CPU only (not emulated for CPUs without VNNI: dynamic int8, or an operator it lacks)"
     if check["native_pass"] and check["avx2_pass"]:
         return "CPUs with and without VNNI (AVX2 checked by exact emulation)"
     if check["native_pass"]:

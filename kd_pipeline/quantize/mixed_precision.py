@@ -231,7 +231,12 @@ def _attempt(
     quantize_prepared(prepared, out, cfg, calibration(), exclude, ranges, reduce_range=FORMATS[fmt])
     share = integer_mac_share(fp32, out, work / "optimized.onnx").share
     scores = val_scores(out, val, card)
-    avx2, saturation = avx2_val_scores(out, val, card) if cfg.method != "dynamic" else (None, Saturation())
+    avx2, saturation = (None, Saturation())
+    if cfg.method != "dynamic":
+        try:
+            avx2, saturation = avx2_val_scores(out, val, card)
+        except CompressionError as err:  # an operator the emulation lacks (a ViT's, say): checked here only
+            print(f"warning: {err}; this int8 file is checked on this CPU only")
     latency = None
     if timed:
         run = onnx_runner(out, card["mean"], card["std"], threads=1)
