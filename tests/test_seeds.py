@@ -118,3 +118,13 @@ def test_each_seed_keeps_its_own_numbers() -> None:
     summary = aggregate(RUNS)
     assert summary["per_seed"]["1"]["variants"]["direct"]["accuracy"] == 0.93
     assert set(summary["per_seed"]) == {"0", "1", "2"}
+
+
+def test_one_image_computed_in_floating_point_is_still_one_image() -> None:
+    """301/360 − 300/360 or 11/360 − 10/360 on each seed is 1/360 up to the last bits: sd ~ 1e-17, not a tight
+    interval with p ~ 1e-28. It gets the sign test, and 3 seeds measure nothing."""
+    differences = [301 / 360 - 300 / 360, 201 / 360 - 200 / 360, 11 / 360 - 10 / 360]
+    assert len(set(differences)) > 1, "the float noise this test is about"
+    result = paired(differences)
+    assert result["test"] == "sign" and result["p_value"] == pytest.approx(0.25) and not measurable(result)
+    assert paired([0.01, 0.0100001, 0.0099999]).get("test") != "sign", "a real spread keeps the t-interval"
