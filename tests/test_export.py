@@ -89,3 +89,26 @@ def test_the_model_card_holds_no_timing_so_the_bundle_hashes_the_same_on_reruns(
     assert "**Chosen on validation** (accuracy): 0.8800" in first and "Test CPU (x86_64; avx2" in first
     slow = _model_card("student", card, evaluation(29.0), PARAMS, check)
     assert "**meets_targets**: false (missed: speedup;" in slow
+
+
+def test_an_fp32_onnx_variant_ships_the_file_evaluate_measured_not_a_fresh_export(tmp_path: Path, monkeypatch) -> None:
+    """student_onnx is copied byte for byte, never re-exported over the copy; student_int8 brings
+    its fp32 twin; only a PyTorch variant is exported."""
+    from kd_pipeline.export import bundle
+
+    quantized = tmp_path / "models" / "quantized"
+    quantized.mkdir(parents=True)
+    (quantized / "student.fp32.onnx").write_bytes(b"fp32 measured")
+    (quantized / "student.int8.onnx").write_bytes(b"int8 measured")
+    exported = []
+    monkeypatch.setattr(bundle, "export_onnx", lambda model, size, path: exported.append(path))
+    for variant in ("student_onnx", "student_int8"):
+        out = tmp_path / variant
+        out.mkdir()
+        bundle.write_model_files(variant, tmp_path / "models", None, {"input_size": [3, 8, 8]}, out)
+        measured = b"fp32 measured" if variant == "student_onnx" else b"int8 measured"
+        assert (out / "model.onnx").read_bytes() == measured
+    assert (tmp_path / "student_int8" / "model.fp32.onnx").read_bytes() == b"fp32 measured"
+    assert not (tmp_path / "student_onnx" / "model.fp32.onnx").exists() and exported == []
+    bundle.write_model_files("student", tmp_path / "models", None, {"input_size": [3, 8, 8]}, tmp_path)
+    assert exported == [tmp_path / "model.onnx"]

@@ -172,6 +172,17 @@ def _model_card(
     ])
 
 
+def write_model_files(variant: str, models: Path, model: torch.nn.Module, card: dict, folder: Path) -> None:
+    """model.onnx: the very ONNX file evaluate measured, or a fresh export of a PyTorch variant;
+    an int8 one gets its fp32 twin beside it, so `predict --benchmark` can compare them where it runs."""
+    if is_onnx(variant):
+        shutil.copyfile(onnx_file(models, variant), folder / "model.onnx")
+        if variant.endswith("_int8"):
+            shutil.copyfile(onnx_file(models, f"{source_of(variant)}_onnx"), folder / "model.fp32.onnx")
+    else:
+        export_onnx(model, card["input_size"], folder / "model.onnx")
+
+
 def export_deployable(
     params: Params,
     layout: Layout = DEFAULT_LAYOUT,
@@ -195,12 +206,7 @@ def export_deployable(
     model, card = load_checkpoint(layout.model_dir(source), num_classes=meta.num_classes)
     with atomic_dir(out_dir) as tmp:
         onnx_path = tmp / "model.onnx"
-        if is_onnx(variant):  # the very ONNX file evaluate measured
-            shutil.copyfile(onnx_file(layout.models, variant), onnx_path)
-        if variant.endswith("_int8"):  # its fp32 twin, so `predict --benchmark` can compare them where it runs
-            shutil.copyfile(onnx_file(layout.models, f"{source}_onnx"), tmp / "model.fp32.onnx")
-        else:
-            export_onnx(model, card["input_size"], onnx_path)
+        write_model_files(variant, layout.models, model, card, tmp)
         check = prove(variant, onnx_path, model, card, test, record, evaluation["variants"][variant], params)
         state = {k: v.contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / "model.safetensors"))
