@@ -46,3 +46,20 @@ def test_float_fidelity_bounds_the_largest_logit_difference() -> None:
     failed = float_fidelity(FLOAT + 1e-3, FLOAT, ExportParams())
     assert not failed["pass"] and failed["max_abs_diff"] == pytest.approx(1e-3)
     assert "export.max_float_diff 0.0001" in failed["reason"]
+
+
+def test_an_int8_variant_below_the_integer_mac_share_is_not_deployable() -> None:
+    """quantize keeps such a file (so export still ships the best deployable variant); evaluate
+    refuses it with the reason."""
+    import numpy as np
+
+    from kd_pipeline.core.params import Params
+    from kd_pipeline.evaluate.comparison import _fidelity
+
+    scores = {"accuracy": 0.9, "balanced_accuracy": 0.9}
+    logits = {name: {"val": np.eye(4), "test": np.eye(4)} for name in ("student", "student_int8")}
+    for share, deployable in ((0.5, False), (0.95, True)):
+        variants = {"student": {"val": scores}, "student_int8": {"val": scores, "integer_mac_share": share}}
+        check = _fidelity(variants, logits, False, Params(), "accuracy")["student_int8"]
+        assert check["pass"] is deployable
+        assert deployable or "quantize.min_integer_mac_share = 0.8" in check["reason"]

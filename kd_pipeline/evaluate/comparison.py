@@ -303,6 +303,12 @@ def _fidelity(
                 **{f"int8_agreement{'_val' if split == 'val' else ''}":
                    agreement(logits[name][split], logits[source][split], multilabel) for split in ("val", "test")},
             }
+            share = variants[name].get("integer_mac_share")
+            if share is not None and share < params.quantize.min_integer_mac_share:
+                checks[name]["pass"] = False
+                checks[name]["reason"] = checks[name]["reason"] or (
+                    f"ONNX Runtime runs {share:.1%} of its conv/matmul MACs in integer kernels, below"
+                    f" quantize.min_integer_mac_share = {params.quantize.min_integer_mac_share:g}")
         else:
             checks[name] = float_fidelity(logits[name]["val"], logits[source]["val"], params.export)
     return checks
