@@ -163,3 +163,17 @@ def test_the_gate_pulls_from_the_remote_the_ci_secrets_name(tmp_path: Path, s3_e
     assert "dvc.lock is current" in summary.read_text() and (repo / "model.bin").is_file()
     assert "ci" in (repo / ".dvc" / "config.local").read_text()  # the committed config is untouched
     assert "s3://team" not in (repo / ".dvc" / "config").read_text()
+
+
+def test_speed_is_gated_only_between_evaluations_timed_on_the_same_machine() -> None:
+    from kd_pipeline.gate import _timed, machines_differ
+
+    amx = {"machine": {"model": "Intel Xeon", "isa": ["avx2", "amx_int8"], "int8_kernels": "AMX",
+                       "kernel_limits": {"pytorch": "AVX512"}}}
+    held = {"machine": {**amx["machine"], "kernel_limits": {"pytorch": "AVX2"}}}
+    epyc = {"machine": {"model": "AMD EPYC", "isa": ["avx2"], "int8_kernels": "AVX2", "kernel_limits": {}}}
+    assert machines_differ(amx, amx) == "" and machines_differ(amx, None) == ""
+    assert "kernel_limits" in machines_differ(amx, held)
+    assert "AMD EPYC" in machines_differ(amx, epyc) and "isa" in machines_differ(amx, epyc)
+    assert _timed("speedup: 1.2000 for student_int8, needs at least 1.4000 (off by 0.2000)")
+    assert not _timed("accuracy_drop: 0.0300 for student_int8, needs at most 0.0100 (off by 0.0200)")
