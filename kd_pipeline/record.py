@@ -73,10 +73,11 @@ def machine() -> dict[str, Any]:
 
 def versions() -> dict[str, str]:
     """The libraries a record's numbers depend on."""
+    import platform
     from importlib.metadata import PackageNotFoundError, version
 
-    found = {}
-    for package in ("torch", "onnxruntime", "dvc", "timm", "numpy", "scikit-learn", "torch-pruning"):
+    found = {"python": platform.python_version()}
+    for package in ("torch", "onnxruntime", "onnx", "dvc", "timm", "numpy", "scipy", "scikit-learn", "torch-pruning"):
         try:
             found[package] = version(package)
         except PackageNotFoundError:
