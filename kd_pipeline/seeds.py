@@ -64,9 +64,22 @@ def paired(differences: list[float], level: float = 0.95) -> dict[str, float]:
     return {**summary, "low": mean - half, "high": mean + half, "p_value": p_value, "level": level}
 
 
-def measurable(interval: dict[str, float]) -> bool:
-    """A gain is measurable only when its interval excludes 0."""
-    return interval["low"] > 0 or interval["high"] < 0
+def measurable(interval: dict[str, float], adjusted_p: float | None = None) -> bool:
+    """A gain is measurable only when its interval excludes 0 and, when it is one of several
+    comparisons in a table, its multiplicity-adjusted p-value (holm) is below 1 − level too."""
+    excludes = interval["low"] > 0 or interval["high"] < 0
+    return excludes and (adjusted_p is None or adjusted_p < 1 - interval.get("level", 0.95))
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment (family-wise error, any dependence between the tests): the
+    k-th smallest of m p-values is multiplied by m − k + 1, kept monotone, capped at 1."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted, running = [1.0] * len(p_values), 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
 
 
 def aggregate(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:

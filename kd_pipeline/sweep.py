@@ -40,7 +40,7 @@ from kd_pipeline.core.files import atomic_dir, write_json
 from kd_pipeline.core.params import parse_params
 from kd_pipeline.experiments import show
 from kd_pipeline.rerun import apply_settings, nested_set, recipe, run_in, run_queue
-from kd_pipeline.seeds import measurable, paired
+from kd_pipeline.seeds import holm, measurable, paired
 
 ROLE_OF_STAGE = {"distill_student": "student", "distill_direct": "direct"}  # the distilled roles
 STAGES = ("train_baseline", "distill_student", "distill_direct")
@@ -246,36 +246,47 @@ def upstream(rows: list[dict[str, Any]], baselines: list[dict[str, Any]], metric
     return found
 
 
-def _interval(stats: dict[str, float]) -> str:
-    """`mean [low, high] p=…`, and "measurable" when the interval excludes 0."""
+def _interval(stats: dict[str, float], adjusted_p: float | None = None) -> str:
+    """`mean [low, high] p=…`, Holm's adjusted p when the cell is one of several in its column,
+    and "measurable" when the interval excludes 0 and the adjusted p is below 0.05."""
     if stats["n"] < 2:
         return f"{stats['mean']:+.4f}"
     p_value = "p<0.001" if stats["p_value"] < 0.001 else f"p={stats['p_value']:.3f}"
+    if adjusted_p is not None:
+        p_value += f" (Holm {adjusted_p:.3f})"
     return (f"{stats['mean']:+.4f} [{stats['low']:+.4f}, {stats['high']:+.4f}] {p_value}"
-            f"{' measurable' if measurable(stats) else ''}")
+            f"{' measurable' if measurable(stats, adjusted_p) else ''}")
+
+
+def _column(cells: list[dict[str, float]]) -> list[str]:
+    """One table column's cells: its comparisons are one family, corrected by Holm's method."""
+    tested = [i for i, stats in enumerate(cells) if stats["n"] >= 2]
+    adjusted = dict(zip(tested, holm([cells[i]["p_value"] for i in tested]), strict=True)) if len(tested) > 1 else {}
+    return [_interval(stats, adjusted.get(i)) for i, stats in enumerate(cells)]
 
 
 def table(summary: dict[str, Any]) -> str:
-    """Each grid point's paired gains over the baseline, per distilled role (the README's block)."""
+    """Each grid point's paired gains over the baseline, per distilled role (the README's block).
+    Each column's cells are one family of comparisons: "measurable" after Holm's correction."""
     keys = list(summary["points"][0]["point"]) if summary["points"] else []
     lines = ["| " + " | ".join(keys) + " | role | test accuracy | − baseline, test accuracy"
              f" | − baseline, test balanced accuracy | − baseline, val {summary['metric']} |",
              "|" + "---|" * (len(keys) + 5)]
-    for entry in summary["points"]:
-        for role in (r for r in ROLE_OF_STAGE.values() if r in entry):  # the roles this sweep trained
-            stats = entry[role]
-            lines.append("| " + " | ".join(str(v) for v in entry["point"].values())
-                         + f" | {role} | {stats['test_accuracy_mean']:.4f} | {_interval(stats['test_accuracy'])}"
-                         f" | {_interval(stats['test_balanced_accuracy'])} | {_interval(stats['val'])} |")
-    if any("student_vs_direct" in entry for entry in summary["points"]):
+    rows = [(entry, role) for entry in summary["points"] for role in ROLE_OF_STAGE.values() if role in entry]
+    columns = [_column([entry[role][key] for entry, role in rows])
+               for key in ("test_accuracy", "test_balanced_accuracy", "val")]
+    for (entry, role), cells in zip(rows, zip(*columns, strict=True), strict=True):
+        lines.append("| " + " | ".join(str(v) for v in entry["point"].values())
+                     + f" | {role} | {entry[role]['test_accuracy_mean']:.4f} | " + " | ".join(cells) + " |")
+    added = [entry for entry in summary["points"] if "student_vs_direct" in entry]
+    if added:
         lines += ["", "What the assistant adds (student through the assistant − direct from the teacher, by seed):",
                   "", "| " + " | ".join(keys) + " | test accuracy | test balanced accuracy"
                   f" | val {summary['metric']} |", "|" + "---|" * (len(keys) + 3)]
-        for entry in summary["points"]:
-            stats = entry["student_vs_direct"]
-            lines.append("| " + " | ".join(str(v) for v in entry["point"].values())
-                         + f" | {_interval(stats['test_accuracy'])} | {_interval(stats['test_balanced_accuracy'])}"
-                         f" | {_interval(stats['val'])} |")
+        columns = [_column([entry["student_vs_direct"][key] for entry in added])
+                   for key in ("test_accuracy", "test_balanced_accuracy", "val")]
+        for entry, cells in zip(added, zip(*columns, strict=True), strict=True):
+            lines.append("| " + " | ".join(str(v) for v in entry["point"].values()) + " | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -336,7 +347,8 @@ def render(summary: dict[str, Any], title: str) -> str:
     return "\n".join([f"# {title}", "", f"Seeds {summary['seeds']}; baseline (no KD) test accuracy"
                       f" {summary['baseline_test_accuracy_mean']:.4f} (mean). Each cell: mean of the per-seed"
                       " paired differences against the same seed's baseline, with its 95% t-interval and p-value;"
-                      " \"measurable\" only when the interval excludes 0.", "The best setting is chosen on"
+                      " \"measurable\" only when the interval excludes 0 and, where a column holds several"
+                      " comparisons, Holm's adjusted p-value is below 0.05.", "The best setting is chosen on"
                       f" validation ({summary['metric']}): {summary['best_on_validation']}.", "",
                       *upstream_lines(summary), "", table(summary), *sizes_table(summary)]) + "\n"
 

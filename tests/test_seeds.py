@@ -128,3 +128,12 @@ def test_one_image_computed_in_floating_point_is_still_one_image() -> None:
     result = paired(differences)
     assert result["test"] == "sign" and result["p_value"] == pytest.approx(0.25) and not measurable(result)
     assert paired([0.01, 0.0100001, 0.0099999]).get("test") != "sign", "a real spread keeps the t-interval"
+
+
+def test_holm_adjusts_step_down_and_a_table_marks_measurable_only_after_it() -> None:
+    from kd_pipeline.seeds import holm
+
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.2]) == [0.2] and holm([]) == []
+    cell = {"mean": -0.05, "low": -0.09, "high": -0.01, "p_value": 0.02, "n": 5, "level": 0.95}
+    assert measurable(cell) and not measurable(cell, adjusted_p=0.215)

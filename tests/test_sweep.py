@@ -44,7 +44,7 @@ def test_gains_are_paired_per_seed_and_the_best_is_chosen_on_validation() -> Non
     assert by_method["kd"]["direct"]["test_accuracy"]["mean"] == pytest.approx(0.0)
     assert summary["baseline_test_accuracy_mean"] == pytest.approx(0.80)
     # identical differences: the sign test, p = 2 × 0.5² and an interval that reaches 0
-    assert "| dkd | student | 0.7800 | -0.0200 [-0.0200, +0.0000] p=0.500 |" in render(summary, "t")
+    assert "| dkd | student | 0.7800 | -0.0200 [-0.0200, +0.0000] p=0.500 (Holm 1.000) |" in render(summary, "t")
 
 
 def test_a_sweep_cell_shows_the_t_interval_and_p_value_and_calls_it_measurable() -> None:
