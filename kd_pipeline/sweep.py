@@ -252,8 +252,10 @@ def _interval(stats: dict[str, float], adjusted_p: float | None = None) -> str:
     if stats["n"] < 2:
         return f"{stats['mean']:+.4f}"
     p_value = "p<0.001" if stats["p_value"] < 0.001 else f"p={stats['p_value']:.3f}"
-    if adjusted_p is not None:
-        p_value += f" (Holm {adjusted_p:.3f})"
+    extra = [] if adjusted_p is None else [f"Holm {adjusted_p:.3f}"]
+    extra += [f"sign-flip {stats['sign_flip_p']:.3f}"] if "sign_flip_p" in stats else []
+    if extra:
+        p_value += f" ({'; '.join(extra)})"
     return (f"{stats['mean']:+.4f} [{stats['low']:+.4f}, {stats['high']:+.4f}] {p_value}"
             f"{' measurable' if measurable(stats, adjusted_p) else ''}")
 
@@ -354,8 +356,10 @@ def render(summary: dict[str, Any], title: str) -> str:
 
 
 def sweep_table(folder: Path) -> str:
-    """The README block `<!-- table: sweep NAME -->`, from the record's sweep.json."""
-    return table(json.loads((folder / "sweep.json").read_text()))
+    """The README block `<!-- table: sweep NAME -->`: the statistics recomputed from the per-seed
+    rows the record's sweep.json keeps, so every table reads the same, current tests."""
+    saved = json.loads((folder / "sweep.json").read_text())
+    return table({**saved, "points": summarize(saved["rows"], saved["metric"], saved["roles"])["points"]})
 
 
 def _dvc(args: list[str], cwd: Path) -> str:

@@ -137,3 +137,12 @@ def test_holm_adjusts_step_down_and_a_table_marks_measurable_only_after_it() -> 
     assert holm([0.2]) == [0.2] and holm([]) == []
     cell = {"mean": -0.05, "low": -0.09, "high": -0.01, "p_value": 0.02, "n": 5, "level": 0.95}
     assert measurable(cell) and not measurable(cell, adjusted_p=0.215)
+
+
+def test_the_exact_sign_flip_test_cannot_reach_005_with_five_seeds() -> None:
+    from kd_pipeline.seeds import sign_flip_p
+
+    assert sign_flip_p([0.01, 0.02, 0.015, 0.012, 0.011]) == pytest.approx(2 / 32)
+    assert sign_flip_p([0.01, 0.02, 0.015, 0.012, 0.011, 0.013]) == pytest.approx(2 / 64)
+    assert sign_flip_p([0.01, -0.02, 0.015]) == 1.0
+    assert paired([0.01, 0.02, 0.015, 0.012, 0.011])["sign_flip_p"] == pytest.approx(0.0625)
