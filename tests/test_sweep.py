@@ -51,8 +51,9 @@ def test_a_sweep_cell_shows_the_t_interval_and_p_value_and_calls_it_measurable()
     baselines = {0: (0.80, 0.80), 1: (0.85, 0.85), 2: (0.90, 0.90)}
     rows = [_row(s, "kd", (b[0], b[1] - 0.10 - 0.01 * s), b) for s, b in baselines.items()]
     # by hand: differences -0.10, -0.11, -0.12: mean -0.11, sd 0.01, t = -0.11 / (0.01 / √3) = -19.05,
-    # two-sided p (df 2) = 0.0027; half-width t(0.975, 2) 4.3027 × 0.01 / √3 = 0.0248
-    cell = "-0.1100 [-0.1348, -0.0852] p=0.003 measurable"
+    # two-sided p (df 2) = 0.0027; half-width t(0.975, 2) 4.3027 × 0.01 / √3 = 0.0248; the exact
+    # sign-flip test of three same-signed differences: 2 / 2^3 = 0.25
+    cell = "-0.1100 [-0.1348, -0.0852] p=0.003 (sign-flip 0.250) measurable"
     assert f"| kd | student | 0.7400 | {cell} |" in render(summarize(rows, "balanced_accuracy", ["student"]), "t")
 
 
