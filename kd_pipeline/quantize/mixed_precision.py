@@ -17,8 +17,9 @@ within budget. Here, with ONNX Runtime's own pieces:
 Every attempt is scored twice on validation: as ONNX Runtime runs it on this machine, and under
 the saturating u8s8 arithmetic of CPUs without VNNI (kd_pipeline.quantize.avx2_arithmetic); it
 must hold on both. Full int8 is tried in two formats, s8 weights (u8s8) and 7-bit weights
-(`reduce_range`, which cannot saturate); the first that holds on both kinds of CPU is kept, and
-the report gives each format's accuracy on both and its latency here.
+(`reduce_range`, which cannot saturate); the one that loses least on the worse of the two kinds of
+CPU is kept (within budget first, ties to u8s8), and the report gives each format's accuracy on
+both and its latency here.
 """
 
 from __future__ import annotations
@@ -172,8 +173,8 @@ def controlled_int8(
     fp32: Path, prepared: Path, int8: Path, cfg: QuantizeParams, calibration: Callable[[], CalibrationImages | None],
     val: Split, card: dict[str, Any], metric: str, ranges: dict[str, tuple[float, float]] | None = None,
 ) -> Control:
-    """Full int8 in each format into `int8` (the first that holds on both kinds of CPU, else the one
-    that loses least), then, if it loses more than the budget on validation, the worst layers kept
+    """Full int8 in each format into `int8` (the one that loses least on validation on the worse of
+    the two kinds of CPU, within budget first), then, if it loses more than the budget on validation, the worst layers kept
     in float step by step (see the module docstring). `int8` ends as the chosen file. `ranges`:
     activation ranges to use instead of calibrated ones (learned by QAT)."""
     with tempfile.TemporaryDirectory() as folder:
@@ -184,9 +185,12 @@ def controlled_int8(
             out = work / f"format{len(control.formats)}.int8.onnx"
             control.formats.append(_attempt(fp32, prepared, out, [], cfg, calibration, val, card, metric,
                                             control.float_val, work, ranges, fmt, timed=True))
-        passing = [i for i, a in enumerate(control.formats) if a.check["pass"]]
-        drops = [a.check["int8_val_drop"] for a in control.formats]
-        best = passing[0] if passing else drops.index(min(drops))
+        # The format that loses least on validation on the worse of the two kinds of CPU, preferring
+        # one within budget; ties go to u8s8 (finer weights). PneumoniaMNIST showed why not "the
+        # first within budget": a u8s8 file 0.0024 inside it on validation lost 1.2 points of test
+        # balanced accuracy on AVX2, where the 7-bit twin lost none (results/pneumoniamnist-int8-formats).
+        drops = [(not a.check["pass"], a.check["int8_val_drop"]) for a in control.formats]
+        best = drops.index(min(drops))
         attempt = control.formats[best]
         (work / f"format{best}.int8.onnx").replace(int8)
         control.attempts.append(attempt)
