@@ -174,9 +174,10 @@ def controlled_int8(
     val: Split, card: dict[str, Any], metric: str, ranges: dict[str, tuple[float, float]] | None = None,
 ) -> Control:
     """Full int8 in each format into `int8` (the one that loses least on validation on the worse of
-    the two kinds of CPU, within budget first), then, if it loses more than the budget on validation, the worst layers kept
-    in float step by step (see the module docstring). `int8` ends as the chosen file. `ranges`:
-    activation ranges to use instead of calibrated ones (learned by QAT)."""
+    the two kinds of CPU, within budget first), then, if it loses more than the budget on
+    validation, the worst layers kept in float step by step (see the module docstring). `int8`
+    ends as the chosen file. `ranges`: activation ranges to use instead of calibrated ones
+    (learned by QAT)."""
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         control = Control(float_val=val_scores(fp32, val, card), layers=[])
