@@ -10,7 +10,7 @@ export PATH := $(BIN):$(PATH)
 
 VEGA := .cache/vega
 
-.PHONY: setup setup-dev repro test lint browser
+.PHONY: setup setup-dev repro repro-full test lint browser
 
 setup: $(VENV)/.installed
 setup-dev: $(VENV)/.installed-dev
@@ -27,6 +27,13 @@ $(VENV)/.installed-dev: requirements-dev.lock $(VENV)/.installed
 
 repro: setup
 	dvc repro
+
+# params.yaml is a first look, sized to finish in 5 minutes on 2 AVX2 cores (16 px, short
+# budgets). Real data wants the full budgets of kd_pipeline/budgets.py, the ones every record before
+# the first look used: `make repro-full` runs them as one DVC experiment, and
+# `make repro-full SET="-S data.name=medmnist -S data.subset=pneumoniamnist"` on other data.
+repro-full: setup
+	dvc exp run $$(python -m kd_pipeline.budgets full) $(SET)
 
 # The browser test renders `dvc plots show` in headless Chromium with vega from npm (offline).
 # Both are installed here when possible; without them that one test skips (fails under CI=true).

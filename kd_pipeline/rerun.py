@@ -5,7 +5,8 @@ seeds.json names the training seeds it aggregated. In a temporary clone of HEAD 
 only, sharing this repository's DVC cache), those params are written, `dvc repro` runs the first
 seed, every further seed runs as a queued experiment, `kd_pipeline.seeds` aggregates them, and
 the record is replaced by the new run. A record made before a params key was retired is re-run
-with `--today-defaults`: today's params.yaml with only the record's `data` group and first seed,
+with `--today-defaults`: today's params.yaml at the full budget (kd_pipeline.budgets) with only
+the record's `data` group and first seed,
 which is the recipe "this dataset at the defaults of that moment"; `--seeds N` sets how many
 training seeds it aggregates, and `--set KEY=VALUE` (repeatable) changes one param on top, for a
 recipe that is today's defaults plus a budget (CIFAR-10 at one epoch). Everything that can make
@@ -30,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from kd_pipeline import budgets
 from kd_pipeline.core import paths
 from kd_pipeline.core.errors import ParamsError, PipelineError
 from kd_pipeline.core.params import parse_params, read_yaml
@@ -66,15 +68,16 @@ def recipe(name: str, results: Path = paths.RESULTS, repo: Path = Path("."), tod
            seeds: int | None = None, settings: Sequence[str] = ()) -> Recipe:
     """The record's params and seeds, checked against today's code and this machine's files.
 
-    With `today_defaults`, the params are `repo`'s params.yaml with the record's `data` group and
-    first training seed; `settings` (KEY=VALUE) are applied on top before the check; `seeds`
-    (when given) is how many seeds to run, the record's first and then the smallest others."""
+    With `today_defaults`, the params are `repo`'s params.yaml at the full budget (kd_pipeline.budgets:
+    params.yaml itself is a first look) with the record's `data` group and first training seed;
+    `settings` (KEY=VALUE) are applied on top before the check; `seeds` (when given) is
+    how many seeds to run, the record's first and then the smallest others."""
     folder = results / name
     if not (folder / "params.yaml").is_file():
         raise PipelineError(f"{folder}: no such record (no params.yaml)")
     raw = read_yaml((folder / "params.yaml").read_text())
     if today_defaults:
-        today = read_yaml((repo / "params.yaml").read_text())
+        today = budgets.apply(read_yaml((repo / "params.yaml").read_text()), "full")
         today["data"] = {**today["data"], **raw.get("data", {})}
         today["train"]["seed"] = raw.get("train", {}).get("seed", today["train"]["seed"])
         raw = today
