@@ -3,7 +3,8 @@
 It compares like with like: the pull request carries the `dvc.lock` and metrics its author
 produced, and the gate checks that they are the product of the committed code, params and data
 (`dvc status` finds nothing to rerun) instead of retraining on a different machine. Then it diffs
-evaluate's per-variant metrics against the base branch. A fall fails the gate when it exceeds
+evaluate's per-variant metrics (metrics/evaluate.json, read from both commits) against the base
+branch, and shows `dvc metrics diff` of the headline. A fall fails the gate when it exceeds
 max(`gate.tolerance`, `gate.seed_sds` × √2 × the seed-to-seed standard deviation in
 `metrics/seeds.json`): √2 because both sides are single runs. A speed target (a latency ratio)
 fails the gate only when both sides were timed on the same CPU with the same kernel limits
@@ -113,6 +114,26 @@ def allowance(name: str, cfg: GateParams, seeds: dict[str, Any] | None) -> float
     return max(cfg.tolerance, cfg.seed_sds * math.sqrt(2.0) * spread)
 
 
+def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Numeric leaves of a JSON tree by dotted name, as `dvc metrics diff` names them."""
+    if isinstance(tree, dict):
+        return {name: value for key, sub in tree.items() for name, value in _leaves(sub, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: tree} if isinstance(tree, int | float) and not isinstance(tree, bool) else {}
+
+
+def evaluation_diff(base: dict[str, Any] | None, head: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """evaluate.json's changed numbers, base against head, in `dvc metrics diff --json`'s form. The
+    file is a plain output (dvc.yaml's metrics are the headline), so the gate diffs it itself."""
+    old, new = _leaves(base or {}), _leaves(head or {})
+    changes = {}
+    for name in sorted(old.keys() | new.keys()):
+        before, after = old.get(name), new.get(name)
+        if before != after:
+            changes[name] = {"old": before, "new": after,
+                             **({"diff": after - before} if before is not None and after is not None else {})}
+    return {EVALUATION: changes} if changes else {}
+
+
 def regressions(diff: dict[str, dict[str, Any]], cfg: GateParams, seeds: dict[str, Any] | None = None) -> list[str]:
     """Watched variant metrics of the evaluation that fell by more than their allowance."""
     found = []
@@ -191,10 +212,10 @@ def _lock_lines(pull_error: str | None, stale: list[str], unchecked: list[str]) 
 def report(base: str, cfg: GateParams, pull_error: str | None, plots: str | None) -> tuple[str, bool]:
     """The Markdown report and whether the gate fails."""
     stale, unchecked = stale_stages(json.loads(_dvc("status", "--json").stdout or "{}"), pull_error is None)
-    diff = json.loads(_dvc("metrics", "diff", "--json", "--targets", EVALUATION, "--", base).stdout or "{}")
+    headline = json.loads(_dvc("metrics", "diff", "--json", "--", base).stdout or "{}")
     params = json.loads(_dvc("params", "diff", "--json", base).stdout or "{}")
-    fell = regressions(diff, cfg, _read(SEEDS))
     evaluation, base_evaluation = _read(EVALUATION), _read_at(base, EVALUATION)
+    fell = regressions(evaluation_diff(base_evaluation, evaluation), cfg, _read(SEEDS))
     missed = failures(evaluation) if evaluation else [f"{EVALUATION} not found: run the pipeline and commit it"]
     already = set(failures(base_evaluation)) if base_evaluation else set()
     other_machine = machines_differ(evaluation, base_evaluation)
@@ -211,7 +232,8 @@ def report(base: str, cfg: GateParams, pull_error: str | None, plots: str | None
     lines += [f"- ❌ regression: {r}" for r in fell]
     if not fell:
         lines.append(f"- ✅ no watched metric ({', '.join(cfg.watch)}) fell by more than its allowance")
-    lines += ["", "### Metrics", "", *_diff_table(diff, base), "", "### Params", "", *_diff_table(params, base)]
+    lines += ["", "### Headline metrics", "", *_diff_table(headline, base), "", "### Params", "",
+              *_diff_table(params, base)]
     if plots:
         shown = _dvc("plots", "diff", base, "--out", plots, check=False)
         lines += ["", f"Plots diff: {plots}/index.html" if shown.returncode == 0

@@ -405,3 +405,21 @@ def test_the_reference_pool_is_the_set_prune_compresses_from() -> None:
     from kd_pipeline.prune.origin import SMALL_MODELS as ORIGIN_POOL
 
     assert REFERENCE_POOL == ORIGIN_POOL
+
+
+def test_the_headline_names_what_ships_in_the_decision_metric_without_duplicates() -> None:
+    from kd_pipeline.evaluate.report import headline
+
+    shipped = {"accuracy": 0.9, "balanced_accuracy": 0.8, "val": {"balanced_accuracy": 0.85}, "size_mb": 1.0,
+               "latency_ms": 0.5, "latency_ratio_same_runtime": 4.0, "size_ratio_vs_teacher": 30.0,
+               "avx2": {"safe_on": "CPUs with and without VNNI"}}
+    evaluation = {"decision_metric": "balanced_accuracy", "deployed": "pruned_int8",
+                  "variants": {"teacher": {"accuracy": 0.92}, "pruned_int8": shipped},
+                  "distillation_gain": {"accuracy": 0.01, "balanced_accuracy": -0.02}, "targets_passed": False}
+    found = headline(evaluation)
+    assert found["deployed"] == "pruned_int8" and found["deployed_test_balanced_accuracy"] == 0.8
+    assert found["deployed_val_balanced_accuracy"] == 0.85 and found["kd_gain_vs_baseline_balanced_accuracy"] == -0.02
+    assert found["speedup_vs_teacher"] == 4.0 and found["targets_passed"] is False
+    assert len([v for v in found.values() if isinstance(v, int | float)]) <= 30
+    plain = headline({**evaluation, "decision_metric": "accuracy"})
+    assert "deployed_test_balanced_accuracy" not in plain and "kd_gain_vs_baseline_accuracy" not in plain

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from kd_pipeline.core.params import GateParams
@@ -36,6 +37,22 @@ def test_regressions_allow_the_seed_spread_and_watch_evaluate_variants_only() ->
     # a spread of 0.015 allows 2 × √2 × 0.015 = 0.0424 (two single runs): the same fall is noise
     seeds = {"variants": {"student": {"accuracy": {"std": 0.015}}}}
     assert regressions(diff, GateParams(tolerance=0.01), seeds) == []
+
+
+def test_the_gate_diffs_evaluate_json_itself_and_catches_a_fall_and_a_lost_variant() -> None:
+    from kd_pipeline.gate import evaluation_diff, regressions
+
+    base = {"variants": {"student": {"accuracy": 0.99, "val": {"accuracy": 0.98}}, "pruned": {"accuracy": 0.97}},
+            "targets_passed": True}
+    head = {"variants": {"student": {"accuracy": 0.95, "val": {"accuracy": 0.98}}}, "targets_passed": True}
+    diff = evaluation_diff(base, head)["metrics/evaluate.json"]
+    assert diff["variants.student.accuracy"]["diff"] == pytest.approx(-0.04)
+    assert "variants.student.val.accuracy" not in diff and "targets_passed" not in diff
+    assert diff["variants.pruned.accuracy"] == {"old": 0.97, "new": None}
+    found = regressions({"metrics/evaluate.json": diff}, GateParams(tolerance=0.01))
+    assert any("student.accuracy fell 0.0400" in f for f in found) and any("pruned.accuracy disappeared" in f
+                                                                            for f in found)
+    assert evaluation_diff(base, base) == {}
 
 
 def test_unknown_watch_name_is_refused() -> None:

@@ -8,9 +8,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from kd_pipeline.core import paths
 from kd_pipeline.core.files import atomic_dir, atomic_file, write_json
 from kd_pipeline.core.params import Params
 from kd_pipeline.evaluate.machine import describe
+
+# evaluate's two headline files, the ones dvc.yaml declares as its metrics and default plot. Kept
+# here, beside paths.METRICS, not in core/paths.py: every stage imports that, and a path only
+# evaluate writes should re-run only evaluate.
+HEADLINE = paths.METRICS / "headline.json"
+DEPLOYED_CONFUSION = paths.PLOTS / "deployed_confusion.json"
 
 COLUMNS = (
     ("val_score", "val score (decides)", "{:.4f}"),
@@ -65,6 +72,10 @@ def write_plot_data(result: dict[str, Any], class_names: list[str], test_labels:
     ]
     write_json(plots_dir / "tradeoff.json", tradeoff)
     _tradeoff_png(tradeoff, evaluation.get("deployed"), plots_dir / "tradeoff.png")
+    deployed = evaluation.get("deployed")
+    if deployed in details:  # the one confusion matrix `dvc plots show` draws by default
+        write_json(plots_dir / DEPLOYED_CONFUSION.name,
+                   confusion_rows(test_labels, details[deployed]["predictions"], class_names))
 
 
 def confusion_rows(actual: list, predicted: list, class_names: list[str]) -> list[dict[str, str]]:
@@ -262,7 +273,38 @@ def _teachers(evaluation: dict[str, Any]) -> list[str]:
     if not warnings:
         return ["", "Teacher quality: every teacher in the chain is at least as accurate on validation"
                 " as the student trained alone."]
-    return ["", "## Teacher quality", ""] + [f"- ⚠ {line}" for line in warnings]
+    return ["", "## Teacher quality", ""] + [f"- ⚠ {line}" for line in warnings] + [
+        "- The default params.yaml is a first look, sized for a 5-minute run (16 px, short budgets):"
+        " `make repro-full` trains every role with the full budget (docs/workflow.md)."]
+
+
+def headline(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """A dozen numbers named for a person, the ones `dvc exp show` and `dvc metrics diff` lead with:
+    what ships, how good it is (test accuracy and the set's decision metric; validation decided),
+    what it costs against the teacher in one runtime, and what distillation added."""
+    metric, variants = evaluation["decision_metric"], evaluation["variants"]
+    deployed = evaluation.get("deployed")
+    shipped = variants.get(deployed) or {}
+    teacher = variants.get("teacher") or {}
+    gain = evaluation.get("distillation_gain") or {}
+    found: dict[str, Any] = {
+        "deployed": deployed,
+        "decision_metric": metric,
+        "deployed_test_accuracy": shipped.get("accuracy"),
+        **({f"deployed_test_{metric}": shipped.get(metric)} if metric != "accuracy" else {}),
+        f"deployed_val_{metric}": (shipped.get("val") or {}).get(metric),
+        "size_mb": shipped.get("size_mb"),
+        "latency_ms": shipped.get("latency_ms"),
+        "speedup_vs_teacher": shipped.get("latency_ratio_same_runtime"),
+        "smaller_than_teacher": shipped.get("size_ratio_vs_teacher"),
+        "teacher_test_accuracy": teacher.get("accuracy"),
+        "kd_gain_vs_baseline": gain.get("accuracy"),
+        **({f"kd_gain_vs_baseline_{metric}": gain.get(metric)} if metric != "accuracy" else {}),
+        "assistant_gain": (evaluation.get("assistant_gain") or {}).get("accuracy"),
+        "targets_passed": evaluation.get("targets_passed"),
+        "int8_safe_on": (shipped.get("avx2") or {}).get("safe_on"),
+    }
+    return {key: value for key, value in found.items() if value is not None}
 
 
 def write_outputs(
@@ -276,6 +318,7 @@ def write_outputs(
     files_path: Path,
 ) -> None:
     write_json(metrics_path, result["evaluation"])
+    write_json(metrics_path.with_name(HEADLINE.name), headline(result["evaluation"]))
     write_json(files_path, result["files"])  # not metrics: hashes that export checks
     write_plot_data(result, class_names, test_labels, plots_dir)
     with atomic_file(report_path) as tmp:
