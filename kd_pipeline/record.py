@@ -29,6 +29,8 @@ from kd_pipeline.evaluate.machine import cpu_info
 
 RESULTS = paths.RESULTS
 README = Path("README.md")
+# Every file with generated blocks: the README's first page and the results in full.
+GENERATED = (README, Path("docs/results.md"))
 # (source in the workspace, name in the record, required)
 FILES = (
     ("params.yaml", "params.yaml", True),
@@ -46,6 +48,7 @@ FILES = (
     (str(paths.QUANTIZATION_REPORT), "quantization.md", False),
     (str(paths.VISUALIZE_PLOTS / "overview.png"), "maps_overview.png", False),
     (str(paths.VISUALIZE_PLOTS / "gradient_flow.png"), "gradient_flow.png", False),
+    (str(paths.PLOTS / "tradeoff.png"), "tradeoff.png", False),
 )
 # A generated block: <!-- table: records --> or <!-- table: variants NAME -->, then <!-- /table -->.
 BLOCK = re.compile(r"(<!-- table: (\w+)(?: (\S+))? -->\n).*?(<!-- /table -->)", re.DOTALL)
@@ -274,7 +277,37 @@ def variants_table(folder: Path) -> str:
     return "\n".join(rows)
 
 
+def headline_table(folder: Path) -> str:
+    """The README's three rows: the teacher, the small float model compression started from, and
+    what ships, in test accuracy and the set's decision metric, size, latency and the ratios."""
+    evaluation = json.loads((folder / "evaluate.json").read_text())
+    params = read_yaml((folder / "params.yaml").read_text())
+    metric = evaluation["decision_metric"]
+    variants, deployed, reference = evaluation["variants"], evaluation.get("deployed"), evaluation["reference"]
+    extra = "" if metric == "accuracy" else f" | test {metric.replace('_', ' ')}"
+    rows = [f"| | model | runtime | test accuracy{extra} | size | latency b1 | × faster than the teacher, same runtime"
+            " | × smaller |",
+            "|---|---|---|---|---|---|---|---|" + ("---|" if extra else "")]
+    for label, name in (("teacher", "teacher"), ("compressed from", reference), ("deployed", deployed)):
+        if name not in variants:
+            continue
+        m = variants[name]
+        base = name.split("_")[0]
+        source = (evaluation.get("compressed_from") or {}).get("source", "student")
+        role = {"direct": "student", "baseline": "student", "pruned": source}.get(base, base)
+        model = params[{"direct": "student", "baseline": "student"}.get(role, role)]["model"]
+        model += ", pruned" if base == "pruned" else ""
+        scores = f"{m['accuracy']:.4f}" + (f" | {m[metric]:.4f}" if extra else "")
+        faster = f"{m['latency_ratio_same_runtime']:.1f}" if "latency_ratio_same_runtime" in m else "–"
+        rows.append(f"| {label} | {name} ({model}) | {RUNTIME.get(name.rsplit('_', 1)[-1], 'PyTorch fp32')}"
+                    f" | {scores} | {m['size_mb']:.2f} MB | {m['latency_ms']:.2f} ms"
+                    f" | {faster} | {m['size_ratio_vs_teacher']:.1f} |")
+    return "\n".join(rows)
+
+
 def render(kind: str, arg: str | None, results: Path = RESULTS) -> str:
+    if kind == "headline" and arg and (results / arg / "evaluate.json").is_file():
+        return headline_table(results / arg)
     if kind == "records":
         return records_table(results)
     if kind == "variants" and arg and (results / arg / "evaluate.json").is_file():
@@ -286,10 +319,10 @@ def render(kind: str, arg: str | None, results: Path = RESULTS) -> str:
     raise PipelineError(f"README table {kind!r} {arg or ''}: unknown kind or no record {results / (arg or '')}")
 
 
-def readme_with_tables(text: str, results: Path = RESULTS) -> str:
-    """The README with every generated block re-rendered from the records."""
+def readme_with_tables(text: str, results: Path = RESULTS, source: Path = README) -> str:
+    """A page (the README, docs/results.md) with every generated block re-rendered from the records."""
     if not BLOCK.search(text):
-        raise PipelineError(f"{README}: no <!-- table: ... --> block found")
+        raise PipelineError(f"{source}: no <!-- table: ... --> block found")
     return BLOCK.sub(lambda m: f"{m.group(1)}{render(m.group(2), m.group(3), results)}\n{m.group(4)}", text)
 
 
@@ -305,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, help="with --rerun: how many training seeds (default: the record's)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
                         help="with --rerun: one param on top of the recipe (repeatable), e.g. train.epochs=1")
-    parser.add_argument("--readme", action="store_true", help="rewrite the README table from results/")
+    parser.add_argument("--readme", action="store_true",
+                        help="rewrite the generated tables (README.md, docs/results.md) from results/")
     parser.add_argument("--check", action="store_true",
                         help="exit 1 when the README table is not current; list records whose stage code is stale")
     args = parser.parse_args(argv)
@@ -319,16 +353,19 @@ def main(argv: list[str] | None = None) -> int:
             raise PipelineError("--command is required: the command line that produced this run")
         print(f"recorded {record(args.name, args.command)}")
     if args.readme or args.check:
-        text = README.read_text()
-        current = readme_with_tables(text)
         if args.check:
             for name, state in stale_records().items():
                 print(f"{name}: {state}")
-            if current != text:
-                print(f"{README}: the results table differs from {RESULTS}/; run python -m kd_pipeline.record --readme")
-                return 1
-        else:
-            README.write_text(current)
+        differ = []
+        for page in GENERATED:
+            text = page.read_text()
+            current = readme_with_tables(text, source=page)
+            if args.check and current != text:
+                print(f"{page}: a generated table differs from {RESULTS}/; run python -m kd_pipeline.record --readme")
+                differ.append(page)
+            elif not args.check:
+                page.write_text(current)
+        return 1 if differ else 0
     return 0
 
 

@@ -14,8 +14,9 @@ import pytest
 import torch
 import yaml
 
+from kd_pipeline import budgets
 from kd_pipeline.core.errors import PipelineError
-from kd_pipeline.record import README, _drop_seeds_of_another_run, readme_with_tables, record, records_table
+from kd_pipeline.record import GENERATED, README, _drop_seeds_of_another_run, readme_with_tables, record, records_table
 from kd_pipeline.seeds import aggregate
 from tests.conftest import ROOT
 
@@ -27,10 +28,19 @@ open("reports/summary.md", "w").write("# summary")
 """
 
 
-def test_readme_tables_match_the_records() -> None:
+def test_generated_tables_match_the_records() -> None:
+    assert "<!-- table: headline" in (ROOT / README).read_text()
+    assert "<!-- table: records -->" in (ROOT / "docs/results.md").read_text()
+    for page in GENERATED:
+        text = (ROOT / page).read_text()
+        assert readme_with_tables(text, ROOT / "results", page) == text, f"{page}: run kd_pipeline.record --readme"
+
+
+def test_the_readme_is_one_screen_with_a_picture_from_a_record() -> None:
     text = (ROOT / README).read_text()
-    assert "<!-- table: records -->" in text
-    assert readme_with_tables(text, ROOT / "results") == text, "run python -m kd_pipeline.record --readme"
+    assert len(text.splitlines()) <= 150
+    pictures = re.findall(r"!\[[^\]]*\]\((results/[^)]+\.png)\)", text)
+    assert pictures and all((ROOT / p).is_file() for p in pictures), pictures
 
 
 def _evaluation(accuracies: dict[str, float]) -> dict:
@@ -40,7 +50,7 @@ def _evaluation(accuracies: dict[str, float]) -> dict:
 
 
 def test_records_table_shows_spread_when_aggregated_and_single_runs_otherwise(tmp_path: Path) -> None:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = budgets.apply(yaml.safe_load((ROOT / "params.yaml").read_text()), "full")
     for name, seeds in (("a", True), ("b", False)):
         folder = tmp_path / name
         folder.mkdir()
@@ -162,7 +172,7 @@ def test_a_record_with_retired_keys_reruns_its_data_at_todays_defaults(tmp_path:
     with pytest.raises(PipelineError, match="--today-defaults re-runs its data"):
         recipe("old", tmp_path / "results", tmp_path)
     plan = recipe("old", tmp_path / "results", tmp_path, today_defaults=True, seeds=5)
-    today = yaml.safe_load((ROOT / "params.yaml").read_text())
+    today = budgets.apply(yaml.safe_load((ROOT / "params.yaml").read_text()), "full")
     assert plan.params["data"]["subset"] == "breastmnist" and plan.params["data"]["root"] == str(data)
     assert plan.params["train"] == {**today["train"], "seed": 1}  # the record's epochs are not kept
     assert plan.params["export"] == today["export"]
@@ -178,7 +188,7 @@ def test_a_rerun_sets_a_budget_on_top_of_todays_defaults_and_refuses_a_bad_setti
     _saved_record(tmp_path / "results", "cifar", data={"name": "digits"}, train={"epochs": 1, "sampler": "x"})
     plan = recipe("cifar", tmp_path / "results", tmp_path, today_defaults=True,
                   settings=["train.epochs=1", "teacher.train.epochs=1", "prune.epochs=1"])
-    today = yaml.safe_load((ROOT / "params.yaml").read_text())
+    today = budgets.apply(yaml.safe_load((ROOT / "params.yaml").read_text()), "full")
     assert plan.params["train"] == {**today["train"], "epochs": 1}  # the retired key is gone
     assert plan.params["teacher"]["train"] == {"epochs": 1} and plan.params["prune"]["epochs"] == 1
     assert plan.params["assistant"] == today["assistant"]
