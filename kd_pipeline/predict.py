@@ -1,7 +1,9 @@
 """Classify image files with the exported model: ONNX Runtime, numpy and Pillow only (no torch).
 
-    python -m kd_pipeline.predict --model export image.png folder/ [--json] [--top 3]
-    python -m kd_pipeline.predict --model export --benchmark [--threads 1] [--repeats 200]
+    kd-predict --model export image.png folder/ [--json] [--top 3]     (python -m kd_pipeline.predict)
+    kd-predict --model export --benchmark [--threads 1] [--repeats 200]
+    python export/predict.py image.png          (the bundle on its own: export stage copies this
+                                                 file and prepare's imaging.py beside the model)
 
 Unreadable files are reported on stderr and skipped; the exit code is 1 when any was skipped.
 A multi-label bundle (preprocessing.json "task": "multilabel") reports every label whose
@@ -18,7 +20,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from kd_pipeline.prepare.imaging import RESIZE_MODES, fit_image, to_rgb
+try:  # in the repository, or with the package installed
+    from kd_pipeline.prepare.imaging import RESIZE_MODES, fit_image, to_rgb
+except ImportError:  # export/predict.py beside export/imaging.py: the bundle with only its three libraries
+    from imaging import RESIZE_MODES, fit_image, to_rgb  # type: ignore[no-redef]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
@@ -91,11 +96,19 @@ def benchmark(bundle: Path, threads: int, repeats: int) -> dict[str, float]:
             for name in ("model.onnx", "model.fp32.onnx") if (bundle / name).is_file()}
 
 
-def _print_benchmark(bundle: Path, threads: int, repeats: int) -> None:
-    from kd_pipeline.evaluate.machine import cpu_info, describe
+def _cpu() -> str:
+    try:
+        from kd_pipeline.evaluate.machine import cpu_info, describe
+    except ImportError:  # the bundle on its own
+        import platform
 
+        return f"{platform.processor() or platform.machine()} (instruction sets: install kd-pipeline to list them)"
+    return describe(cpu_info())
+
+
+def _print_benchmark(bundle: Path, threads: int, repeats: int) -> None:
     latencies = benchmark(bundle, threads, repeats)
-    print(f"CPU: {describe(cpu_info())}; {threads} thread(s), batch 1, median of {repeats}")
+    print(f"CPU: {_cpu()}; {threads} thread(s), batch 1, median of {repeats}")
     for name, ms in latencies.items():
         print(f"{name}\t{ms:.3f} ms")
     if len(latencies) == 2:
@@ -119,13 +132,16 @@ def image_files(paths: list[str]) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="*", help="image files or folders")
-    parser.add_argument("--model", default="export", help="the export bundle folder")
+    parser.add_argument("--model", default=None,
+                        help="the export bundle folder (default: this file's folder when it is a bundle, else export)")
     parser.add_argument("--json", action="store_true", help="one JSON list on stdout")
     parser.add_argument("--top", type=int, default=1, help="classes per image")
     parser.add_argument("--benchmark", action="store_true", help="time the shipped model (and its fp32 twin) here")
     parser.add_argument("--threads", type=int, default=1, help="--benchmark: ONNX Runtime threads")
     parser.add_argument("--repeats", type=int, default=200, help="--benchmark: timed runs")
     args = parser.parse_args(argv)
+    here = Path(__file__).resolve().parent
+    args.model = args.model or (str(here) if (here / "model.onnx").is_file() else "export")
     try:
         classifier = Classifier(args.model)
     except FileNotFoundError as err:

@@ -116,12 +116,18 @@ def test_repro_writes_every_output(repo: Path) -> None:
     for role in ("student", "pruned"):
         assert not (repo / f".resume/{role}/state.pt").exists(), f"{role}: resume state left after success"
 
-    shown = run(["dvc", "metrics", "show", "--json"], repo).stdout
-    assert "metrics/student/metrics.json" in shown
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
+    files = next(iter(shown.values()))["data"]
+    assert set(files) == {"metrics/headline.json"}, "the headline is the only metrics file"
+    headline = files["metrics/headline.json"]["data"]
+    numbers = [v for v in headline.values() if isinstance(v, int | float) and not isinstance(v, bool)]
+    assert 8 <= len(numbers) <= 30 and headline["deployed"] == evaluation["deployed"]
+    assert headline["deployed_test_accuracy"] == evaluation["variants"][evaluation["deployed"]]["accuracy"]
 
     html = run(["dvc", "plots", "show", "--out", "plots_html"], repo)
     page = (repo / "plots_html/index.html").read_text()
-    assert "vega" in page.lower() and "confusion" in page, html.stdout
+    assert "vega" in page.lower() and "deployed_confusion" in page, html.stdout
+    assert page.count("vegaEmbed(") + page.count("<img") <= 12, "at most 12 default plots"
 
     started = time.perf_counter()
     again = run(["dvc", "repro"], repo)
@@ -168,6 +174,39 @@ def test_a_killed_stage_resumes_to_the_uninterrupted_runs_hash(repo: Path, tmp_p
     assert f"{role}: resuming after epoch 1" in resumed.stdout + resumed.stderr
     assert not state.exists()
     assert _out_hash(repo, stage, out) == uninterrupted
+
+
+def test_the_bundle_alone_classifies_in_a_venv_with_only_onnxruntime_numpy_and_pillow(
+        repo: Path, tmp_path: Path) -> None:
+    """export/ copied anywhere, run with a fresh interpreter that has only the three libraries
+    (pinned as requirements.lock pins them): the test accuracy evaluate reported for what ships."""
+    import venv
+
+    import numpy as np
+    from PIL import Image
+
+    pins = {name: re.search(rf"^{name}==(\S+)$", (ROOT / "requirements.lock").read_text(), re.M | re.I).group(1)
+            for name in ("onnxruntime", "numpy", "pillow")}
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    python = env_dir / "bin" / "python"
+    run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         *(f"{name}=={version}" for name, version in pins.items())], tmp_path)
+    bundle = shutil.copytree(repo / "export", tmp_path / "bundle")
+    images = np.load(repo / "data/prepared/test/images.npy")
+    labels = np.load(repo / "data/prepared/test/labels.npy")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(folder / f"{i:05d}.png")
+    proc = run([str(python), "-I", str(bundle / "predict.py"), "--json", str(folder)], tmp_path)
+    names = json.loads((bundle / "labels.json").read_text())
+    predicted = [r["class"] for r in sorted(json.loads(proc.stdout), key=lambda r: r["path"])]
+    accuracy = float(np.mean([p == names[str(int(y))] for p, y in zip(predicted, labels, strict=True)]))
+    evaluation = json.loads((repo / "metrics/evaluate.json").read_text())
+    assert accuracy == pytest.approx(evaluation["variants"][evaluation["deployed"]]["accuracy"], abs=1e-9)
+    frozen = run([str(python), "-m", "pip", "freeze"], tmp_path).stdout.lower()
+    assert "torch" not in frozen and "kd-pipeline" not in frozen
 
 
 def test_predict_matches_evaluation_without_torch(repo: Path) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from kd_pipeline import predict as standalone_predict
 from kd_pipeline.core import paths
 from kd_pipeline.core.data import Split, load_meta, load_split
 from kd_pipeline.core.errors import PipelineError
@@ -32,6 +33,7 @@ from kd_pipeline.evaluate.fidelity import file_sha256, float_fidelity, predictio
 from kd_pipeline.evaluate.machine import describe
 from kd_pipeline.evaluate.runtime import onnx_runner, torch_runner
 from kd_pipeline.evaluate.targets import failures
+from kd_pipeline.prepare import imaging
 from kd_pipeline.quantize.onnx_export import export_onnx
 
 
@@ -221,6 +223,8 @@ def export_deployable(
         int8_card = layout.models / "quantized" / f"{source}.int8.json"
         calibration = json.loads(int8_card.read_text()).get("calibration") if variant.endswith("_int8") else None
         (tmp / "MODEL_CARD.md").write_text(_model_card(variant, card, evaluation, params, check, calibration))
+        for module in (standalone_predict, imaging):  # `python export/predict.py`: onnxruntime, numpy, Pillow
+            shutil.copyfile(str(module.__file__), tmp / Path(str(module.__file__)).name)
     measured = evaluation["variants"][variant]
     result = {
         "variant": variant, "int8": variant.endswith("_int8"), "meets_targets": evaluation["targets_passed"],
