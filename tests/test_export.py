@@ -112,3 +112,28 @@ def test_an_fp32_onnx_variant_ships_the_file_evaluate_measured_not_a_fresh_expor
     assert not (tmp_path / "student_onnx" / "model.fp32.onnx").exists() and exported == []
     bundle.write_model_files("student", tmp_path / "models", None, {"input_size": [3, 8, 8]}, tmp_path)
     assert exported == [tmp_path / "model.onnx"]
+
+
+def test_metadata_carries_labels_and_preprocessing_and_leaves_the_graph_as_measured(tmp_path: Path) -> None:
+    import json
+
+    import onnxruntime as ort
+
+    from kd_pipeline.export.bundle import add_metadata, onnx_metadata
+
+    model, path, split = _setup(tmp_path)
+    before = onnx.load(str(path)).graph.SerializeToString()
+    run = onnx_runner(path, CARD["mean"], CARD["std"], 1)
+    decisions = decide(predict_split(run, split), False)
+    measured = {"accuracy": 0.5, "val": {"balanced_accuracy": 0.6},
+                "avx2": {"int8_format": "u8s8 7-bit weights", "safe_on": "CPUs with and without VNNI"}}
+    evaluation = {"decision_metric": "balanced_accuracy", "variants": {"student_int8": measured}}
+    props = onnx_metadata("student_int8", {**CARD, "task": "multiclass"}, evaluation, ["a", "b", "c", "d"], "pad")
+    add_metadata(path, props)
+    found = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert json.loads(found["labels"]) == ["a", "b", "c", "d"] and found["resize"] == "pad"
+    assert found["val_balanced_accuracy"] == "0.600000" and found["int8_format"] == "u8s8 7-bit weights"
+    assert ort.InferenceSession(str(path)).get_modelmeta().custom_metadata_map["mean"] == "[0.5, 0.5, 0.5]"
+    assert onnx.load(str(path)).graph.SerializeToString() == before
+    again = onnx_runner(path, CARD["mean"], CARD["std"], 1)
+    assert np.array_equal(decide(predict_split(again, split), False), decisions)

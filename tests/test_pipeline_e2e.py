@@ -103,8 +103,12 @@ def test_repro_writes_every_output(repo: Path) -> None:
     assert exported["meets_targets"] == evaluation["targets_passed"]
     card_text = (repo / "export/MODEL_CARD.md").read_text()
     assert f"**meets_targets**: {str(evaluation['targets_passed']).lower()}" in card_text
-    for name in ("model.onnx", "model.safetensors", "labels.json", "preprocessing.json", "MODEL_CARD.md"):
+    for name in ("model.onnx", "model.safetensors", "labels.json", "preprocessing.json", "MODEL_CARD.md",
+                 "predict.py", "imaging.py"):
         assert (repo / "export" / name).is_file(), name
+    header = yaml.safe_load(card_text.split("---")[1])  # the front matter model hubs read
+    assert header["pipeline_tag"] == "image-classification" and header["onnx_opset"] >= 17
+    assert "## Limitations" in card_text and "## Intended use" in card_text
     assert (repo / "plots/tradeoff.png").is_file()
     assert (repo / "plots/confusion/student.json").is_file()
     pictures = {p.name for p in (repo / "plots/visualize").iterdir()}

@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import onnx
 import torch
 from safetensors.torch import save_file
 
@@ -113,8 +114,41 @@ def _cpu_lines(measured: dict, metric: str) -> list[str]:
             f" test accuracy {avx2['test_accuracy']:.4f} (here: {measured['accuracy']:.4f})"]
 
 
+def _hub_header(variant: str, evaluation: dict, params: Params, opset: int | None) -> list[str]:
+    """The YAML front matter model hubs read (Hugging Face's model-card metadata fields)."""
+    metric = evaluation["decision_metric"]
+    measured = evaluation["variants"][variant]
+    dataset = params.data.subset or params.data.name
+    tags = ["image-classification", "knowledge-distillation", "onnx", "kd-pipeline",
+            *(["int8"] if variant.endswith("_int8") else []), *(["pruned"] if variant.startswith("pruned") else [])]
+    return ["---", "license: apache-2.0", "library_name: onnx", "pipeline_tag: image-classification",
+            "tags:", *(f"  - {tag}" for tag in tags), "datasets:", f"  - {dataset}", "metrics:",
+            *(f"  - {name}" for name in dict.fromkeys(["accuracy", metric])),
+            f"test_accuracy: {measured['accuracy']:.4f}", f"val_{metric}: {measured['val'][metric]:.4f}",
+            *([f"onnx_opset: {opset}"] if opset else []), "---", ""]
+
+
+def _limitations(variant: str, card: dict, evaluation: dict, params: Params) -> list[str]:
+    """What the card's numbers do not cover: other CPUs, other data, other seeds."""
+    measured = evaluation["variants"][variant]
+    avx2 = measured.get("avx2")
+    cpus = (f"int8 ({avx2['int8_format']}) keeps its float source's validation scores on {avx2['safe_on']}"
+            if avx2 else "a float ONNX model: the same decisions on any CPU ONNX Runtime runs on, speed aside")
+    return ["", "## Intended use", "",
+            f"Classifying images like its training data (`{params.data.subset or params.data.name}`,"
+            f" {len(card['class_names'])} classes) at {card['input_size'][1]}×{card['input_size'][2]} px, with ONNX"
+            " Runtime on a CPU, where a decision a person can check is acceptable.", "",
+            "## Limitations", "",
+            f"- **CPUs**: {cpus}. Latency was measured on {describe(evaluation['machine'])} only.",
+            "- **Data**: it saw only this dataset's training split; images from other sources, sizes, cameras or"
+            " populations were never tested, and its accuracy on them is unknown.",
+            "- **One training run**: seed-to-seed spread is in `reports/seeds.md` when seeds were run"
+            " (`python -m kd_pipeline.seeds`); a single run's test accuracy can move by a point between seeds."]
+
+
 def _model_card(
-    variant: str, card: dict, evaluation: dict, params: Params, check: dict, calibration: dict | None = None
+    variant: str, card: dict, evaluation: dict, params: Params, check: dict, calibration: dict | None = None,
+    opset: int | None = None,
 ) -> str:
     measured = evaluation["variants"][variant]
     reference = evaluation["reference"]
@@ -128,10 +162,12 @@ def _model_card(
     else:
         check_line = f"max |logit difference| vs PyTorch {check['max_abs_diff']:.1e}"
     if check["same_file_as_evaluated"]:
-        check_line += "; the same file, with the same test predictions, as evaluate measured"
+        check_line += ("; the same graph and weights, with the same test predictions, as the file evaluate"
+                       " measured (labels and preprocessing added as ONNX metadata)")
     meets = evaluation["targets_passed"]
     missed = [name for name, result in evaluation["targets"].items() if not result["pass"]]
     return "\n".join([
+        *_hub_header(variant, evaluation, params, opset),
         f"# Model card: {variant}",
         "",
         f"- **meets_targets**: {str(meets).lower()}"
@@ -167,11 +203,43 @@ def _model_card(
         f"- **Verified**: {check_line}, on {check['images']} test images",
         f"- **Chosen by**: {_rule(evaluation, params)}",
         "",
-        "Use: `python -m kd_pipeline.predict --model export IMAGE_OR_FOLDER ...` (needs only onnxruntime,",
-        "numpy and Pillow); `--benchmark` times the model"
-        + (" and its fp32 twin (model.fp32.onnx)" if variant.endswith("_int8") else "") + " on your CPU.",
+        "Use: `python predict.py IMAGE_OR_FOLDER ...` in this folder (needs only onnxruntime, numpy and",
+        "Pillow; `kd-predict --model export ...` in the project); `--benchmark` times the model"
+        + (" and its fp32 twin (model.fp32.onnx)" if variant.endswith("_int8") else "") + " on your CPU."
+        + " model.onnx carries its labels and preprocessing as metadata.",
+        *_limitations(variant, card, evaluation, params),
         "",
     ])
+
+
+def onnx_metadata(variant: str, card: dict, evaluation: dict, class_names: list[str], resize: str) -> dict[str, str]:
+    """What a user of model.onnx alone needs (ONNX metadata_props, strings): labels, preprocessing,
+    the decision metric's validation value, and for int8 its format and the CPUs it holds on."""
+    measured, metric = evaluation["variants"][variant], evaluation["decision_metric"]
+    avx2 = measured.get("avx2") or {}
+    props = {
+        "kd_pipeline.variant": variant, "labels": json.dumps(class_names), "task": card.get("task", "multiclass"),
+        "input_size": json.dumps(card["input_size"]), "input_layout": "NCHW, RGB, pixel / 255",
+        "mean": json.dumps(card["mean"]), "std": json.dumps(card["std"]), "resize": resize,
+        "decision_metric": metric, f"val_{metric}": f"{measured['val'][metric]:.6f}",
+        "test_accuracy": f"{measured['accuracy']:.6f}",
+    }
+    if avx2:
+        props |= {"int8_format": avx2["int8_format"], "int8_safe_on": avx2["safe_on"]}
+    return props
+
+
+def add_metadata(path: Path, props: dict[str, str]) -> None:
+    """Write `props` into the ONNX file's metadata_props; the graph and weights stay byte for byte
+    what they were (checked), so the file is still the one evaluate measured, plus its labels."""
+    model = onnx.load(str(path))
+    graph = model.graph.SerializeToString()
+    del model.metadata_props[:]
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+    if onnx.load(str(path)).graph.SerializeToString() != graph:
+        raise ExportError(f"{path}: writing its metadata changed the graph")
 
 
 def write_model_files(variant: str, models: Path, model: torch.nn.Module, card: dict, folder: Path) -> None:
@@ -210,6 +278,8 @@ def export_deployable(
         onnx_path = tmp / "model.onnx"
         write_model_files(variant, layout.models, model, card, tmp)
         check = prove(variant, onnx_path, model, card, test, record, evaluation["variants"][variant], params)
+        add_metadata(onnx_path, onnx_metadata(variant, card, evaluation, meta.class_names,
+                                              meta.source.get("resize", "stretch")))
         state = {k: v.contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / "model.safetensors"))
         write_json(tmp / "model.json", card)
@@ -222,7 +292,8 @@ def export_deployable(
         })
         int8_card = layout.models / "quantized" / f"{source}.int8.json"
         calibration = json.loads(int8_card.read_text()).get("calibration") if variant.endswith("_int8") else None
-        (tmp / "MODEL_CARD.md").write_text(_model_card(variant, card, evaluation, params, check, calibration))
+        opset = next((o.version for o in onnx.load(str(onnx_path)).opset_import if o.domain in ("", "ai.onnx")), None)
+        (tmp / "MODEL_CARD.md").write_text(_model_card(variant, card, evaluation, params, check, calibration, opset))
         for module in (standalone_predict, imaging):  # `python export/predict.py`: onnxruntime, numpy, Pillow
             shutil.copyfile(str(module.__file__), tmp / Path(str(module.__file__)).name)
     measured = evaluation["variants"][variant]
