@@ -19,17 +19,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from tqdm import tqdm
 
 from kd_pipeline import budgets
 from kd_pipeline.core import paths
@@ -105,12 +108,14 @@ def recipe(name: str, results: Path = paths.RESULTS, repo: Path = Path("."), tod
     return Recipe(raw, found_seeds)
 
 
-def run_in(cmd: list[str], cwd: Path) -> str:
-    """Run a command of the pipeline's own environment; its output goes to the terminal too."""
+def run_in(cmd: list[str], cwd: Path, quiet: bool = False) -> str:
+    """Run a command of the pipeline's own environment; its output goes to the terminal too
+    (unless `quiet`)."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
            "PYTHONPATH": str(cwd)}  # the clone's code, with this environment's packages
     proc = subprocess.run(cmd, cwd=cwd, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    print(proc.stdout, end="")
+    if not quiet:
+        print(proc.stdout, end="", flush=True)
     if proc.returncode != 0:
         last = (proc.stdout.strip().splitlines() or ["(no output)"])[-1]
         raise PipelineError(f"{' '.join(cmd)} failed in {cwd}: {last}")
@@ -125,14 +130,25 @@ def _seeds(clone: Path, seeds: list[int]) -> None:
     run_in([sys.executable, "-m", "kd_pipeline.seeds"], clone)
 
 
+def queue_counts(status: str) -> Counter[str]:
+    """`dvc queue status`'s experiments by state (Queued, Running, Success, Failed)."""
+    return Counter(re.findall(r"^\S+\s+\S.*?\s(Queued|Running|Success|Failed)\s*$", status, re.MULTILINE))
+
+
 def run_queue(clone: Path) -> None:
-    """Run the queued experiments one at a time, wait for the last, and fail on a failed one."""
+    """Run the queued experiments one at a time, wait for the last, and fail on a failed one;
+    a progress bar counts finished experiments, with the ETA their pace gives."""
     run_in([sys.executable, "-m", "dvc", "queue", "start", "-j", "1"], clone)
-    while True:
-        status = run_in([sys.executable, "-m", "dvc", "queue", "status"], clone)
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(20)
+    with tqdm(desc="experiments", unit="exp", dynamic_ncols=True, file=sys.stdout) as bar:
+        while True:
+            status = run_in([sys.executable, "-m", "dvc", "queue", "status"], clone, quiet=True)
+            counts = queue_counts(status)
+            bar.total = sum(counts.values()) or None
+            bar.update(counts["Success"] + counts["Failed"] - bar.n)
+            bar.set_postfix(failed=counts["Failed"], refresh=True)
+            if "Queued" not in status and "Running" not in status:
+                break
+            time.sleep(20)
     # The worker outlives its last task and still writes under .dvc/tmp: stop it before the
     # clone is removed (a removal racing it once failed after the record was written).
     run_in([sys.executable, "-m", "dvc", "queue", "stop"], clone)

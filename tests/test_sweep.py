@@ -191,3 +191,20 @@ def test_a_sweep_record_keeps_the_lock_of_the_stages_it_ran_only() -> None:
         "prepare", "train_teacher", "distill_student", "prune", "quantize", "evaluate", "export")}})
     kept = yaml.safe_load(trained_lock(lock))
     assert set(kept["stages"]) == {"prepare", "train_teacher", "distill_student"} and kept["schema"] == "2.0"
+
+
+def test_queue_progress_counts_experiments_by_state() -> None:
+    from kd_pipeline.rerun import queue_counts
+
+    status = """Task     Name        Created    Status
+9823923  dingy-tans  05:12 PM   Running
+9b6e953  tight-matt  05:12 PM   Queued
+e8f009d  leafy-ankh  05:12 PM   Queued
+4c2b31e  obese-sumo  05:12 PM   Success
+1c2b31e  sad-sumo    05:12 PM   Failed
+
+Worker status: 1 active, 0 idle
+"""
+    counts = queue_counts(status)
+    assert counts == {"Running": 1, "Queued": 2, "Success": 1, "Failed": 1}
+    assert sum(queue_counts("Task     Name        Created    Status\n").values()) == 0
