@@ -9,7 +9,9 @@ max(`gate.tolerance`, `gate.seed_sds` × √2 × the seed-to-seed standard devia
 `metrics/seeds.json`): √2 because both sides are single runs. A speed target (a latency ratio)
 fails the gate only when both sides were timed on the same CPU with the same kernel limits
 (evaluate.json's `machine`). The Markdown report goes to stdout
-and `--summary` ($GITHUB_STEP_SUMMARY); `--plots DIR` writes `dvc plots diff` as HTML.
+and `--summary` ($GITHUB_STEP_SUMMARY); `--comment FILE` writes the pull request's comment (the
+workflow posts it, editing its earlier one); `--plots DIR` writes `dvc plots diff` as HTML. It needs
+DVC, pydantic and PyYAML only (requirements-gate.lock), not the training stack.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -189,6 +192,25 @@ def _deployed(evaluation: dict[str, Any] | None) -> str:
     return f"`{evaluation.get('deployed')}` ({evaluation.get('deployed_reason', '')})"
 
 
+def _machine(evaluation: dict[str, Any] | None) -> str:
+    machine = (evaluation or {}).get("machine") or {}
+    if not machine:
+        return "unknown"
+    limits = machine.get("kernel_limits") or {}
+    held = f", kernels held to {limits['pytorch']}" if limits.get("pytorch") else ""
+    return f"{machine.get('model', 'unknown CPU')} (int8 path {machine.get('int8_kernels', 'unknown')}{held})"
+
+
+COMMENT_MARKER = "<!-- kd-pipeline metric gate -->"  # the workflow edits the comment that carries it
+
+
+def comment_body(text: str, failed: bool, seconds: float) -> str:
+    """The pull request's one gate comment: verdict first, the report, and what the check cost."""
+    verdict = "❌ the metric gate fails" if failed else "✅ the metric gate passes"
+    return (f"{COMMENT_MARKER}\n### {verdict}\n\n{text}\n"
+            f"_Checked in {seconds:.0f} s by `python -m kd_pipeline.gate` (no retraining, no torch)._\n")
+
+
 def _diff_table(diff: dict[str, dict[str, Any]], base: str) -> list[str]:
     """`dvc metrics/params diff --json` as a Markdown table (one dvc call serves check and report)."""
     rows = [f"| {path} | {name} | {change.get('old')} | {change.get('new')} | {change.get('diff', '')} |"
@@ -222,7 +244,8 @@ def report(base: str, cfg: GateParams, pull_error: str | None, plots: str | None
     new_misses = [m for m in missed if m not in already and not (other_machine and _timed(m))]
 
     lines = [f"## Against `{base}`", "", f"- deployed: {_deployed(evaluation)}",
-             f"- base deployed: {_deployed(base_evaluation)}", ""]
+             f"- base deployed: {_deployed(base_evaluation)}",
+             f"- measured on: {_machine(evaluation)}; base on: {_machine(base_evaluation)}", ""]
     lines += ["### Gate", "", *_lock_lines(pull_error, stale, unchecked)]
     lines += [f"- ❌ target missed: {m}" for m in new_misses]
     lines += [f"- ⚠️ target missed on the base too: {m}" for m in missed if m in already]
@@ -248,7 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--summary", help="file to append the Markdown report to ($GITHUB_STEP_SUMMARY)")
     parser.add_argument("--no-pull", action="store_true", help="do not `dvc pull` first (check code and params only)")
     parser.add_argument("--plots", help="folder for the `dvc plots diff` HTML page")
+    parser.add_argument("--comment", help="file to write the pull request comment to (the workflow posts it)")
     args = parser.parse_args(argv)
+    started = time.perf_counter()
     cfg = load_params().gate
     if not args.no_pull and remote_from_env():
         print("metric gate: pulling from $DVC_REMOTE_URL (the remote set by the CI secrets)")
@@ -260,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.summary:
         with open(args.summary, "a") as handle:
             handle.write(text)
+    if args.comment:
+        Path(args.comment).write_text(comment_body(text, failed, time.perf_counter() - started))
     return 1 if failed else 0
 
 

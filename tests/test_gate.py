@@ -1,4 +1,5 @@
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,8 @@ def _git(repo: Path, *args: str) -> None:
 
 def _gate(repo: Path, summary: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    cmd = [sys.executable, "-m", "kd_pipeline.gate", "--base", "base", "--summary", str(summary)]
+    cmd = [sys.executable, "-m", "kd_pipeline.gate", "--base", "base", "--summary", str(summary),
+           "--comment", str(summary.with_name("comment.md"))]
     env["PYTHONPATH"] = str(ROOT)
     return subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=120)
 
@@ -131,6 +133,10 @@ def test_gate_passes_unchanged_fails_stale_lock_and_regression(tmp_path: Path) -
     worse = _gate(repo, summary)
     assert worse.returncode == 1 and "regression: variants.student.accuracy fell 0.4900" in worse.stdout
     assert "dvc.lock is current" in worse.stdout and "target missed: accuracy_drop" in worse.stdout
+    comment = summary.with_name("comment.md").read_text()  # the pull request's one comment, two commits apart
+    assert comment.startswith("<!-- kd-pipeline metric gate -->\n### ❌ the metric gate fails")
+    assert "variants.student.accuracy fell 0.4900" in comment and "measured on:" in comment
+    assert re.search(r"Checked in \d+ s", comment)
 
     _dvc(repo, "remote", "modify", "local", "url", str(tmp_path / "nowhere"))
     _git(repo, "checkout", "-q", "base", "--", "toy.yaml", "dvc.lock", "metrics")
@@ -148,10 +154,27 @@ def test_workflow_is_valid_and_calls_the_gate_without_retraining() -> None:
     assert "pull_request" in workflow[True]  # YAML 1.1 reads the key `on` as True
     steps = workflow["jobs"]["gate"]["steps"]
     commands = " ".join(step.get("run", "") for step in steps)
-    assert "make setup" in commands and "dvc repro" not in commands
+    assert "-r requirements-gate.lock" in commands and "make setup" not in commands and "dvc repro" not in commands
     assert "python -m kd_pipeline.gate --base" in commands and "GITHUB_STEP_SUMMARY" in commands
+    assert "--comment gate-comment.md" in commands and "gh pr comment" in commands and "--edit-last" in commands
+    assert workflow["permissions"]["pull-requests"] == "write"
     checkout = next(step for step in steps if step.get("uses", "").startswith("actions/checkout"))
     assert checkout["with"]["fetch-depth"] == 0
+
+
+def _pins(path: Path) -> dict[str, str]:
+    lines = [line.strip() for line in path.read_text().splitlines() if "==" in line and not line.startswith("#")]
+    return {name.lower(): version for name, version in (line.split("==") for line in lines)}
+
+
+def test_the_gate_installs_no_torch_and_the_pipelines_versions() -> None:
+    gate, main = _pins(ROOT / "requirements-gate.lock"), _pins(ROOT / "requirements.lock")
+    assert {"dvc", "dvc-s3", "pydantic", "pyyaml"} <= set(gate)
+    assert not {"torch", "torchvision", "timm", "onnxruntime", "numpy"} & set(gate)
+    assert {name: version for name, version in gate.items() if main.get(name) != version} == {}
+    blocked = "import sys\nfor m in ('torch', 'timm', 'numpy', 'onnx', 'onnxruntime', 'sklearn', 'PIL', 'scipy'):" \
+              "\n    sys.modules[m] = None\nimport kd_pipeline.gate"
+    subprocess.run([sys.executable, "-c", blocked], check=True, cwd=ROOT)
 
 
 def test_the_gate_pulls_from_the_remote_the_ci_secrets_name(tmp_path: Path, s3_endpoint: str) -> None:
