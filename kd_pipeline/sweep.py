@@ -294,22 +294,27 @@ def table(summary: dict[str, Any]) -> str:
 
 def sizes_table(summary: dict[str, Any]) -> list[str]:
     """Per student size: what it costs, how the baseline scores, the teacher's lead over it, and
-    what distillation (through the assistant, and direct) adds, from the sweep's own runs."""
+    what distillation adds in test accuracy and balanced accuracy, from the sweep's own runs (each
+    column one family: Holm's correction over the sizes)."""
     costs = summary.get("students") or {}
     entries = [e for e in summary["points"] if "student.model" in e["point"]]
     if not costs or not entries:
         return []
+    entries.sort(key=lambda e: -costs.get(e["point"]["student.model"], {}).get("parameters", 0))
+    arms = [(role, key) for role in ("student", "direct") if all(role in e for e in entries)
+            for key in ("test_accuracy", "test_balanced_accuracy")]
+    columns = [_column([entry[role][key] for entry in entries]) for role, key in arms]
+    header = "".join(f" | {role} − baseline, {key.replace('_', ' ')}" for role, key in arms)
     lines = ["", "Student sizes (costs: fp32 ONNX, ONNX Runtime batch 1, one run on this CPU):", "",
              "| student | parameters | MACs | fp32 MB | latency ms | baseline test accuracy"
-             " | teacher − baseline, val decision metric | student − baseline, test accuracy"
-             " | direct − baseline, test accuracy |", "|" + "---|" * 9]
-    for entry in sorted(entries, key=lambda e: -costs.get(e["point"]["student.model"], {}).get("parameters", 0)):
+             f" | teacher − baseline, val decision metric{header} |", "|" + "---|" * (7 + len(arms))]
+    for k, entry in enumerate(entries):
         name = entry["point"]["student.model"]
-        cost, lead = costs.get(name, {}), entry.get("teacher_lead", {})
+        cost = costs.get(name, {})
         cells = [name, f"{cost.get('parameters', 0):,}", f"{cost.get('macs', 0) / 1e6:.1f} M",
                  f"{cost.get('onnx_mb', 0):.2f}", f"{cost.get('latency_ms', 0):.3f}",
-                 f"{entry['baseline_test_accuracy_mean']:.4f}", _lead_cell(lead),
-                 *(_interval(entry[role]["test_accuracy"]) if role in entry else "—" for role in ("student", "direct"))]
+                 f"{entry['baseline_test_accuracy_mean']:.4f}", _lead_cell(entry.get("teacher_lead", {})),
+                 *(column[k] for column in columns)]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -359,7 +364,8 @@ def sweep_table(folder: Path) -> str:
     """The README block `<!-- table: sweep NAME -->`: the statistics recomputed from the per-seed
     rows the record's sweep.json keeps, so every table reads the same, current tests."""
     saved = json.loads((folder / "sweep.json").read_text())
-    return table({**saved, "points": summarize(saved["rows"], saved["metric"], saved["roles"])["points"]})
+    current = {**saved, "points": summarize(saved["rows"], saved["metric"], saved["roles"])["points"]}
+    return "\n".join([table(current), *sizes_table(current)])
 
 
 def _dvc(args: list[str], cwd: Path) -> str:

@@ -162,6 +162,7 @@ def test_a_sweep_over_student_sizes_pairs_each_size_with_its_own_baseline() -> N
                            "cifar_resnet8": {"parameters": 78_000, "macs": 1.2e7, "onnx_mb": 0.3, "latency_ms": 0.2}}
     text = render(summary, "t")
     assert text.index("| resnet18 | 11,000,000") < text.index("| cifar_resnet8 | 78,000")  # largest first
+    assert "direct − baseline, test balanced accuracy" in text and "Holm" in text.split("Student sizes")[1]
 
 
 def test_a_grid_key_the_baseline_does_not_read_must_not_change_it() -> None:
