@@ -17,6 +17,7 @@ FULL: dict[str, Any] = {
     "teacher.train.epochs": 10,
     "assistant.train.epochs": 10,
     "train.epochs": 10,
+    "train.batch_size": 64,
     "prune.epochs": 5,
 }
 BUDGETS = {"full": FULL}
