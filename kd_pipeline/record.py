@@ -70,8 +70,9 @@ def machine() -> dict[str, Any]:
         gpu = proc.stdout.strip().splitlines()[0] if proc.returncode == 0 and proc.stdout.strip() else None
     info = cpu_info()
     threads = {key: os.environ[key] for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if key in os.environ}
-    return {"cpu": cpu, "isa": info["isa"], "int8_kernels": info["int8_kernels"], "cores": os.cpu_count(),
-            "thread_settings": threads, "gpu": gpu}
+    return {"cpu": cpu, "isa": info["isa"], "int8_kernels": info["int8_kernels"],
+            "kernel_limits": info.get("kernel_limits"), "cores": os.cpu_count(), "thread_settings": threads,
+            "gpu": gpu}
 
 
 def versions() -> dict[str, str]:
