@@ -45,9 +45,9 @@ def finished_runs(shown: list[dict[str, Any]]) -> list[Run]:
     return runs
 
 
-# The per-variant and per-role files the across-run tools read. dvc.yaml declares only
-# metrics/headline.json as metrics (so `dvc exp show` fits a terminal); these are plain outputs,
-# committed in every experiment (cache: false), read here from each experiment's git commit.
+# The per-variant and per-role files the across-run tools read, from each experiment's git commit
+# when `dvc exp show` does not list them (`dvc exp show --only-changed` or a narrowed `dvc.yaml`);
+# they are committed in every experiment (cache: false).
 DETAIL_FILES = (EVALUATION, *(f"metrics/{role}/metrics.json"
                               for role in ("teacher", "assistant", "student", "direct", "baseline", "pruned")))
 

@@ -23,6 +23,7 @@ from PIL import Image, UnidentifiedImageError
 try:  # in the repository, or with the package installed
     from kd_pipeline.prepare.imaging import RESIZE_MODES, fit_image, to_rgb
 except ImportError:  # export/predict.py beside export/imaging.py: the bundle with only its three libraries
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # also under `python -I`
     from imaging import RESIZE_MODES, fit_image, to_rgb  # type: ignore[no-redef]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}

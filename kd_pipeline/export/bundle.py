@@ -150,6 +150,7 @@ def _model_card(
     variant: str, card: dict, evaluation: dict, params: Params, check: dict, calibration: dict | None = None,
     opset: int | None = None,
 ) -> str:
+    # long: one card, written in the order a reader meets it
     measured = evaluation["variants"][variant]
     reference = evaluation["reference"]
     metric = evaluation["decision_metric"]
