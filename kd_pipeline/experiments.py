@@ -45,44 +45,11 @@ def finished_runs(shown: list[dict[str, Any]]) -> list[Run]:
     return runs
 
 
-# The per-variant and per-role files the across-run tools read, from each experiment's git commit
-# when `dvc exp show` does not list them (`dvc exp show --only-changed` or a narrowed `dvc.yaml`);
-# they are committed in every experiment (cache: false).
-DETAIL_FILES = (EVALUATION, *(f"metrics/{role}/metrics.json"
-                              for role in ("teacher", "assistant", "student", "direct", "baseline", "pruned")))
-
-
-def _read_rev(rev: str, path: str, cwd: Path | None) -> dict[str, Any] | None:
-    """A JSON file as experiment `rev` committed it ('workspace': as it is on disk)."""
-    if rev == "workspace":
-        file = (cwd or Path(".")) / path
-        return json.loads(file.read_text()) if file.is_file() else None
-    proc = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True, cwd=cwd)
-    return json.loads(proc.stdout) if proc.returncode == 0 and proc.stdout.strip() else None
-
-
-def with_details(shown: list[dict[str, Any]], cwd: Path | None = None) -> list[dict[str, Any]]:
-    """`shown` with DETAIL_FILES added to each finished rev's metrics, as if DVC had listed them."""
-    for commit in shown:
-        revs = [commit, *(rev for exp in commit.get("experiments") or [] for rev in exp.get("revs") or [])]
-        for rev in revs:
-            data = rev.get("data")
-            if not data or rev.get("error") or not rev.get("rev"):
-                continue
-            if data.get("metrics") is None:
-                data["metrics"] = {}
-            metrics = data["metrics"]
-            for path in DETAIL_FILES:
-                if path not in metrics and (found := _read_rev(rev["rev"], path, cwd)) is not None:
-                    metrics[path] = {"data": found}
-    return shown
-
-
 def show(cwd: Path | None = None) -> list[dict[str, Any]]:
     """`dvc exp show --json` of the project in `cwd` (default: here): all experiments of the
-    workspace's commit, each with its detail files (DETAIL_FILES)."""
+    workspace's commit."""
     proc = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], capture_output=True, text=True,
                           cwd=cwd)
     if proc.returncode != 0:
         raise PipelineError(f"dvc exp show failed: {proc.stderr.strip().splitlines()[-1:]}")
-    return with_details(json.loads(proc.stdout), cwd)
+    return json.loads(proc.stdout)

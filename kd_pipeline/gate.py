@@ -3,8 +3,8 @@
 It compares like with like: the pull request carries the `dvc.lock` and metrics its author
 produced, and the gate checks that they are the product of the committed code, params and data
 (`dvc status` finds nothing to rerun) instead of retraining on a different machine. Then it diffs
-evaluate's per-variant metrics (metrics/evaluate.json, read from both commits) against the base
-branch, and shows `dvc metrics diff` of the headline. A fall fails the gate when it exceeds
+evaluate's per-variant metrics (`dvc metrics diff` of metrics/evaluate.json) against the base
+branch, and shows the headline's part of that diff. A fall fails the gate when it exceeds
 max(`gate.tolerance`, `gate.seed_sds` × √2 × the seed-to-seed standard deviation in
 `metrics/seeds.json`): √2 because both sides are single runs. A speed target (a latency ratio)
 fails the gate only when both sides were timed on the same CPU with the same kernel limits
@@ -29,9 +29,11 @@ from typing import Any
 from kd_pipeline.core import paths
 from kd_pipeline.core.errors import PipelineError, exit_on_pipeline_error
 from kd_pipeline.core.params import GateParams, load_params
+from kd_pipeline.evaluate import report as report_files
 from kd_pipeline.evaluate.targets import failures
 
 EVALUATION = str(paths.EVALUATION)
+HEADLINE = str(report_files.HEADLINE)
 SEEDS = str(paths.SEEDS_METRICS)
 
 
@@ -115,26 +117,6 @@ def allowance(name: str, cfg: GateParams, seeds: dict[str, Any] | None) -> float
     if seeds and len(parts) == 3:
         spread = seeds.get("variants", {}).get(parts[1], {}).get(parts[2], {}).get("std") or 0.0
     return max(cfg.tolerance, cfg.seed_sds * math.sqrt(2.0) * spread)
-
-
-def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """Numeric leaves of a JSON tree by dotted name, as `dvc metrics diff` names them."""
-    if isinstance(tree, dict):
-        return {name: value for key, sub in tree.items() for name, value in _leaves(sub, f"{prefix}{key}.").items()}
-    return {prefix[:-1]: tree} if isinstance(tree, int | float) and not isinstance(tree, bool) else {}
-
-
-def evaluation_diff(base: dict[str, Any] | None, head: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
-    """evaluate.json's changed numbers, base against head, in `dvc metrics diff --json`'s form. The
-    file is a plain output (dvc.yaml's metrics are the headline), so the gate diffs it itself."""
-    old, new = _leaves(base or {}), _leaves(head or {})
-    changes = {}
-    for name in sorted(old.keys() | new.keys()):
-        before, after = old.get(name), new.get(name)
-        if before != after:
-            changes[name] = {"old": before, "new": after,
-                             **({"diff": after - before} if before is not None and after is not None else {})}
-    return {EVALUATION: changes} if changes else {}
 
 
 def regressions(diff: dict[str, dict[str, Any]], cfg: GateParams, seeds: dict[str, Any] | None = None) -> list[str]:
@@ -234,10 +216,11 @@ def _lock_lines(pull_error: str | None, stale: list[str], unchecked: list[str]) 
 def report(base: str, cfg: GateParams, pull_error: str | None, plots: str | None) -> tuple[str, bool]:
     """The Markdown report and whether the gate fails."""
     stale, unchecked = stale_stages(json.loads(_dvc("status", "--json").stdout or "{}"), pull_error is None)
-    headline = json.loads(_dvc("metrics", "diff", "--json", "--", base).stdout or "{}")
+    diff = json.loads(_dvc("metrics", "diff", "--json", "--", base).stdout or "{}")
+    headline = {path: changes for path, changes in diff.items() if path == HEADLINE}
     params = json.loads(_dvc("params", "diff", "--json", base).stdout or "{}")
+    fell = regressions(diff, cfg, _read(SEEDS))
     evaluation, base_evaluation = _read(EVALUATION), _read_at(base, EVALUATION)
-    fell = regressions(evaluation_diff(base_evaluation, evaluation), cfg, _read(SEEDS))
     missed = failures(evaluation) if evaluation else [f"{EVALUATION} not found: run the pipeline and commit it"]
     already = set(failures(base_evaluation)) if base_evaluation else set()
     other_machine = machines_differ(evaluation, base_evaluation)

@@ -294,9 +294,8 @@ def headline_table(folder: Path) -> str:
             continue
         m = variants[name]
         base = name.split("_")[0]
-        source = (evaluation.get("compressed_from") or {}).get("source", "student")
-        role = {"direct": "student", "baseline": "student", "pruned": source}.get(base, base)
-        model = params[{"direct": "student", "baseline": "student"}.get(role, role)]["model"]
+        role = base if base in ("teacher", "assistant") else "student"  # pruned: from a student-sized model
+        model = params[role]["model"]
         model += ", pruned" if base == "pruned" else ""
         scores = f"{m['accuracy']:.4f}" + (f" | {m[metric]:.4f}" if extra else "")
         faster = f"{m['latency_ratio_same_runtime']:.1f}" if "latency_ratio_same_runtime" in m else "–"
