@@ -77,6 +77,22 @@ def sign_flip_p(differences: list[float]) -> float:
     return float(np.mean([m >= observed for m in means]))
 
 
+def seeds_for_power(mean: float, sd: float, level: float = 0.95, power: float = 0.8, most: int = 200) -> int | None:
+    """How many seeds a paired t-test needs to detect a true difference of `mean` with this spread
+    (`sd`, over seeds) at two-sided `1 - level`, `power` of the time (noncentral t): what a
+    non-measurable gain would cost to resolve. None: more than `most`, or no difference to find."""
+    if sd <= 0 or mean == 0:
+        return None
+    effect = abs(mean) / sd
+    for n in range(2, most + 1):
+        critical = float(scipy_stats.t.ppf(0.5 + level / 2, n - 1))
+        shift = effect * n**0.5
+        achieved = float(scipy_stats.nct.sf(critical, n - 1, shift) + scipy_stats.nct.cdf(-critical, n - 1, shift))
+        if achieved >= power:
+            return n
+    return None
+
+
 def measurable(interval: dict[str, float], adjusted_p: float | None = None) -> bool:
     """A gain is measurable only when its interval excludes 0 and, when it is one of several
     comparisons in a table, its multiplicity-adjusted p-value (holm) is below 1 − level too."""
@@ -147,6 +163,14 @@ def shipped_against_best_small(evaluation: dict[str, Any]) -> dict[str, Any] | N
             - variants[best].get(metric, float("nan"))}
 
 
+def power_note(stats: dict[str, float]) -> str:
+    """For a gain the seeds did not resolve: how many seeds would, at the spread observed."""
+    if stats.get("test") == "sign" or stats["n"] < 2:
+        return ""
+    needed = seeds_for_power(stats["mean"], stats["std"], stats.get("level", 0.95))
+    return f"; 80% power needs {needed} seeds" if needed else "; 80% power needs > 200 seeds"
+
+
 _SIGN = {"sign": " (sign test: the same difference on every seed)"}
 
 
@@ -154,7 +178,7 @@ def verdict(name: str, stats: dict[str, float]) -> str:
     """One line: the paired gain with its 95% interval and p-value, and whether it is measurable."""
     mean = stats["mean"]
     judged = (f"{'a gain' if mean > 0 else 'a loss'}: the interval excludes 0" if measurable(stats)
-              else "no measurable effect: the interval includes 0")
+              else f"no measurable effect: the interval includes 0{power_note(stats)}")
     return (f"{name} in accuracy: {mean:+.4f}, 95% CI [{stats['low']:+.4f}, {stats['high']:+.4f}],"
             f" p = {stats['p_value']:.3f}{_SIGN.get(stats.get('test'), '')}"
             f" (mean ± sd {mean:+.4f} ± {stats['std']:.4f} over {stats['n']} seeds),"

@@ -146,3 +146,21 @@ def test_the_exact_sign_flip_test_cannot_reach_005_with_five_seeds() -> None:
     assert sign_flip_p([0.01, 0.02, 0.015, 0.012, 0.011, 0.013]) == pytest.approx(2 / 64)
     assert sign_flip_p([0.01, -0.02, 0.015]) == 1.0
     assert paired([0.01, 0.02, 0.015, 0.012, 0.011])["sign_flip_p"] == pytest.approx(0.0625)
+
+
+def test_seeds_for_power_is_the_fewest_that_detect_the_difference_80_percent_of_the_time() -> None:
+    import numpy as np
+    from scipy import stats
+
+    from kd_pipeline.seeds import power_note, seeds_for_power
+
+    needed = seeds_for_power(0.01, 0.01)
+    rng = np.random.default_rng(0)
+
+    def simulated(n: int) -> float:  # share of paired t-tests at 0.05 that find a true +0.01 (sd 0.01)
+        return float(np.mean([stats.ttest_1samp(rng.normal(0.01, 0.01, n), 0).pvalue < 0.05 for _ in range(3000)]))
+
+    assert needed == 10 and simulated(needed) >= 0.78 and simulated(needed - 1) < 0.78
+    assert seeds_for_power(0.0038, 0.0235) is None and seeds_for_power(0.0, 0.01) is None  # > 200 / nothing to find
+    unresolved = paired([0.004, -0.02, 0.03, 0.01, -0.005])
+    assert not measurable(unresolved) and power_note(unresolved).startswith("; 80% power needs ")
