@@ -40,7 +40,7 @@ from kd_pipeline.core.files import atomic_dir, write_json
 from kd_pipeline.core.params import parse_params
 from kd_pipeline.experiments import show
 from kd_pipeline.rerun import apply_settings, nested_set, recipe, run_in, run_queue
-from kd_pipeline.seeds import holm, measurable, paired
+from kd_pipeline.seeds import holm, measurable, paired, power_note
 
 ROLE_OF_STAGE = {"distill_student": "student", "distill_direct": "direct"}  # the distilled roles
 STAGES = ("train_baseline", "distill_student", "distill_direct")
@@ -257,7 +257,7 @@ def _interval(stats: dict[str, float], adjusted_p: float | None = None) -> str:
     if extra:
         p_value += f" ({'; '.join(extra)})"
     return (f"{stats['mean']:+.4f} [{stats['low']:+.4f}, {stats['high']:+.4f}] {p_value}"
-            f"{' measurable' if measurable(stats, adjusted_p) else ''}")
+            f"{' measurable' if measurable(stats, adjusted_p) else power_note(stats)}")
 
 
 def _column(cells: list[dict[str, float]]) -> list[str]:
@@ -355,7 +355,9 @@ def render(summary: dict[str, Any], title: str) -> str:
                       f" {summary['baseline_test_accuracy_mean']:.4f} (mean). Each cell: mean of the per-seed"
                       " paired differences against the same seed's baseline, with its 95% t-interval and p-value;"
                       " \"measurable\" only when the interval excludes 0 and, where a column holds several"
-                      " comparisons, Holm's adjusted p-value is below 0.05.", "The best setting is chosen on"
+                      " comparisons, Holm's adjusted p-value is below 0.05. Where it is not, \"80% power needs N"
+                      " seeds\" is how many seeds a paired t-test at 0.05 (one comparison) would need to detect a true"
+                      " difference of the observed mean at the observed spread.", "The best setting is chosen on"
                       f" validation ({summary['metric']}): {summary['best_on_validation']}.", "",
                       *upstream_lines(summary), "", table(summary), *sizes_table(summary)]) + "\n"
 
@@ -410,7 +412,7 @@ def recorded_command(argv: list[str], seconds: float) -> str:
 
 def sweep(name: str, args: argparse.Namespace, repo: Path = Path(".")) -> Path:
     """Run the grid in a clone of HEAD and write the record `results/name/`."""
-    from kd_pipeline.record import machine, provenance, versions
+    from kd_pipeline.record import provenance, run_json
 
     roles = roles_of(args.stages)
     params = base_params(args.record, args.fixed, repo)
@@ -452,7 +454,7 @@ def sweep(name: str, args: argparse.Namespace, repo: Path = Path(".")) -> Path:
         (out / "dvc.lock").write_text(trained_lock(lock))
         write_json(out / "sweep.json", {**summary, "rows": rows})
         (out / "sweep.md").write_text(render(summary, f"Distillation sweep: {name}"))
-        write_json(out / "run.json", {"command": command, **made, "machine": machine(), "versions": versions()})
+        write_json(out / "run.json", run_json(command, made, started))
     return target
 
 
