@@ -103,12 +103,11 @@ def main(argv: list[str] | None = None) -> None:
     for name, accuracy, agreement in rows:
         print(f"| {name} | {accuracy:.4f} | {agreement:.4f} |")
     if args.out:
-        from kd_pipeline.evaluate.machine import cpu_info
         from kd_pipeline.record import benchmark_record
 
         result = {"prepared": str(args.prepared), "onnx": str(args.onnx), "calibration_images": args.images,
                   "rows": [{"calibration": n, "test_accuracy": a, "agreement_with_fp32": g} for n, a, g in rows]}
-        benchmark_record(args.out, "benchmarks/calibration.py", sys.argv[1:], result, cpu_info())
+        benchmark_record(args.out, "benchmarks/calibration.py", sys.argv[1:], result)
 
 
 if __name__ == "__main__":

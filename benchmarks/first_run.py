@@ -71,9 +71,9 @@ def main(argv: list[str] | None = None) -> dict:
     for command, seconds in result["stage_seconds"].items():
         print(f"  {command:45s} {seconds:7.2f} s")
     if args.out:
-        from kd_pipeline.record import benchmark_record
+        from kd_pipeline.record import benchmark_record, pipeline_code
 
-        benchmark_record(args.out, "benchmarks/first_run.py", sys.argv[1:], result, machine)
+        benchmark_record(args.out, "benchmarks/first_run.py", sys.argv[1:], result, code=pipeline_code())
     return result
 
 

@@ -102,10 +102,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"  {name:40s} {row['closure_mb']:8.1f} {row['only_it_mb']:8.1f}")
     if args.out:
         sys.path.insert(0, str(ROOT))
-        from kd_pipeline.evaluate.machine import cpu_info
         from kd_pipeline.record import benchmark_record
 
-        benchmark_record(args.out, "benchmarks/install_footprint.py", sys.argv[1:], result, cpu_info())
+        benchmark_record(args.out, "benchmarks/install_footprint.py", sys.argv[1:], result)
     return result
 
 

@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         from kd_pipeline.record import benchmark_record
 
         command = sys.argv[1:] if argv is None else argv
-        benchmark_record(args.out, "benchmarks/int8_formats.py", command, result, machine)
+        benchmark_record(args.out, "benchmarks/int8_formats.py", command, result)
     return result
 
 

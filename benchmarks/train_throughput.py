@@ -239,13 +239,12 @@ def main(argv: list[str] | None = None) -> None:
         rows = measure(args, Path(work))
     report(rows, args)
     if args.out:
-        from kd_pipeline.evaluate.machine import cpu_info
         from kd_pipeline.record import benchmark_record
 
         settings = {k: v for k, v in vars(args).items() if k not in ("out", "workdir")}
         result = {"settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
                   "threads": torch.get_num_threads(), "rows": rows}
-        benchmark_record(args.out, "benchmarks/train_throughput.py", sys.argv[1:], result, cpu_info())
+        benchmark_record(args.out, "benchmarks/train_throughput.py", sys.argv[1:], result)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -76,12 +77,18 @@ def machine() -> dict[str, Any]:
 
 
 def versions() -> dict[str, str]:
-    """The libraries a record's numbers depend on."""
+    """Python and every library pyproject.toml pins: what a record's numbers depend on."""
     import platform
+    import tomllib
     from importlib.metadata import PackageNotFoundError, version
 
+    pinned = ["torch", "onnxruntime", "onnx", "dvc", "timm", "numpy", "scipy", "scikit-learn", "torch-pruning"]
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    if pyproject.is_file():  # a source checkout: its pins; an installed wheel: the fixed list
+        pinned = [re.split(r"[=<>\[ ]", line, maxsplit=1)[0]
+                  for line in tomllib.loads(pyproject.read_text())["project"]["dependencies"]]
     found = {"python": platform.python_version()}
-    for package in ("torch", "onnxruntime", "onnx", "dvc", "timm", "numpy", "scipy", "scikit-learn", "torch-pruning"):
+    for package in pinned:
         try:
             found[package] = version(package)
         except PackageNotFoundError:
@@ -90,14 +97,58 @@ def versions() -> dict[str, str]:
 
 
 def provenance(root: Path) -> dict[str, Any]:
-    """When and from what a record was made: UTC date, commit, and whether the code (tracked
-    Python files, dvc.yaml) held uncommitted changes: such a record says so, since it cannot be
-    re-run exactly. params.yaml and the run's outputs are expected to differ from the commit."""
+    """From what a record was made: the commit, and whether the code (tracked Python files,
+    dvc.yaml) held uncommitted changes: such a record says so, since it cannot be re-run exactly.
+    params.yaml and the run's outputs are expected to differ from the commit."""
+    dirty = bool(_git("-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", "*.py", "dvc.yaml"))
+    return {"code_commit": _git("-C", str(root), "rev-parse", "HEAD"), "dirty": dirty}
+
+
+def stamp(when: float | None) -> str | None:
+    """A UTC time as run.json writes it (None: not known, e.g. a run recorded after the fact)."""
     from datetime import UTC, datetime
 
-    dirty = bool(_git("-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", "*.py", "dvc.yaml"))
-    return {"date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "code_commit": _git("-C", str(root), "rev-parse", "HEAD"), "dirty": dirty}
+    return None if when is None else datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def run_json(command: str, made: dict[str, Any], started: float | None, **extra: Any) -> dict[str, Any]:
+    """Every record's run.json, one schema (RUN_FIELDS): the command, when it started and ended,
+    the commit, the machine with its instruction sets and int8 kernels, and the library versions."""
+    import time
+
+    return {"command": command, "started": stamp(started), "ended": stamp(time.time()), **made,
+            "machine": machine(), "versions": versions(), **extra}
+
+
+# Fields every run.json must hold (dotted: nested); `ended` may be `date` in records made before it.
+RUN_FIELDS = ("command", "ended", "code_commit", "dirty", "machine.cpu", "machine.isa", "machine.int8_kernels",
+              "versions.torch")
+
+
+def missing_field(run: dict[str, Any]) -> str | None:
+    """The first field of RUN_FIELDS a run.json lacks (None: complete)."""
+    for field in RUN_FIELDS:
+        value: Any = run
+        for key in field.split("."):
+            value = value.get(key) if isinstance(value, dict) else None
+        if field == "ended" and value is None:
+            value = run.get("date")
+        if value is None or value == "":
+            return field
+    return None
+
+
+def code_md5s(extra: Iterable[Path] = (), root: Path = Path(".")) -> dict[str, str]:
+    """md5 of every project file a benchmark ran: the modules it imported from this checkout
+    (and `extra`, the code it ran in other processes), so `--check` can tell when it is stale."""
+    import hashlib
+
+    root = root.resolve()
+    files = {Path(m.__file__).resolve() for m in list(sys.modules.values()) if getattr(m, "__file__", None)}
+    files |= {Path(p).resolve() for p in extra}
+    inside = sorted(f.relative_to(root) for f in files
+                    if f.is_relative_to(root) and ".venv" not in f.parts and f.suffix == ".py" and f.is_file())
+    return {str(f): hashlib.md5((root / f).read_bytes()).hexdigest() for f in inside}
 
 
 def _git(*args: str) -> str:
@@ -105,18 +156,32 @@ def _git(*args: str) -> str:
     return proc.stdout.strip() if proc.returncode == 0 else ""
 
 
+def pipeline_code(dvc_yaml: Path = Path("dvc.yaml")) -> list[Path]:
+    """Every Python file a dvc.yaml stage depends on: the code a benchmark that runs the whole
+    pipeline in other processes (`make repro`) ran."""
+    import yaml
+
+    stages = yaml.safe_load(dvc_yaml.read_text())["stages"].values()
+    return sorted({Path(str(dep)) for spec in stages for dep in spec.get("deps", []) if str(dep).endswith(".py")})
+
+
 def benchmark_record(out: Path, script: str, args: list[str], result: dict[str, Any],
-                     machine: dict[str, Any]) -> None:
-    """A benchmark's numbers as `out/result.json`, and `out/run.json` with its command line,
-    commit, machine and library versions: the record a README or note number cites."""
+                     code: Iterable[Path] = ()) -> None:
+    """A benchmark's numbers as `out/result.json`, and `out/run.json` (run_json's schema, started
+    when the benchmark's process did) with the md5s of the code it ran: the record a README or note
+    number cites, and what `record --check` compares with today's files."""
+    import psutil
+
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "result.json", result)
-    write_json(out / "run.json", {"command": " ".join(["python", script, *args]), **provenance(Path(".")),
-                                  "machine": machine, "versions": versions()})
+    write_json(out / "run.json", run_json(" ".join(["python", script, *args]), provenance(Path(".")),
+                                          psutil.Process().create_time(), code=code_md5s([Path(script), *code])))
 
 
-def record(name: str, command: str, root: Path = Path("."), results: Path = RESULTS) -> Path:
-    """Copy the finished run in `root` into `results/name/`; refuse a run whose lock is stale."""
+def record(name: str, command: str, root: Path = Path("."), results: Path = RESULTS,
+           started: float | None = None) -> Path:
+    """Copy the finished run in `root` into `results/name/`; refuse a run whose lock is stale.
+    `started`: when the run began, where the caller knows it (a re-run); None when recorded after."""
     missing = [src for src, _, required in FILES if required and not (root / src).is_file()]
     if missing:
         raise PipelineError(f"no finished run to record: {', '.join(missing)} missing (run `dvc repro` first)")
@@ -134,8 +199,7 @@ def record(name: str, command: str, root: Path = Path("."), results: Path = RESU
         if made["dirty"]:
             print(f"warning: {root} has uncommitted code changes; run.json says dirty: true")
         seconds = per_stage(root / "dvc.yaml", root / TIMES)
-        write_json(tmp / "run.json", {"command": command, **made, "machine": machine(), "versions": versions(),
-                                      "stage_seconds": seconds})
+        write_json(tmp / "run.json", run_json(command, made, started, stage_seconds=seconds))
     return target
 
 
@@ -185,35 +249,57 @@ def epochs_label(params: dict[str, Any]) -> str:
 
 
 def freshness(folder: Path, root: Path = Path(".")) -> str:
-    """Whether the stage code a record ran is today's: "current", or "stale: N of M stages" when
-    the code deps in its dvc.lock (library modules and stage scripts, by md5) differ from the files
-    here, or the stage now imports modules it did not."""
+    """Whether the code a record ran is today's: "current", or "stale: ..." when the code deps in
+    its dvc.lock (library modules and stage scripts, by md5) differ from the files here or a stage
+    now imports modules it did not; a benchmark's record compares the md5s its run.json lists."""
     import hashlib
 
     import yaml
 
+    run = json.loads((folder / "run.json").read_text()) if (folder / "run.json").is_file() else {}
+    commit = run.get("code_commit", "")[:7] or "?"
+
+    def changed(path: str, md5: str | None) -> bool:
+        return not (root / path).is_file() or hashlib.md5((root / path).read_bytes()).hexdigest() != md5
+
     if not (folder / "dvc.lock").is_file():
-        return "unknown: no dvc.lock"
+        if not run.get("code"):
+            return "unknown: no dvc.lock and no code md5s in run.json"
+        moved = sum(changed(path, md5) for path, md5 in run["code"].items())
+        return "current" if not moved else f"stale: {moved} of {len(run['code'])} code files changed since {commit}"
     recorded = yaml.safe_load((folder / "dvc.lock").read_text()).get("stages", {})
     today = yaml.safe_load((root / "dvc.yaml").read_text()).get("stages", {})
-    changed = 0
+    stale = 0
     for stage, spec in recorded.items():
         code = {dep["path"]: dep.get("md5") for dep in spec.get("deps", []) if dep["path"].endswith(".py")}
         now = {str(dep) for dep in today.get(stage, {}).get("deps", []) if str(dep).endswith(".py")}
-        moved = now != set(code) or any(
-            not (root / path).is_file() or hashlib.md5((root / path).read_bytes()).hexdigest() != md5
-            for path, md5 in code.items()
-        )
-        changed += stage not in today or moved
-    commit = json.loads((folder / "run.json").read_text()).get("code_commit", "")[:7] if (
-        folder / "run.json").is_file() else ""
-    return "current" if not changed else f"stale: {changed} of {len(recorded)} stages changed since {commit or '?'}"
+        stale += stage not in today or now != set(code) or any(changed(p, md5) for p, md5 in code.items())
+    return "current" if not stale else f"stale: {stale} of {len(recorded)} stages changed since {commit}"
+
+
+def incomplete(folder: Path) -> str | None:
+    """What a record lacks to be cited (None: nothing): a complete run.json, and the metric its
+    set decides by where it has an evaluation."""
+    if not (folder / "run.json").is_file():
+        return "no run.json"
+    try:
+        run = json.loads((folder / "run.json").read_text())
+    except ValueError as err:
+        return f"run.json is not JSON ({err})"
+    if field := missing_field(run):
+        return f"run.json has no {field}"
+    if (folder / "evaluate.json").is_file() and not json.loads((folder / "evaluate.json").read_text()).get(
+            "decision_metric"):
+        return "evaluate.json has no decision_metric"
+    return None
 
 
 def stale_records(results: Path = RESULTS, root: Path = Path(".")) -> dict[str, str]:
-    """Every record whose stage code is not today's, with how stale it is."""
-    found = {folder.name: freshness(folder, root) for folder in sorted(results.iterdir())
-             if (folder / "dvc.lock").is_file()}
+    """Every record that cannot be cited as today's: incomplete, or its code not today's."""
+    found = {}
+    for folder in sorted(p for p in results.iterdir() if p.is_dir()):
+        lacks = incomplete(folder)
+        found[folder.name] = f"incomplete: {lacks}" if lacks else freshness(folder, root)
     return {name: state for name, state in found.items() if state != "current"}
 
 
@@ -341,7 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", action="store_true",
                         help="rewrite the generated tables (README.md, docs/results.md) from results/")
     parser.add_argument("--check", action="store_true",
-                        help="exit 1 when the README table is not current; list records whose stage code is stale")
+                        help="exit 1 when a generated table is not current or a record is incomplete;"
+                             " list every record that is not current")
     args = parser.parse_args(argv)
     if args.name and args.rerun:
         from kd_pipeline.rerun import rerun
@@ -353,10 +440,12 @@ def main(argv: list[str] | None = None) -> int:
             raise PipelineError("--command is required: the command line that produced this run")
         print(f"recorded {record(args.name, args.command)}")
     if args.readme or args.check:
+        differ: list[Path | str] = []
         if args.check:
             for name, state in stale_records().items():
-                print(f"{name}: {state}")
-        differ = []
+                print(f"{RESULTS / name}: {state}")
+                if state.startswith("incomplete"):
+                    differ.append(name)
         for page in GENERATED:
             text = page.read_text()
             current = readme_with_tables(text, source=page)

@@ -187,4 +187,4 @@ def rerun(name: str, results: Path = paths.RESULTS, repo: Path = Path("."), toda
         command = (f"python -m kd_pipeline.record {name} --rerun{flags}: at {commit[:7]}, {recipe_text} in a"
                    f" clone, dvc repro, then seeds {plan.seeds[1:] or 'none'} as queued experiments and"
                    f" python -m kd_pipeline.seeds ({time.time() - started:.0f} s wall in all)")
-        return record(name, command, root=clone, results=(repo / results).resolve())
+        return record(name, command, root=clone, results=(repo / results).resolve(), started=started)

@@ -16,7 +16,15 @@ import yaml
 
 from kd_pipeline import budgets
 from kd_pipeline.core.errors import PipelineError
-from kd_pipeline.record import GENERATED, README, _drop_seeds_of_another_run, readme_with_tables, record, records_table
+from kd_pipeline.record import (
+    GENERATED,
+    README,
+    _drop_seeds_of_another_run,
+    missing_field,
+    readme_with_tables,
+    record,
+    records_table,
+)
 from kd_pipeline.seeds import aggregate
 from tests.conftest import ROOT
 
@@ -69,7 +77,8 @@ def test_records_table_shows_spread_when_aggregated_and_single_runs_otherwise(tm
     assert rows[2].startswith("| a | digits (32 px) | 10/10/10 | 3 | – | – | 0.910 ± 0.010 |")
     assert "+0.050 ± 0.010" in rows[2] and "| 2/3 seeds |" in rows[2]
     assert rows[3].startswith("| b | imagefolder screens (32 px) | 2/10/10 | 1 | – | – | 0.900 | – | 0.850 | +0.050 |")
-    assert rows[3].endswith("| student | 0.900 | 1.00 MB | false | – | unknown: no dvc.lock |")
+    assert rows[3].endswith("| student | 0.900 | 1.00 MB | false | – |"
+                            " unknown: no dvc.lock and no code md5s in run.json |")
 
 
 def _run(cmd: list, cwd: Path) -> None:
@@ -99,7 +108,10 @@ def test_record_copies_a_finished_run_and_refuses_a_stale_one(tmp_path: Path, mo
     run = json.loads((folder / "run.json").read_text())
     assert run["command"] == "dvc repro" and run["machine"]["cores"] == os.cpu_count()
     assert run["dirty"] is True and run["code_commit"] == ""  # stage.py is staged, never committed
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", run["date"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", run["ended"])
+    assert run["started"] is None  # recorded after the fact: its start is not known, and not invented
+    assert missing_field(run) == "code_commit"  # never committed: `record --check` calls it incomplete
+    assert run["versions"]["python"] and "torchvision" in run["versions"]
     assert run["versions"]["torch"] == torch.__version__.split("+")[0] and "onnxruntime" in run["versions"]
     assert run["machine"]["isa"] == "unknown" or isinstance(run["machine"]["isa"], list)
 
@@ -129,6 +141,41 @@ def test_freshness_compares_a_records_code_with_todays(tmp_path: Path) -> None:
     assert freshness(folder, tmp_path) == "current"  # data deps do not count: the code is today's
     script.write_text("print(2)\n")
     assert freshness(folder, tmp_path) == "stale: 1 of 1 stages changed since abcdef0"
+
+
+def test_a_benchmark_record_is_stale_when_the_code_it_ran_changes(tmp_path: Path, monkeypatch) -> None:
+    from kd_pipeline.record import benchmark_record, freshness
+
+    monkeypatch.chdir(tmp_path)
+    script = tmp_path / "bench.py"
+    script.write_text("print(1)\n")
+    for cmd in (["git", "init", "-q"], ["git", "add", "bench.py"], ["git", "-c", "user.name=t", "-c", "user.email=t@t",
+                                                                      "commit", "-qm", "bench"]):
+        _run(cmd, tmp_path)
+    benchmark_record(tmp_path / "results" / "bench", "bench.py", ["--out", "x"], {"ratio": 2.0})
+    run = json.loads((tmp_path / "results" / "bench" / "run.json").read_text())
+    assert run["command"] == "python bench.py --out x" and run["started"] <= run["ended"]
+    assert missing_field(run) is None and run["code"] == {"bench.py": run["code"]["bench.py"]}
+    assert freshness(tmp_path / "results" / "bench", tmp_path) == "current"
+    script.write_text("print(2)\n")
+    assert freshness(tmp_path / "results" / "bench", tmp_path).startswith("stale: 1 of 1 code files changed")
+
+
+def test_check_names_an_incomplete_record_and_its_field_and_fails(tmp_path: Path, monkeypatch, capsys) -> None:
+    from kd_pipeline import record as record_module
+
+    for page in GENERATED:  # today's pages, current against today's records
+        (tmp_path / page).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / page, tmp_path / page)
+    shutil.copytree(ROOT / "results", tmp_path / "results")
+    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    monkeypatch.chdir(tmp_path)
+    run_path = tmp_path / "results" / "digits-first-look" / "run.json"
+    run = json.loads(run_path.read_text())
+    del run["machine"]["isa"]
+    run_path.write_text(json.dumps(run))
+    assert record_module.main(["--check"]) == 1
+    assert "results/digits-first-look: incomplete: run.json has no machine.isa" in capsys.readouterr().out
 
 
 def _saved_record(results: Path, name: str, **changes: dict) -> Path:
