@@ -334,6 +334,39 @@ def records_table(results: Path = RESULTS) -> str:
     return "\n".join(rows)
 
 
+# The paired comparisons a seed-aggregated record answers: (arm, control, what it asks).
+COMPARISONS = (("student", "baseline", "KD through the assistant − no KD"),
+               ("direct", "baseline", "KD from the teacher − no KD"),
+               ("student", "direct", "what the assistant adds"))
+
+
+def gains_table(results: Path = RESULTS) -> str:
+    """Every seed-aggregated record's paired gains, in test accuracy and in the metric its set
+    decides by (losses as plainly as gains), recomputed from the per-seed numbers; each column is
+    one family of comparisons, "measurable" only after Holm's correction over the whole table."""
+    from kd_pipeline.seeds import holm_column, paired
+
+    rows, cells = [], []
+    for folder in sorted(p for p in results.iterdir() if (p / "seeds.json").is_file()):
+        seeds = json.loads((folder / "seeds.json").read_text())
+        metric = json.loads((folder / "evaluate.json").read_text())["decision_metric"]
+        per_seed = [run["variants"] for run in seeds["per_seed"].values()]
+        params = read_yaml((folder / "params.yaml").read_text())
+        for arm, control, asks in COMPARISONS:
+            pairs = [v for v in per_seed if arm in v and control in v]
+            if len(pairs) < 2:
+                continue
+            rows.append((folder, dataset_label(params), len(pairs), metric, asks))
+            cells.append([paired([v[arm][m] - v[control][m] for v in pairs]) for m in ("accuracy", metric)])
+    columns = [holm_column([c[k] for c in cells]) for k in (0, 1)] if cells else [[], []]
+    lines = ["| record | data | seeds | decides by | comparison | − test accuracy | − test, decision metric | code |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (folder, data, n, metric, asks), accuracy, decided in zip(rows, *columns, strict=True):
+        lines.append(f"| {folder.name} | {data} | {n} | {metric.replace('_', ' ')} | {asks} | {accuracy}"
+                     f" | {decided} | {freshness(folder)} |")
+    return "\n".join(lines)
+
+
 RUNTIME = {"onnx": "ONNX Runtime fp32", "int8": "ONNX Runtime int8"}
 LABEL = {"student": "via the assistant", "direct": "from the teacher", "baseline": "no KD"}
 
@@ -396,6 +429,8 @@ def render(kind: str, arg: str | None, results: Path = RESULTS) -> str:
         return headline_table(results / arg)
     if kind == "records":
         return records_table(results)
+    if kind == "gains":
+        return gains_table(results)
     if kind == "variants" and arg and (results / arg / "evaluate.json").is_file():
         return variants_table(results / arg)
     if kind == "sweep" and arg and (results / arg / "sweep.json").is_file():

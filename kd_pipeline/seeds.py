@@ -111,6 +111,27 @@ def holm(p_values: list[float]) -> list[float]:
     return adjusted
 
 
+def interval_text(stats: dict[str, float], adjusted_p: float | None = None) -> str:
+    """`mean [low, high] p=…`, Holm's adjusted p when the cell is one of several in its column,
+    and "measurable" when the interval excludes 0 and the adjusted p is below 0.05."""
+    if stats["n"] < 2:
+        return f"{stats['mean']:+.4f}"
+    p_value = "p<0.001" if stats["p_value"] < 0.001 else f"p={stats['p_value']:.3f}"
+    extra = [] if adjusted_p is None else [f"Holm {adjusted_p:.3f}"]
+    extra += [f"sign-flip {stats['sign_flip_p']:.3f}"] if "sign_flip_p" in stats else []
+    if extra:
+        p_value += f" ({'; '.join(extra)})"
+    return (f"{stats['mean']:+.4f} [{stats['low']:+.4f}, {stats['high']:+.4f}] {p_value}"
+            f"{' measurable' if measurable(stats, adjusted_p) else power_note(stats)}")
+
+
+def holm_column(cells: list[dict[str, float]]) -> list[str]:
+    """One table column's cells: its comparisons are one family, corrected by Holm's method."""
+    tested = [i for i, stats in enumerate(cells) if stats["n"] >= 2]
+    adjusted = dict(zip(tested, holm([cells[i]["p_value"] for i in tested]), strict=True)) if len(tested) > 1 else {}
+    return [interval_text(stats, adjusted.get(i)) for i, stats in enumerate(cells)]
+
+
 def aggregate(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """Across-seed statistics from each seed's metrics/evaluate.json."""
     if len(runs) < 2:

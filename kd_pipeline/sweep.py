@@ -40,7 +40,7 @@ from kd_pipeline.core.files import atomic_dir, write_json
 from kd_pipeline.core.params import parse_params
 from kd_pipeline.experiments import show
 from kd_pipeline.rerun import apply_settings, nested_set, recipe, run_in, run_queue
-from kd_pipeline.seeds import holm, measurable, paired, power_note
+from kd_pipeline.seeds import holm_column, paired
 
 ROLE_OF_STAGE = {"distill_student": "student", "distill_direct": "direct"}  # the distilled roles
 STAGES = ("train_baseline", "distill_student", "distill_direct")
@@ -246,27 +246,6 @@ def upstream(rows: list[dict[str, Any]], baselines: list[dict[str, Any]], metric
     return found
 
 
-def _interval(stats: dict[str, float], adjusted_p: float | None = None) -> str:
-    """`mean [low, high] p=…`, Holm's adjusted p when the cell is one of several in its column,
-    and "measurable" when the interval excludes 0 and the adjusted p is below 0.05."""
-    if stats["n"] < 2:
-        return f"{stats['mean']:+.4f}"
-    p_value = "p<0.001" if stats["p_value"] < 0.001 else f"p={stats['p_value']:.3f}"
-    extra = [] if adjusted_p is None else [f"Holm {adjusted_p:.3f}"]
-    extra += [f"sign-flip {stats['sign_flip_p']:.3f}"] if "sign_flip_p" in stats else []
-    if extra:
-        p_value += f" ({'; '.join(extra)})"
-    return (f"{stats['mean']:+.4f} [{stats['low']:+.4f}, {stats['high']:+.4f}] {p_value}"
-            f"{' measurable' if measurable(stats, adjusted_p) else power_note(stats)}")
-
-
-def _column(cells: list[dict[str, float]]) -> list[str]:
-    """One table column's cells: its comparisons are one family, corrected by Holm's method."""
-    tested = [i for i, stats in enumerate(cells) if stats["n"] >= 2]
-    adjusted = dict(zip(tested, holm([cells[i]["p_value"] for i in tested]), strict=True)) if len(tested) > 1 else {}
-    return [_interval(stats, adjusted.get(i)) for i, stats in enumerate(cells)]
-
-
 def table(summary: dict[str, Any]) -> str:
     """Each grid point's paired gains over the baseline, per distilled role (the README's block).
     Each column's cells are one family of comparisons: "measurable" after Holm's correction."""
@@ -275,7 +254,7 @@ def table(summary: dict[str, Any]) -> str:
              f" | − baseline, test balanced accuracy | − baseline, val {summary['metric']} |",
              "|" + "---|" * (len(keys) + 5)]
     rows = [(entry, role) for entry in summary["points"] for role in ROLE_OF_STAGE.values() if role in entry]
-    columns = [_column([entry[role][key] for entry, role in rows])
+    columns = [holm_column([entry[role][key] for entry, role in rows])
                for key in ("test_accuracy", "test_balanced_accuracy", "val")]
     for (entry, role), cells in zip(rows, zip(*columns, strict=True), strict=True):
         lines.append("| " + " | ".join(str(v) for v in entry["point"].values())
@@ -285,7 +264,7 @@ def table(summary: dict[str, Any]) -> str:
         lines += ["", "What the assistant adds (student through the assistant − direct from the teacher, by seed):",
                   "", "| " + " | ".join(keys) + " | test accuracy | test balanced accuracy"
                   f" | val {summary['metric']} |", "|" + "---|" * (len(keys) + 3)]
-        columns = [_column([entry["student_vs_direct"][key] for entry in added])
+        columns = [holm_column([entry["student_vs_direct"][key] for entry in added])
                    for key in ("test_accuracy", "test_balanced_accuracy", "val")]
         for entry, cells in zip(added, zip(*columns, strict=True), strict=True):
             lines.append("| " + " | ".join(str(v) for v in entry["point"].values()) + " | " + " | ".join(cells) + " |")
@@ -303,7 +282,7 @@ def sizes_table(summary: dict[str, Any]) -> list[str]:
     entries.sort(key=lambda e: -costs.get(e["point"]["student.model"], {}).get("parameters", 0))
     arms = [(role, key) for role in ("student", "direct") if all(role in e for e in entries)
             for key in ("test_accuracy", "test_balanced_accuracy")]
-    columns = [_column([entry[role][key] for entry in entries]) for role, key in arms]
+    columns = [holm_column([entry[role][key] for entry in entries]) for role, key in arms]
     header = "".join(f" | {role} − baseline, {key.replace('_', ' ')}" for role, key in arms)
     lines = ["", "Student sizes (costs: fp32 ONNX, ONNX Runtime batch 1, one run on this CPU):", "",
              "| student | parameters | MACs | fp32 MB | latency ms | baseline test accuracy"

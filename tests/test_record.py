@@ -287,3 +287,25 @@ def test_a_record_keeps_seeds_json_only_when_it_aggregates_the_recorded_run(tmp_
         (folder / "seeds.md").write_text("# Across seeds\n")
         _drop_seeds_of_another_run(folder, tmp_path)
         assert (folder / "seeds.json").is_file() == kept and (folder / "seeds.md").is_file() == kept, name
+
+
+def test_gains_are_paired_in_the_decision_metric_and_corrected_over_the_whole_table(tmp_path: Path) -> None:
+    from kd_pipeline.record import gains_table
+
+    params = (ROOT / "params.yaml").read_text()
+    for name, loss in (("a", 0.03), ("b", 0.0)):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "params.yaml").write_text(params)
+        (folder / "evaluate.json").write_text(json.dumps({"decision_metric": "balanced_accuracy"}))
+        per_seed = {str(s): {"variants": {
+            "baseline": {"accuracy": 0.8, "balanced_accuracy": 0.8},
+            "student": {"accuracy": 0.8 + 0.001 * s, "balanced_accuracy": 0.8 - loss + 0.004 * (s - 2) ** 2 / 4},
+            "direct": {"accuracy": 0.8, "balanced_accuracy": 0.8 - 0.001 * s}}} for s in range(5)}
+        (folder / "seeds.json").write_text(json.dumps({"per_seed": per_seed}))
+    rows = gains_table(tmp_path).splitlines()
+    assert rows[0].startswith("| record | data | seeds | decides by | comparison | − test accuracy |")
+    first = rows[2].split(" | ")
+    assert first[0] == "| a" and first[3] == "balanced accuracy" and first[4] == "KD through the assistant − no KD"
+    assert first[6].startswith("-0.0280 [") and "Holm" in first[6]  # a loss, in the metric the set decides by
+    assert "measurable" in first[6] and len(rows) == 2 + 2 * 3
