@@ -1,0 +1,42 @@
+"""NNCF's accuracy control against the pipeline's own: both run on one toy checkpoint and are
+scored by the same code (the comparison's numbers are a record, not a test)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kd_pipeline.core.models import create_model, save_checkpoint
+from tests.conftest import ROOT
+
+pytest.importorskip("nncf")  # requirements-dev.lock pins it: skipped only outside `make test`
+
+
+def test_both_controls_quantize_the_same_file_and_are_scored_alike(tmp_path: Path, monkeypatch) -> None:
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 256), ("val", 40), ("test", 40)):
+        folder = tmp_path / "prepared" / split
+        folder.mkdir(parents=True)
+        np.save(folder / "images.npy", rng.integers(0, 256, (count, 16, 16, 3), dtype=np.uint8))
+        np.save(folder / "labels.npy", rng.integers(0, 4, count))
+    card = {"role": "baseline", "timm_name": "cifar_resnet8", "model_kwargs": {}, "num_classes": 4,
+            "class_names": list("abcd"), "task": "multiclass", "input_size": [3, 16, 16], "mean": [0.5] * 3,
+            "std": [0.25] * 3}
+    save_checkpoint(create_model("cifar_resnet8", 4), tmp_path / "ckpt", card)
+    spec = importlib.util.spec_from_file_location("nncf_accuracy_control", ROOT / "benchmarks"
+                                                  / "nncf_accuracy_control.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.chdir(ROOT)  # params.yaml's quantize and train groups
+    out = tmp_path / "out"
+    result = bench.main([str(tmp_path / "ckpt"), "--prepared", str(tmp_path / "prepared"), "--label", "toy",
+                         "--out", str(out)])["toy"]
+    for tool in ("ours", "nncf"):
+        row = result[tool]
+        assert {"val", "test", "val_avx2", "test_avx2"} <= set(row) and 0 < row["integer_mac_share"] <= 1
+        assert row["cpu_s"] > 0 and isinstance(row["float_layers"], list)
+    assert result["ours"]["integer_mac_share"] == 1.0 and "kept_float" in result["ours"]  # full int8 on a toy
+    run = json.loads((out / "run.json").read_text())
+    assert run["command"].startswith("python benchmarks/nncf_accuracy_control.py") and run["code"]
