@@ -309,3 +309,11 @@ def test_gains_are_paired_in_the_decision_metric_and_corrected_over_the_whole_ta
     assert first[0] == "| a" and first[3] == "balanced accuracy" and first[4] == "KD through the assistant − no KD"
     assert first[6].startswith("-0.0280 [") and "Holm" in first[6]  # a loss, in the metric the set decides by
     assert "measurable" in first[6] and len(rows) == 2 + 2 * 3
+
+
+def test_every_committed_record_is_complete_and_decided_on_a_named_metric() -> None:
+    """The schema every README or note number is cited from: `record --check` would name the field."""
+    from kd_pipeline.record import incomplete
+
+    lacking = {folder.name: incomplete(folder) for folder in sorted((ROOT / "results").iterdir()) if folder.is_dir()}
+    assert {name: why for name, why in lacking.items() if why} == {}
