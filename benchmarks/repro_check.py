@@ -19,8 +19,9 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-# Outputs whose content holds a measured time or memory: they differ between two runs by design.
-TIMED = ("metrics/", "plots/tradeoff", "reports/summary.md")
+# Outputs whose content holds a measured time or memory: they differ between two runs by design
+# (quantization.md carries each int8 format's batch-1 latency).
+TIMED = ("metrics/", "plots/tradeoff", "reports/summary.md", "reports/quantization.md")
 
 
 def outputs(lock: dict) -> dict[tuple[str, str], str]:

@@ -32,10 +32,12 @@ def test_the_repro_check_tells_a_changed_model_from_a_changed_time() -> None:
     def lock(model: str, metrics: str) -> dict:
         return {"stages": {"train": {"outs": [{"path": "models/student", "md5": model},
                                               {"path": "metrics/student/metrics.json", "md5": metrics}]},
+                           "quantize": {"outs": [{"path": "reports/quantization.md", "md5": metrics}]},
                            "prepare": {"outs": [{"path": "metrics/data.json", "md5": "d"}]}}}
 
     same = bench.compare(lock("a", "t1"), lock("a", "t2"))
-    assert [r["verdict"] for r in same] == ["same", "different (holds times)", "same"]
+    assert [r["verdict"] for r in same] == ["same", "different (holds times)", "different (holds times)", "same"]
     changed = bench.compare(lock("a", "t1"), {"stages": {}})  # a model that no longer comes out: not the same
-    assert [r["verdict"] for r in changed] == ["DIFFERENT", "different (holds times)", "DIFFERENT"]
+    assert [r["verdict"] for r in changed] == ["DIFFERENT", "different (holds times)", "different (holds times)",
+                                               "DIFFERENT"]
     assert Path(bench.ROOT) == ROOT
