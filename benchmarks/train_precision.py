@@ -9,9 +9,10 @@ records affordable, and a setting must not trade accuracy for speed unseen. `ste
 measured the speed of one step on random inputs; this trains for real, with the pipeline's own
 loop (`kd_pipeline.train.training.fit`: the baseline role's `train` params from `--params`, its
 optimizer, schedule, best-epoch keeping), on a prepared split (`dvc repro prepare` makes
-`data/prepared` from the data params), once per model × seed × mode. bf16 runs the whole `fit`
-inside `torch.autocast("cpu", dtype=torch.bfloat16)` (forward passes and validation in bf16,
-weights and optimizer in fp32), which is what a `train.precision: bf16` setting would do.
+`data/prepared` from the data params), once per model × seed × mode. bf16 switches on the loop's
+own mixed-precision path, which CUDA runs today: each training step's forward pass under
+`torch.autocast(dtype=torch.bfloat16)`, weights, gradients, optimizer and validation in fp32,
+which is what a `train.precision: bf16` setting would do on the CPU.
 Every finished model is then scored the same way, in fp32 on validation (what decides) and
 test (what reports). Each seed pairs its bf16 run with its fp32 run; the fp32 seed-to-seed spread
 is printed beside it for scale (one pair per seed is no interval: more seeds say more). Prints
@@ -25,8 +26,11 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import torch
 
@@ -37,6 +41,7 @@ from kd_pipeline.core.data import Normalizer, Split, load_meta, load_split  # no
 from kd_pipeline.core.evaluation import classification_metrics, decide, predict_logits  # noqa: E402
 from kd_pipeline.core.models import create_model  # noqa: E402
 from kd_pipeline.core.params import load_params  # noqa: E402
+from kd_pipeline.train import training  # noqa: E402
 from kd_pipeline.train.training import fit, seed_everything  # noqa: E402
 
 MODES = ("fp32", "bf16")
@@ -58,6 +63,24 @@ def scores(model: torch.nn.Module, splits: dict[str, Split], normalizer: Normali
     return out
 
 
+@contextmanager
+def bf16_steps(enabled: bool) -> Iterator[None]:
+    """The training loop's own bf16 path switched on for the CPU: `fit` autocasts each training
+    step's forward pass to bfloat16 when its `_Teaching.use_amp` is set (today: on CUDA only), and
+    validation stays fp32. An autocast around `fit` would not do: the step's own
+    `autocast(enabled=False)` switches it off again inside."""
+    if not enabled:
+        yield
+        return
+    original = training._Teaching
+
+    def teaching(*args: Any) -> Any:
+        return original(*args[:-1], True)  # the last field is use_amp
+
+    with patch.object(training, "_Teaching", teaching):
+        yield
+
+
 def train_once(model_name: str, mode: str, seed: int, data: dict[str, Any], cfg: Any) -> dict[str, Any]:
     """One `fit` of `model_name` from scratch in `mode`; its wall seconds and fp32 scores."""
     seed_everything(seed)
@@ -65,7 +88,7 @@ def train_once(model_name: str, mode: str, seed: int, data: dict[str, Any], cfg:
     model = create_model(model_name, meta.num_classes)
     run_cfg = cfg.model_copy(update={"seed": seed})
     started = time.perf_counter()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "bf16"):
+    with bf16_steps(mode == "bf16"):
         result = fit(model, data["train"], data["val"], run_cfg, normalizer, meta.num_classes,
                      name=f"{model_name} {mode} seed {seed}")
     seconds = time.perf_counter() - started

@@ -20,18 +20,18 @@ def test_fp32_and_bf16_are_trained_paired_and_recorded(prepared_dir: Path, tmp_p
     monkeypatch.chdir(ROOT)
     out = tmp_path / "record"
     assert main(["--prepared", str(prepared_dir), "--params", str(ROOT / "params.yaml"), "--models", "cifar_plain2",
-                 "--seeds", "0", "1", "--epochs", "1", "--train-limit", "256", "--out", str(out)]) == 0
+                 "--seeds", "0", "--epochs", "1", "--train-limit", "128", "--out", str(out)]) == 0
     result = json.loads((out / "result.json").read_text())
     runs = {(r["mode"], r["seed"]): r for r in result["runs"]}
-    assert set(runs) == {("fp32", 0), ("bf16", 0), ("fp32", 1), ("bf16", 1)}
-    assert result["train_images"] == 256 and all(r["epochs"] == 1 for r in runs.values())
+    assert set(runs) == {("fp32", 0), ("bf16", 0)}
+    assert result["train_images"] == 128 and all(r["epochs"] == 1 for r in runs.values())
     # autocast was in effect: the same seed's loss differs only by bf16 rounding, and does differ
     assert runs["bf16", 0]["last_train_loss"] != runs["fp32", 0]["last_train_loss"]
     assert runs["bf16", 0]["last_train_loss"] == pytest.approx(runs["fp32", 0]["last_train_loss"], rel=0.05)
     (comparison,) = result["comparisons"]
-    assert comparison["seeds"] == [0, 1]
+    assert comparison["seeds"] == [0]
     assert comparison["bf16_minus_fp32_val_accuracy"] == [
-        round(runs["bf16", s]["val_accuracy"] - runs["fp32", s]["val_accuracy"], 4) for s in (0, 1)]
+        round(runs["bf16", s]["val_accuracy"] - runs["fp32", s]["val_accuracy"], 4) for s in (0,)]
     run = json.loads((out / "run.json").read_text())
     assert run["command"].startswith("python benchmarks/train_precision.py")
     assert "benchmarks/train_precision.py" in run["code"]
