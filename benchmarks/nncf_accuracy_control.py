@@ -118,9 +118,8 @@ def integer_share(fp32: Path, int8: Path) -> tuple[float, list[str]]:
     return share, [node for weight, (node, _) in macs.items() if weight not in integer]
 
 
-def measure(checkpoint: Path, prepared: Path, work: Path, max_drop: float | None = None) -> dict[str, Any]:
-    """Both controls on one checkpoint, scored alike; `max_drop` replaces params.yaml's budget (a
-    tighter one makes both tools search for layers to keep in float)."""
+def measure(checkpoint: Path, prepared: Path, work: Path) -> dict[str, Any]:
+    """Both controls on one checkpoint, scored alike."""
     from kd_pipeline.core.data import load_split
     from kd_pipeline.core.models import load_checkpoint
     from kd_pipeline.core.params import load_params
@@ -129,14 +128,13 @@ def measure(checkpoint: Path, prepared: Path, work: Path, max_drop: float | None
     from kd_pipeline.quantize.onnx_export import export_onnx
     from kd_pipeline.quantize.quantization import calibration_sample
 
-    params = load_params()
-    cfg = params.quantize if max_drop is None else params.quantize.model_copy(update={"max_accuracy_drop": max_drop})
+    cfg = load_params().quantize
     model, card = load_checkpoint(checkpoint)
     fp32 = work / f"{checkpoint.name}.fp32.onnx"
     export_onnx(model, card["input_size"], fp32)
     splits = {name: load_split(prepared, name) for name in ("train", "val", "test")}
     train, val = splits.pop("train"), splits["val"]
-    metric = decision_metric(params.train.monitor, train.labels)
+    metric = decision_metric(load_params().train.monitor, train.labels)
     indices = calibration_sample(train.labels, cfg.calibration_batches * cfg.calibration_batch_size, cfg.seed)
     result: dict[str, Any] = {"decision_metric": metric, "max_accuracy_drop": cfg.max_accuracy_drop,
                               "float": {split: val_scores(fp32, data, card) for split, data in splits.items()}}
@@ -175,8 +173,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("checkpoints", nargs="+", type=Path)
     parser.add_argument("--prepared", type=Path, default=Path("data/prepared"))
     parser.add_argument("--label", action="append", default=[], help="a name per checkpoint for the result")
-    parser.add_argument("--max-drop", type=float, default=None,
-                        help="the validation budget for both tools (default: params.yaml's quantize.max_accuracy_drop)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     print(f"CPU: {describe(cpu_info())}")
@@ -184,7 +180,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = {}
     for label, checkpoint in zip(labels, args.checkpoints, strict=True):
         with tempfile.TemporaryDirectory() as folder:
-            result[label] = measure(checkpoint, args.prepared, Path(folder), args.max_drop)
+            result[label] = measure(checkpoint, args.prepared, Path(folder))
         report(label, result[label])
     if args.out:
         from kd_pipeline.record import benchmark_record
