@@ -40,7 +40,7 @@ from kd_pipeline.core.files import atomic_dir, write_json
 from kd_pipeline.core.params import parse_params
 from kd_pipeline.experiments import show
 from kd_pipeline.rerun import apply_settings, nested_set, recipe, run_in, run_queue
-from kd_pipeline.seeds import holm_column, paired
+from kd_pipeline.seeds import holm, holm_column, measurable, paired
 
 ROLE_OF_STAGE = {"distill_student": "student", "distill_direct": "direct"}  # the distilled roles
 STAGES = ("train_baseline", "distill_student", "distill_direct")
@@ -295,7 +295,51 @@ def sizes_table(summary: dict[str, Any]) -> list[str]:
                  f"{entry['baseline_test_accuracy_mean']:.4f}", _lead_cell(entry.get("teacher_lead", {})),
                  *(column[k] for column in columns)]
         lines.append("| " + " | ".join(cells) + " |")
-    return lines
+    return lines + ["", *size_verdict(summary, entries)]
+
+
+def _paying(entries: list[dict[str, Any]], role: str, key: str) -> list[bool]:
+    """Per size: whether `role`'s gain in `key` is measurable and positive, Holm over the sizes."""
+    cells = [entry[role][key] for entry in entries]
+    tested = [i for i, stats in enumerate(cells) if stats["n"] >= 2]
+    adjusted = dict(zip(tested, holm([cells[i]["p_value"] for i in tested]), strict=True)) if len(tested) > 1 else {}
+    return [i in tested and cells[i]["mean"] > 0 and measurable(cells[i], adjusted.get(i)) for i in range(len(cells))]
+
+
+def size_verdict(summary: dict[str, Any], entries: list[dict[str, Any]]) -> list[str]:
+    """The answer a user sweeps student sizes for: the largest size (sizes ordered largest first) at
+    which a distilled arm's test gain in the set's decision metric is measurable after Holm's
+    correction over the sizes, and what deploying it costs against the teacher; or, when none is,
+    why (where the teacher led by too little, and where it led but the gain's interval reaches 0)."""
+    metric = summary["metric"] if summary["metric"] in METRICS else "accuracy"
+    key = f"test_{metric}"
+    roles = [role for role in ("student", "direct") if all(role in e for e in entries)]
+    pays = {role: _paying(entries, role, key) for role in roles}
+    names = [entry["point"]["student.model"] for entry in entries]
+    costs = summary.get("students") or {}
+    teacher = (summary.get("upstream") or {}).get("teacher")
+    head = (f"**Where distillation pays** (test {metric.replace('_', ' ')}, the set's decision metric;"
+            f" Holm over the {len(entries)} sizes):")
+    paying = [k for k in range(len(entries)) if any(pays[role][k] for role in roles)]
+    if not paying:
+        led = [names[k] for k, e in enumerate(entries) if e.get("teacher_lead", {}).get("tests_distillation")]
+        why = ("the teacher led the baseline by the minimum on validation at no size: it knows too little more than"
+               " any of these students" if not led else
+               f"the teacher led by the minimum only at {', '.join(led)}, and there the gain's interval reaches 0")
+        return [f"{head} at none of these sizes; {why}."]
+    k = paying[0]
+    entry, name = entries[k], names[k]
+    role = max((r for r in roles if pays[r][k]), key=lambda r: entry[r]["val"]["mean"])  # validation picks the arm
+    cost = costs.get(name, {})
+    line = (f"{head} it starts at **{name}** ({cost.get('parameters', 0):,} parameters, {cost.get('onnx_mb', 0):.2f} MB"
+            f" fp32, {cost.get('latency_ms', 0):.3f} ms): {role} − baseline {entry[role][key]['mean']:+.4f}"
+            f" [{entry[role][key]['low']:+.4f}, {entry[role][key]['high']:+.4f}]; paying sizes:"
+            f" {', '.join(names[i] for i in paying)}.")
+    if teacher:
+        deployed = entry[role]["test_accuracy_mean"]
+        line += (f" Deploying {name} ({role}): test accuracy {deployed:.4f}; teacher − it"
+                 f" {teacher['test_accuracy'] - deployed:+.4f} (teacher {teacher['test_accuracy']:.4f}).")
+    return [line]
 
 
 def _lead_cell(lead: dict[str, Any]) -> str:

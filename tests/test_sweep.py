@@ -165,6 +165,42 @@ def test_a_sweep_over_student_sizes_pairs_each_size_with_its_own_baseline() -> N
     assert "direct − baseline, test balanced accuracy" in text and "Holm" in text.split("Student sizes")[1]
 
 
+def _size_rows(gains: dict[str, list[float]], teacher: float) -> list[dict]:
+    rows = []
+    for name, by_seed in gains.items():
+        for seed, gain in enumerate(by_seed):
+            base = 0.70 + seed / 100
+            row = _chain_row(seed, base + gain, base + gain / 2, base, teacher)
+            rows.append({**row, "point": {"student.model": name}})
+    return rows
+
+
+SIZES = {"resnet18": {"parameters": 11_000_000, "macs": 5e8, "onnx_mb": 42.0, "latency_ms": 3.0},
+         "resnet10t": {"parameters": 4_900_000, "macs": 2e8, "onnx_mb": 18.8, "latency_ms": 0.6},
+         "cifar_resnet8": {"parameters": 78_000, "macs": 1.2e7, "onnx_mb": 0.3, "latency_ms": 0.2}}
+
+
+def test_the_size_sweep_names_the_largest_size_where_distillation_pays_and_what_it_costs() -> None:
+    rows = _size_rows({"resnet18": [0.0, 0.01, -0.01], "resnet10t": [0.01, -0.005, 0.0],
+                       "cifar_resnet8": [0.040, 0.050, 0.045]}, teacher=0.80)
+    summary = {**summarize(rows, "accuracy", ["student", "direct"]), "students": SIZES}
+    verdict = render(summary, "t").split("**Where distillation pays**")[1]
+    assert "it starts at **cifar_resnet8** (78,000 parameters" in verdict
+    assert "student − baseline +0.0450" in verdict and "paying sizes: cifar_resnet8." in verdict
+    assert "test accuracy 0.7550; teacher − it +0.0450 (teacher 0.8000)" in verdict  # mean(0.74, 0.76, 0.765)
+
+
+def test_the_size_sweep_says_why_no_size_pays() -> None:
+    weak = _size_rows({"resnet18": [0.0, 0.01, -0.01], "cifar_resnet8": [0.01, -0.01, 0.0]}, teacher=0.72)
+    summary = {**summarize(weak, "accuracy", ["student", "direct"]), "students": SIZES}
+    assert "at none of these sizes; the teacher led the baseline by the minimum on validation at no size" in render(
+        summary, "t")
+    strong = _size_rows({"resnet18": [0.0, 0.01, -0.01], "cifar_resnet8": [0.03, -0.02, 0.01]}, teacher=0.80)
+    summary = {**summarize(strong, "accuracy", ["student", "direct"]), "students": SIZES}
+    assert "the teacher led by the minimum only at resnet18, cifar_resnet8, and there the gain's interval" in render(
+        summary, "t")
+
+
 def test_a_grid_key_the_baseline_does_not_read_must_not_change_it() -> None:
     rows = [_chain_row(0, 0.6, 0.6, 0.5, 0.8), _chain_row(0, 0.6, 0.6, 0.55, 0.8)]
     rows[1]["point"] = {"kd.temperature": 2}
