@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         result = {"prepared": str(args.prepared), "source": meta.source, "image_size": meta.image_size,
                   "train_images": len(data["train"]), "epochs": args.epochs,
                   "train": cfg.model_dump(exclude={"augment"}), "runs": rows, "comparisons": comparisons}
-        benchmark_record(args.out, "benchmarks/train_precision.py", sys.argv[1:], result)
+        benchmark_record(args.out, "benchmarks/train_precision.py", sys.argv[1:] if argv is None else argv, result)
     return 0
 
 

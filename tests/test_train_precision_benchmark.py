@@ -33,7 +33,7 @@ def test_fp32_and_bf16_are_trained_paired_and_recorded(prepared_dir: Path, tmp_p
     assert comparison["bf16_minus_fp32_val_accuracy"] == [
         round(runs["bf16", s]["val_accuracy"] - runs["fp32", s]["val_accuracy"], 4) for s in (0,)]
     run = json.loads((out / "run.json").read_text())
-    assert run["command"].startswith("python benchmarks/train_precision.py")
+    assert run["command"].startswith("python benchmarks/train_precision.py --prepared")  # the arguments it was given
     assert "benchmarks/train_precision.py" in run["code"]
 
 
