@@ -65,6 +65,7 @@ def _one_thread() -> None:
 LONGEST_FIRST = (
     "test_pipeline_e2e.py",  # (about 400: the messy folder through every stage, resume, queue, browser)
     "test_chest_e2e.py",  # (250)
+    "test_small_students_e2e.py",  # (185; unlisted, it was handed out near the end)
     "test_distributed_e2e.py",  # (105)
     "test_gate.py",  # (90)
     "test_remote.py",  # (50)
