@@ -38,6 +38,7 @@ from kd_pipeline.core import paths
 from kd_pipeline.core.errors import PipelineError, exit_on_pipeline_error
 from kd_pipeline.core.files import atomic_dir, write_json
 from kd_pipeline.core.params import parse_params
+from kd_pipeline.evaluate.report import MIN_TEACHER_LEAD
 from kd_pipeline.experiments import show
 from kd_pipeline.rerun import apply_settings, nested_set, recipe, run_in, run_queue
 from kd_pipeline.seeds import holm, holm_column, measurable, paired
@@ -47,7 +48,6 @@ STAGES = ("train_baseline", "distill_student", "distill_direct")
 UPSTREAM = ("teacher", "assistant")  # trained once per row with --fixed-upstream
 TRAINING_STAGES = ("prepare", "train_teacher", "distill_assistant", *STAGES)  # what a sweep can run
 BASELINE_KEYS = ("student.", "train.", "data.")  # grid keys that change the baseline itself
-MIN_TEACHER_LEAD = 0.05  # validation accuracy over the baseline's, below which KD has little to transfer
 METRICS = ("accuracy", "balanced_accuracy")
 
 

@@ -15,7 +15,8 @@ def main() -> None:
         f" agreement {result['int8_agreement']:.2%} on test" if result["int8"]
         else f"max abs diff {result['max_abs_diff']:.1e}"
     )
-    same = ", the file evaluate measured" if result["same_file_as_evaluated"] else ""
+    same = (", the graph and weights evaluate measured, labels and preprocessing added as metadata"
+            if result["same_file_as_evaluated"] else "")
     targets = "meets its targets" if result["meets_targets"] else "misses a target (see reports/summary.md)"
     print(f"exported {result['variant']} ({result['onnx_mb']:.2f} MB ONNX{same}), {check}; {targets}")
 

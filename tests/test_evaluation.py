@@ -282,6 +282,25 @@ def test_compare_report_lists_every_variant_and_marks_missing(prepared_dir: Path
     assert render_summary(result, params) == summary
 
 
+def test_the_summary_says_whether_the_student_size_leaves_the_teacher_a_gap_and_points_to_the_size_sweep() -> None:
+    from kd_pipeline.evaluate.report import _student_size
+
+    params = parse_params({"student": {"model": "cifar_resnet8"}})
+
+    def evaluation(teacher: float) -> dict:
+        return {"decision_metric": "balanced_accuracy", "variants": {
+            "teacher": {"val": {"balanced_accuracy": teacher}}, "baseline": {"val": {"balanced_accuracy": 0.80}},
+            "student": {"parameters": 77_522, "size_mb": 0.33, "val": {"balanced_accuracy": 0.82}}}}
+
+    (gap,) = _student_size(evaluation(0.86), params)
+    assert gap.startswith("- **Student size**: cifar_resnet8, 77,522 parameters, 0.33 MB; the teacher leads the"
+                          " student trained alone by +0.0600 in validation balanced_accuracy, at least the 0.05")
+    assert "a sweep over `student.model`" in gap
+    (none,) = _student_size(evaluation(0.82), params)
+    assert "+0.0200 in validation balanced_accuracy, under the 0.05" in none and "opens the gap" in none
+    assert _student_size({"decision_metric": "accuracy", "variants": {}}, params) == []
+
+
 def test_speed_of_an_onnx_variant_is_judged_against_the_teacher_in_onnx_runtime(prepared_dir: Path,
                                                                                tmp_path: Path) -> None:
     """Like with like: ONNX Runtime's own gain over eager PyTorch is not credited to compression."""

@@ -19,6 +19,10 @@ from kd_pipeline.evaluate.machine import describe
 HEADLINE = paths.METRICS / "headline.json"
 DEPLOYED_CONFUSION = paths.PLOTS / "deployed_confusion.json"
 
+# The teacher's validation lead over the student trained alone below which distillation has
+# little to transfer (the field finds KD pays across a capacity gap); the size sweep reads it too.
+MIN_TEACHER_LEAD = 0.05
+
 COLUMNS = (
     ("val_score", "val score (decides)", "{:.4f}"),
     ("accuracy", "accuracy", "{:.4f}"),
@@ -122,7 +126,8 @@ def _tradeoff_png(rows: list[dict[str, Any]], deployed: str | None, path: Path) 
 def render_summary(result: dict[str, Any], params: Params) -> str:
     """The Markdown report: comparison table, gains, targets, recommendations, per-class detail."""
     evaluation = result["evaluation"]
-    lines = _table(result, params) + _gains(evaluation) + _teachers(evaluation) + _origin(evaluation)
+    lines = _table(result, params) + _gains(evaluation) + _student_size(evaluation, params) + _teachers(evaluation)
+    lines += _origin(evaluation)
     lines += _targets(evaluation, params) + _recommendation(evaluation, params) + _detail(result)
     if evaluation["warnings"]:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in evaluation["warnings"]]
@@ -257,6 +262,27 @@ def _gains(evaluation: dict[str, Any]) -> list[str]:
     lines.append("- One seed's numbers: `python -m kd_pipeline.seeds` gives their seed-to-seed spread"
                  " (reports/seeds.md).")
     return lines
+
+
+def _student_size(evaluation: dict[str, Any], params: Params) -> list[str]:
+    """Whether this run's student size leaves the teacher anything to teach, and where the question
+    "at which size does distillation start to pay?" is answered: one run has one size, a sweep many."""
+    variants, metric = evaluation["variants"], evaluation["decision_metric"]
+    student = variants.get("student")
+    if not student:
+        return []
+    line = f"- **Student size**: {params.student.model}" + "".join(
+        text.format(student[key]) for key, text in (("parameters", ", {:,} parameters"), ("size_mb", ", {:.2f} MB"))
+        if key in student)
+    if "teacher" in variants and "baseline" in variants:
+        lead = variants["teacher"]["val"][metric] - variants["baseline"]["val"][metric]
+        enough = (f"at least the {MIN_TEACHER_LEAD:.2f} across which distillation is known to pay" if
+                  lead >= MIN_TEACHER_LEAD else f"under the {MIN_TEACHER_LEAD:.2f} across which distillation is"
+                  " known to pay: a smaller student or a stronger teacher opens the gap")
+        line += f"; the teacher leads the student trained alone by {lead:+.4f} in validation {metric}, {enough}"
+    return [line + ". At which size distillation starts to pay on this data, and what that size keeps"
+            " against the teacher: a sweep over `student.model`, each size paired with its own baseline over"
+            " seeds (docs/workflow.md)."]
 
 
 def _origin(evaluation: dict[str, Any]) -> list[str]:
