@@ -293,11 +293,11 @@ def test_the_summary_says_whether_the_student_size_leaves_the_teacher_a_gap_and_
             "student": {"parameters": 77_522, "size_mb": 0.33, "val": {"balanced_accuracy": 0.82}}}}
 
     (gap,) = _student_size(evaluation(0.86), params)
-    assert gap.startswith("- **Student size**: cifar_resnet8, 77,522 parameters, 0.33 MB; the teacher leads the"
-                          " student trained alone by +0.0600 in validation balanced_accuracy, at least the 0.05")
+    assert gap.startswith("- **Student size**: cifar_resnet8, 77,522 parameters, 0.33 MB; teacher − student trained"
+                          " alone (baseline), validation balanced_accuracy: +0.0600, at least the 0.05")
     assert "a sweep over `student.model`" in gap
     (none,) = _student_size(evaluation(0.82), params)
-    assert "+0.0200 in validation balanced_accuracy, under the 0.05" in none and "opens the gap" in none
+    assert "balanced_accuracy: +0.0200, under the 0.05" in none and "opens the gap" in none
     assert _student_size({"decision_metric": "accuracy", "variants": {}}, params) == []
 
 

@@ -279,7 +279,7 @@ def _student_size(evaluation: dict[str, Any], params: Params) -> list[str]:
         enough = (f"at least the {MIN_TEACHER_LEAD:.2f} across which distillation is known to pay" if
                   lead >= MIN_TEACHER_LEAD else f"under the {MIN_TEACHER_LEAD:.2f} across which distillation is"
                   " known to pay: a smaller student or a stronger teacher opens the gap")
-        line += f"; the teacher leads the student trained alone by {lead:+.4f} in validation {metric}, {enough}"
+        line += f"; teacher − student trained alone (baseline), validation {metric}: {lead:+.4f}, {enough}"
     return [line + ". At which size distillation starts to pay on this data, and what that size keeps"
             " against the teacher: a sweep over `student.model`, each size paired with its own baseline over"
             " seeds (docs/workflow.md)."]
