@@ -181,7 +181,20 @@ def shipped_against_best_small(evaluation: dict[str, Any]) -> dict[str, Any] | N
             "best_small_float_accuracy": variants[best]["accuracy"], "difference": difference,
             "within_one_point": difference >= -SHIPPED_TOLERANCE - 1e-9, "decision_metric": metric,
             "decision_metric_difference": variants[deployed].get(metric, float("nan"))
-            - variants[best].get(metric, float("nan"))}
+            - variants[best].get(metric, float("nan"))} | int8_on_avx2(variants, deployed)
+
+
+def int8_on_avx2(variants: dict[str, Any], deployed: str) -> dict[str, Any]:
+    """A shipped int8 file's test accuracy under AVX2's saturating arithmetic (evaluate's exact
+    emulation) against its fp32 twin (`X_int8` against `X_onnx`, the same graph in float): what a
+    user on a CPU without VNNI gets, and whether it stays within a point of its float source."""
+    avx2, twin = variants[deployed].get("avx2") or {}, deployed.removesuffix("_int8") + "_onnx"
+    if not deployed.endswith("_int8") or "test_accuracy" not in avx2 or twin not in variants:
+        return {}
+    difference = avx2["test_accuracy"] - variants[twin]["accuracy"]
+    return {"avx2_accuracy": avx2["test_accuracy"], "float_twin": twin,
+            "float_twin_accuracy": variants[twin]["accuracy"], "avx2_difference": difference,
+            "avx2_within_one_point": difference >= -SHIPPED_TOLERANCE - 1e-9}
 
 
 def power_note(stats: dict[str, float]) -> str:
@@ -257,6 +270,15 @@ def _shipped_lines(shipped: dict[str, dict[str, Any]]) -> list[str]:
                      f" | {s['best_small_float_accuracy']:.4f} | {s['difference']:+.4f}"
                      f" | {'yes' if s['within_one_point'] else 'no'}"
                      f" | {s['decision_metric_difference']:+.4f} ({s['decision_metric']}) |")
+    on_avx2 = {seed: s for seed, s in shipped.items() if "avx2_accuracy" in s}
+    if on_avx2:
+        lines += ["", "Where an int8 file shipped: its test accuracy under AVX2's saturating u8s8 arithmetic (CPUs"
+                  " without VNNI, evaluate's exact emulation) against its fp32 twin:", "",
+                  "| seed | deployed | on AVX2 | fp32 twin | accuracy | difference | within a point |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {seed} | {s['deployed']} | {s['avx2_accuracy']:.4f} | {s['float_twin']}"
+                  f" | {s['float_twin_accuracy']:.4f} | {s['avx2_difference']:+.4f}"
+                  f" | {'yes' if s['avx2_within_one_point'] else 'no'} |" for seed, s in on_avx2.items()]
     return lines
 
 

@@ -114,6 +114,26 @@ def test_what_each_seed_shipped_is_compared_with_the_best_small_model_on_validat
     assert set(aggregate({0: {**picked_on_val, "compressed_from": None}, 1: tie})["shipped"]) == {"1"}
 
 
+def test_a_shipped_int8_file_is_scored_under_avx2_arithmetic_against_its_fp32_twin() -> None:
+    """Issue 41's target per seed: the shipped int8 within a point of its float source on CPUs
+    without VNNI (evaluate's emulation of AVX2's saturating arithmetic)."""
+    def run(avx2: float) -> dict:
+        variants = {n: {"accuracy": a, "balanced_accuracy": a, "f1": a, "val": {"accuracy": a}}
+                    for n, a in (("baseline", 0.86), ("pruned_onnx", 0.85), ("pruned_int8", 0.855))}
+        variants["pruned_int8"]["avx2"] = {"test_accuracy": avx2}
+        return {"variants": variants, "decision_metric": "accuracy", "deployed": "pruned_int8",
+                "compressed_from": {"source": "baseline", "split": "val"}}
+
+    summary = aggregate({0: run(0.845), 1: run(0.80)})
+    held, lost = summary["shipped"]["0"], summary["shipped"]["1"]
+    assert held["float_twin"] == "pruned_onnx" and held["avx2_difference"] == pytest.approx(-0.005)
+    assert held["avx2_within_one_point"] and not lost["avx2_within_one_point"]
+    report = render(summary, {0: "a", 1: "b"})
+    assert "| 1 | pruned_int8 | 0.8000 | pruned_onnx | 0.8500 | -0.0500 | no |" in report
+    fp32 = {**run(0.8), "deployed": "baseline"}
+    assert "avx2_accuracy" not in aggregate({0: fp32, 1: fp32})["shipped"]["0"]
+
+
 def test_each_seed_keeps_its_own_numbers() -> None:
     summary = aggregate(RUNS)
     assert summary["per_seed"]["1"]["variants"]["direct"]["accuracy"] == 0.93
