@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
 
         result = {"prepared": str(args.prepared), "onnx": str(args.onnx), "calibration_images": args.images,
                   "rows": [{"calibration": n, "test_accuracy": a, "agreement_with_fp32": g} for n, a, g in rows]}
-        benchmark_record(args.out, "benchmarks/calibration.py", sys.argv[1:], result)
+        benchmark_record(args.out, "benchmarks/calibration.py", sys.argv[1:] if argv is None else argv, result)
 
 
 if __name__ == "__main__":

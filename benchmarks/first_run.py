@@ -73,7 +73,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.out:
         from kd_pipeline.record import benchmark_record, pipeline_code
 
-        benchmark_record(args.out, "benchmarks/first_run.py", sys.argv[1:], result, code=pipeline_code())
+        benchmark_record(args.out, "benchmarks/first_run.py", sys.argv[1:] if argv is None else argv, result,
+
+                         code=pipeline_code())
     return result
 
 

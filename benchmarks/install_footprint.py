@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
         sys.path.insert(0, str(ROOT))
         from kd_pipeline.record import benchmark_record
 
-        benchmark_record(args.out, "benchmarks/install_footprint.py", sys.argv[1:], result)
+        benchmark_record(args.out, "benchmarks/install_footprint.py", sys.argv[1:] if argv is None else argv, result)
     return result
 
 

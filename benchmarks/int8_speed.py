@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.out:
         from kd_pipeline.record import benchmark_record
 
-        benchmark_record(args.out, "benchmarks/int8_speed.py", sys.argv[1:], result)
+        benchmark_record(args.out, "benchmarks/int8_speed.py", sys.argv[1:] if argv is None else argv, result)
     return result
 
 

@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.out:
         from kd_pipeline.record import benchmark_record, pipeline_code
 
-        benchmark_record(args.out, "benchmarks/repro_check.py", sys.argv[1:], result, code=pipeline_code())
+        benchmark_record(args.out, "benchmarks/repro_check.py", sys.argv[1:] if argv is None else argv, result,
+
+                         code=pipeline_code())
     if not result["reproducible"]:
         raise SystemExit("an output that holds no time differs from dvc.lock: the pipeline is not reproducible here")
     return result

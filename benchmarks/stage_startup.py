@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.out:
         from kd_pipeline.record import benchmark_record
 
-        benchmark_record(args.out, "benchmarks/stage_startup.py", sys.argv[1:], result)
+        benchmark_record(args.out, "benchmarks/stage_startup.py", sys.argv[1:] if argv is None else argv, result)
     return result
 
 

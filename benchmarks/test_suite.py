@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> dict:
         from kd_pipeline.record import benchmark_record
 
         tracked = subprocess.run(["git", "ls-files", "*.py"], cwd=ROOT, capture_output=True, text=True).stdout.split()
-        benchmark_record(args.out, "benchmarks/test_suite.py", sys.argv[1:], result, code=[Path(p) for p in tracked])
+        benchmark_record(args.out, "benchmarks/test_suite.py", sys.argv[1:] if argv is None else argv, result,
+                         code=[Path(p) for p in tracked])
     return result
 
 

@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
         settings = {k: v for k, v in vars(args).items() if k not in ("out", "workdir")}
         result = {"settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
                   "threads": torch.get_num_threads(), "rows": rows}
-        benchmark_record(args.out, "benchmarks/train_throughput.py", sys.argv[1:], result)
+        benchmark_record(args.out, "benchmarks/train_throughput.py", sys.argv[1:] if argv is None else argv, result)
 
 
 if __name__ == "__main__":
