@@ -61,34 +61,45 @@ def ours(fp32: Path, work: Path, cfg: Any, train: Any, indices: np.ndarray, val:
                   "within_budget_on_validation": bool(chosen.check["pass"]), "note": control.note}
 
 
-def nncf_control(fp32: Path, work: Path, cfg: Any, train: Any, indices: np.ndarray, val: Any,
-                 card: dict[str, Any], metric: str) -> tuple[Path, dict[str, Any]]:
-    """NNCF's accuracy-controlled int8 of `fp32`, validated by the same metric on the same split."""
-    import nncf
+def validation(card: dict[str, Any], metric: str) -> Any:
+    """NNCF's validation function: the decision metric, and each item's own score (1.0 when its
+    prediction is right). Per-item scores put NNCF in its "metric mode", where it ranks layers by
+    how much reverting each one recovers; per-item logits would select its NMSE ranking, which
+    NNCF 3.4 implements for OpenVINO only (`UnsupportedBackendError` for ONNX the moment a budget
+    makes it search)."""
     import onnx
     import onnxruntime as ort
 
-    from kd_pipeline.core.data import normalize_numpy
     from kd_pipeline.core.evaluation import full_metrics
 
-    calibration = [normalize_numpy(np.array(train.images[[i]]), card["mean"], card["std"]) for i in indices]
-    items = [(normalize_numpy(np.array(val.images[[i]]), card["mean"], card["std"]), int(val.labels[i]))
-             for i in range(len(val))]
-
-    def validate(model: onnx.ModelProto, data: Any) -> tuple[float, list[list[np.ndarray]]]:
+    def validate(model: onnx.ModelProto, data: Any) -> tuple[float, list[float]]:
         session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
         batch = list(data)
         logits = np.concatenate([session.run(None, {"input": np.concatenate([x for x, _ in batch[i:i + 256]])})[0]
                                  for i in range(0, len(batch), 256)])
         labels = np.array([y for _, y in batch])
-        score = full_metrics(labels, logits, card["class_names"]).summary[metric] if len(batch) > 1 else float(
-            logits.argmax(1)[0] == labels[0])
-        return float(score), [[row] for row in logits]  # per-item outputs: NNCF ranks layers by them
+        right = [float(p == y) for p, y in zip(logits.argmax(1), labels, strict=True)]
+        score = full_metrics(labels, logits, card["class_names"]).summary[metric] if len(batch) > 1 else right[0]
+        return float(score), right
 
+    return validate
+
+
+def nncf_control(fp32: Path, work: Path, cfg: Any, train: Any, indices: np.ndarray, val: Any,
+                 card: dict[str, Any], metric: str) -> tuple[Path, dict[str, Any]]:
+    """NNCF's accuracy-controlled int8 of `fp32`, validated by the same metric on the same split."""
+    import nncf
+    import onnx
+
+    from kd_pipeline.core.data import normalize_numpy
+
+    calibration = [normalize_numpy(np.array(train.images[[i]]), card["mean"], card["std"]) for i in indices]
+    items = [(normalize_numpy(np.array(val.images[[i]]), card["mean"], card["std"]), int(val.labels[i]))
+             for i in range(len(val))]
     model = onnx.load(str(fp32))
     quantized = nncf.quantize_with_accuracy_control(
         model, calibration_dataset=nncf.Dataset(calibration, lambda x: {"input": x}), subset_size=len(calibration),
-        validation_dataset=nncf.Dataset(items, lambda item: {"input": item[0]}), validation_fn=validate,
+        validation_dataset=nncf.Dataset(items, lambda item: {"input": item[0]}), validation_fn=validation(card, metric),
         max_drop=cfg.max_accuracy_drop, drop_type=nncf.DropType.ABSOLUTE, preset=nncf.QuantizationPreset.MIXED,
         target_device=nncf.TargetDevice.CPU)
     int8 = work / "nncf.int8.onnx"

@@ -40,3 +40,29 @@ def test_both_controls_quantize_the_same_file_and_are_scored_alike(tmp_path: Pat
     assert result["ours"]["integer_mac_share"] == 1.0 and "kept_float" in result["ours"]  # full int8 on a toy
     run = json.loads((out / "run.json").read_text())
     assert run["command"].startswith("python benchmarks/nncf_accuracy_control.py") and run["code"]
+
+
+def test_nncf_is_validated_per_item_so_it_can_rank_layers_on_onnx(tmp_path: Path) -> None:
+    """Per-item scores, not logits: NNCF's NMSE ranking over logits is OpenVINO-only, and a budget
+    that makes it search then fails with UnsupportedBackendError on an ONNX model."""
+    import nncf
+    import onnx
+    from nncf.quantization.algorithms.accuracy_control.evaluator import Evaluator
+
+    from kd_pipeline.quantize.onnx_export import export_onnx
+
+    spec = importlib.util.spec_from_file_location("nncf_accuracy_control", ROOT / "benchmarks"
+                                                  / "nncf_accuracy_control.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    export_onnx(create_model("cifar_plain2", 4).eval(), [3, 16, 16], tmp_path / "m.onnx")
+    card = {"class_names": list("abcd")}
+    items = [(np.random.default_rng(i).normal(size=(1, 3, 16, 16)).astype(np.float32), i % 4) for i in range(8)]
+    validate = bench.validation(card, "accuracy")
+    score, per_item = validate(onnx.load(str(tmp_path / "m.onnx")), items)
+    assert len(per_item) == 8 and set(per_item) <= {0.0, 1.0} and score == pytest.approx(sum(per_item) / 8)
+
+    class Prepared:
+        model_for_inference = onnx.load(str(tmp_path / "m.onnx"))
+
+    assert Evaluator.determine_mode(Prepared(), nncf.Dataset(items), validate) is True
