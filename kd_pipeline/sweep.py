@@ -310,7 +310,7 @@ def size_verdict(summary: dict[str, Any], entries: list[dict[str, Any]]) -> list
     """The answer a user sweeps student sizes for: the largest size (sizes ordered largest first) at
     which a distilled arm's test gain in the set's decision metric is measurable after Holm's
     correction over the sizes, and what deploying it costs against the teacher; or, when none is,
-    why (where the teacher led by too little, and where it led but the gain's interval reaches 0)."""
+    why (where the teacher led by too little, and where it led but the gain is not measurably above 0)."""
     metric = summary["metric"] if summary["metric"] in METRICS else "accuracy"
     key = f"test_{metric}"
     roles = [role for role in ("student", "direct") if all(role in e for e in entries)]
@@ -325,7 +325,8 @@ def size_verdict(summary: dict[str, Any], entries: list[dict[str, Any]]) -> list
         led = [names[k] for k, e in enumerate(entries) if e.get("teacher_lead", {}).get("tests_distillation")]
         why = ("the teacher led the baseline by the minimum on validation at no size: it knows too little more than"
                " any of these students" if not led else
-               f"the teacher led by the minimum only at {', '.join(led)}, and there the gain's interval reaches 0")
+               f"the teacher led by the minimum only at {', '.join(led)}, and there the gain is not measurably"
+               " above 0")
         return [f"{head} at none of these sizes; {why}."]
     k = paying[0]
     entry, name = entries[k], names[k]

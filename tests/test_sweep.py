@@ -197,8 +197,11 @@ def test_the_size_sweep_says_why_no_size_pays() -> None:
         summary, "t")
     strong = _size_rows({"resnet18": [0.0, 0.01, -0.01], "cifar_resnet8": [0.03, -0.02, 0.01]}, teacher=0.80)
     summary = {**summarize(strong, "accuracy", ["student", "direct"]), "students": SIZES}
-    assert "the teacher led by the minimum only at resnet18, cifar_resnet8, and there the gain's interval" in render(
+    assert "the teacher led by the minimum only at resnet18, cifar_resnet8, and there the gain is not" in render(
         summary, "t")
+    losing = _size_rows({"resnet18": [-0.03, -0.04, -0.035], "cifar_resnet8": [0.03, -0.02, 0.01]}, teacher=0.80)
+    summary = {**summarize(losing, "accuracy", ["student", "direct"]), "students": SIZES}
+    assert "at none of these sizes" in render(summary, "t")  # a measurable loss is not where it pays
 
 
 def test_a_grid_key_the_baseline_does_not_read_must_not_change_it() -> None:
