@@ -125,10 +125,16 @@ def interval_text(stats: dict[str, float], adjusted_p: float | None = None) -> s
             f"{' measurable' if measurable(stats, adjusted_p) else power_note(stats)}")
 
 
+def holm_adjusted(cells: list[dict[str, float]]) -> dict[int, float]:
+    """Holm's adjusted p-value of each cell with an interval (2+ seeds), the cells being one family;
+    empty when fewer than two are tested (one comparison needs no correction)."""
+    tested = [i for i, stats in enumerate(cells) if stats["n"] >= 2]
+    return dict(zip(tested, holm([cells[i]["p_value"] for i in tested]), strict=True)) if len(tested) > 1 else {}
+
+
 def holm_column(cells: list[dict[str, float]]) -> list[str]:
     """One table column's cells: its comparisons are one family, corrected by Holm's method."""
-    tested = [i for i, stats in enumerate(cells) if stats["n"] >= 2]
-    adjusted = dict(zip(tested, holm([cells[i]["p_value"] for i in tested]), strict=True)) if len(tested) > 1 else {}
+    adjusted = holm_adjusted(cells)
     return [interval_text(stats, adjusted.get(i)) for i, stats in enumerate(cells)]
 
 

@@ -41,7 +41,7 @@ from kd_pipeline.core.params import parse_params
 from kd_pipeline.evaluate.report import MIN_TEACHER_LEAD
 from kd_pipeline.experiments import show
 from kd_pipeline.rerun import apply_settings, nested_set, recipe, run_in, run_queue
-from kd_pipeline.seeds import holm, holm_column, measurable, paired
+from kd_pipeline.seeds import holm_adjusted, holm_column, measurable, paired
 
 ROLE_OF_STAGE = {"distill_student": "student", "distill_direct": "direct"}  # the distilled roles
 STAGES = ("train_baseline", "distill_student", "distill_direct")
@@ -301,9 +301,9 @@ def sizes_table(summary: dict[str, Any]) -> list[str]:
 def _paying(entries: list[dict[str, Any]], role: str, key: str) -> list[bool]:
     """Per size: whether `role`'s gain in `key` is measurable and positive, Holm over the sizes."""
     cells = [entry[role][key] for entry in entries]
-    tested = [i for i, stats in enumerate(cells) if stats["n"] >= 2]
-    adjusted = dict(zip(tested, holm([cells[i]["p_value"] for i in tested]), strict=True)) if len(tested) > 1 else {}
-    return [i in tested and cells[i]["mean"] > 0 and measurable(cells[i], adjusted.get(i)) for i in range(len(cells))]
+    adjusted = holm_adjusted(cells)
+    return [stats["n"] >= 2 and stats["mean"] > 0 and measurable(stats, adjusted.get(i))
+            for i, stats in enumerate(cells)]
 
 
 def size_verdict(summary: dict[str, Any], entries: list[dict[str, Any]]) -> list[str]:
