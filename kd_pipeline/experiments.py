@@ -1,6 +1,11 @@
 """Finished runs as `dvc exp show --json` lists them: the workspace, its commits and their
 experiments, each with its params and `metrics/evaluate.json`. Shared by the across-run reports
-(seeds, Pareto front), so both read experiments the same way."""
+(seeds, sweeps, Pareto front), so all read experiments the same way.
+
+The per-variant and per-role detail files are stage outputs, not DVC metrics (so that `dvc exp
+show` fits a terminal), and `dvc exp show` does not list them: `show` reads each at its rev
+through DVC's file system (git for evaluate.json, DVC's cache for the cached per-role files), or
+from disk for the workspace."""
 
 from __future__ import annotations
 
@@ -15,6 +20,9 @@ from kd_pipeline.core import paths
 from kd_pipeline.core.errors import PipelineError
 
 EVALUATION = str(paths.EVALUATION)
+ROLE_METRICS = tuple(f"metrics/{role}/metrics.json" for role in
+                     ("teacher", "assistant", "student", "direct", "baseline", "pruned"))
+DETAIL_FILES = (EVALUATION, *ROLE_METRICS)
 
 
 @dataclass(frozen=True)
@@ -45,11 +53,46 @@ def finished_runs(shown: list[dict[str, Any]]) -> list[Run]:
     return runs
 
 
+def read_at(rev: str, files: tuple[str, ...], cwd: Path | None = None) -> dict[str, dict[str, Any]]:
+    """path → parsed JSON of each of `files` that `rev` holds ("workspace": the files on disk), as
+    DVC sees the rev: a git-tracked file from git, a cached output from DVC's cache."""
+    root = cwd or Path(".")
+    if rev == "workspace":
+        return {path: json.loads((root / path).read_text()) for path in files if (root / path).is_file()}
+    from dvc.api import DVCFileSystem
+
+    fs = DVCFileSystem(str(root), rev=rev)
+    found = {}
+    for path in files:
+        try:
+            found[path] = json.loads(fs.read_text(path))
+        except (FileNotFoundError, OSError, ValueError):  # not in this rev, or its cache object is gone
+            continue
+    return found
+
+
+def with_files(shown: list[dict[str, Any]], files: tuple[str, ...], cwd: Path | None = None) -> list[dict[str, Any]]:
+    """`shown` with each finished rev's `files` added under its metrics, as `dvc exp show` would
+    list them were they metrics; a file a rev lacks stays absent."""
+    for commit in shown:
+        revs = [commit, *(rev for experiment in commit.get("experiments") or []
+                          for rev in experiment.get("revs") or [])]
+        for rev in revs:
+            data = rev.get("data")
+            if not data or rev.get("error") or not rev.get("rev"):
+                continue
+            metrics = data.get("metrics") or {}
+            missing = tuple(path for path in files if path not in metrics)
+            metrics |= {path: {"data": value} for path, value in read_at(rev["rev"], missing, cwd).items()}
+            data["metrics"] = metrics
+    return shown
+
+
 def show(cwd: Path | None = None) -> list[dict[str, Any]]:
     """`dvc exp show --json` of the project in `cwd` (default: here): all experiments of the
-    workspace's commit."""
+    workspace's commit, with the detail files (`DETAIL_FILES`) of each."""
     proc = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], capture_output=True, text=True,
                           cwd=cwd)
     if proc.returncode != 0:
         raise PipelineError(f"dvc exp show failed: {proc.stderr.strip().splitlines()[-1:]}")
-    return json.loads(proc.stdout)
+    return with_files(json.loads(proc.stdout), DETAIL_FILES, cwd)

@@ -3,8 +3,9 @@
 It compares like with like: the pull request carries the `dvc.lock` and metrics its author
 produced, and the gate checks that they are the product of the committed code, params and data
 (`dvc status` finds nothing to rerun) instead of retraining on a different machine. Then it diffs
-evaluate's per-variant metrics (`dvc metrics diff` of metrics/evaluate.json) against the base
-branch, and shows the headline's part of that diff. A fall fails the gate when it exceeds
+evaluate's per-variant metrics (metrics/evaluate.json, an output rather than a DVC metric so that
+`dvc exp show` fits a terminal) against the base branch's, and shows `dvc metrics diff` of the
+headline. A fall fails the gate when it exceeds
 max(`gate.tolerance`, `gate.seed_sds` × √2 × the seed-to-seed standard deviation in
 `metrics/seeds.json`): √2 because both sides are single runs. A speed target (a latency ratio)
 fails the gate only when both sides were timed on the same CPU with the same kernel limits
@@ -119,6 +120,19 @@ def allowance(name: str, cfg: GateParams, seeds: dict[str, Any] | None) -> float
     return max(cfg.tolerance, cfg.seed_sds * math.sqrt(2.0) * spread)
 
 
+def variant_changes(new: dict[str, Any] | None, old: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """`variants.<variant>.<metric>` → {old, new} for every number that differs between two
+    evaluations, in `dvc metrics diff --json`'s form (None where a side lacks it)."""
+    def flat(evaluation: dict[str, Any] | None) -> dict[str, Any]:
+        variants = (evaluation or {}).get("variants") or {}
+        return {f"variants.{name}.{key}": value for name, numbers in variants.items()
+                for key, value in numbers.items() if isinstance(value, int | float) and not isinstance(value, bool)}
+
+    after, before = flat(new), flat(old)
+    return {name: {"old": before.get(name), "new": after.get(name)} for name in sorted(before.keys() | after.keys())
+            if before.get(name) != after.get(name)}
+
+
 def regressions(diff: dict[str, dict[str, Any]], cfg: GateParams, seeds: dict[str, Any] | None = None) -> list[str]:
     """Watched variant metrics of the evaluation that fell by more than their allowance."""
     found = []
@@ -219,8 +233,8 @@ def report(base: str, cfg: GateParams, pull_error: str | None, plots: str | None
     diff = json.loads(_dvc("metrics", "diff", "--json", "--", base).stdout or "{}")
     headline = {path: changes for path, changes in diff.items() if path == HEADLINE}
     params = json.loads(_dvc("params", "diff", "--json", base).stdout or "{}")
-    fell = regressions(diff, cfg, _read(SEEDS))
     evaluation, base_evaluation = _read(EVALUATION), _read_at(base, EVALUATION)
+    fell = regressions({EVALUATION: variant_changes(evaluation, base_evaluation)}, cfg, _read(SEEDS))
     missed = failures(evaluation) if evaluation else [f"{EVALUATION} not found: run the pipeline and commit it"]
     already = set(failures(base_evaluation)) if base_evaluation else set()
     other_machine = machines_differ(evaluation, base_evaluation)

@@ -53,6 +53,17 @@ def test_the_gate_catches_a_fall_and_a_lost_variant_in_dvcs_diff() -> None:
     assert regressions({}, GateParams(tolerance=0.01)) == []
 
 
+def test_variant_changes_diff_two_evaluations_as_dvc_would() -> None:
+    from kd_pipeline.gate import variant_changes
+
+    old = {"variants": {"student": {"accuracy": 0.99, "latency_ms": 1.0, "meets": True},
+                        "pruned": {"accuracy": 0.97}}}
+    new = {"variants": {"student": {"accuracy": 0.95, "latency_ms": 1.0, "meets": True}}}
+    assert variant_changes(new, old) == {"variants.pruned.accuracy": {"old": 0.97, "new": None},
+                                         "variants.student.accuracy": {"old": 0.99, "new": 0.95}}
+    assert variant_changes(new, None)["variants.student.accuracy"] == {"old": None, "new": 0.95}
+
+
 def test_unknown_watch_name_is_refused() -> None:
     import pytest
     from pydantic import ValidationError
@@ -93,7 +104,7 @@ def _toy_repo(tmp_path: Path) -> Path:
     (repo / "toy.yaml").write_text("quality: 0.99\n")
     (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"score": {
         "cmd": f"{sys.executable} stage.py", "deps": ["stage.py"], "params": [{"toy.yaml": ["quality"]}],
-        "outs": ["model.bin"], "metrics": [{"metrics/evaluate.json": {"cache": False}}]}}}))
+        "outs": ["model.bin", {"metrics/evaluate.json": {"cache": False}}]}}}))  # an output, as in dvc.yaml
     _git(repo, "init", "-q")
     for args in (["init", "-q"], ["remote", "add", "-d", "local", str(tmp_path / "remote")], ["repro", "-q"],
                  ["push", "-q"]):

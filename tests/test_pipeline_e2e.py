@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kd_pipeline.experiments import show
 from tests.conftest import ROOT, TINY_MODEL
 from tests.e2e import ROLES, STAGES, kill_once_saved, new_repo, run, variants_of, write_params
 from tests.messy_folder import write_messy_folder
@@ -120,17 +121,22 @@ def test_repro_writes_every_output(repo: Path) -> None:
     for role in ("student", "pruned"):
         assert not (repo / f".resume/{role}/state.pt").exists(), f"{role}: resume state left after success"
 
+    # What `dvc exp show` and `dvc metrics show` list: the headline and the data, ≤ 30 numbers;
+    # the per-variant and per-epoch detail are files the tools read, not metrics columns.
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
     files = next(iter(shown.values()))["data"]
-    assert "metrics/student/metrics.json" in files
+    assert set(files) == {"metrics/headline.json", "metrics/data.json"}, sorted(files)
+    numbers = [v for f in files.values() for v in f["data"].values()
+               if isinstance(v, int | float) and not isinstance(v, bool)]
     headline = files["metrics/headline.json"]["data"]
-    numbers = [v for v in headline.values() if isinstance(v, int | float) and not isinstance(v, bool)]
     assert 8 <= len(numbers) <= 30 and headline["deployed"] == evaluation["deployed"]
     assert headline["deployed_test_accuracy"] == evaluation["variants"][evaluation["deployed"]]["accuracy"]
 
+    drawn = json.loads(run(["dvc", "plots", "show", "--json"], repo).stdout)["data"]
+    assert 6 <= len(drawn) <= 12 and "Deployed model, test confusion matrix" in drawn, sorted(drawn)
     html = run(["dvc", "plots", "show", "--out", "plots_html"], repo)
     page = (repo / "plots_html/index.html").read_text()
-    assert "vega" in page.lower() and "deployed_confusion" in page, html.stdout
+    assert "vega" in page.lower() and "Deployed model, test confusion matrix" in page, html.stdout
 
     started = time.perf_counter()
     again = run(["dvc", "repro"], repo)
@@ -258,7 +264,7 @@ def test_queued_sweep_keeps_good_experiments_and_bad_keys_fail(repo: Path) -> No
         time.sleep(3)
     assert status.count("Success") == 1 and status.count("Failed") == 1, status
 
-    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    shown = show(repo)  # `dvc exp show --json` with each rev's detail files read from its commit
     images = []
     for commit in shown:
         for exp in commit.get("experiments") or []:
@@ -266,8 +272,10 @@ def test_queued_sweep_keeps_good_experiments_and_bad_keys_fail(repo: Path) -> No
                 data = rev.get("data") or {}
                 params = data.get("params", {}).get("params.yaml", {}).get("data", {})
                 metrics = data.get("metrics", {})
-                if {"metrics/export.json", "metrics/visualize.json"} <= set(metrics) and not rev.get("error"):
+                if {"metrics/headline.json", "metrics/evaluate.json"} <= set(metrics) and not rev.get("error"):
                     images.append(params["visualize"]["images"])
+                    assert metrics["metrics/evaluate.json"]["data"]["deployed"] == \
+                        metrics["metrics/headline.json"]["data"]["deployed"]
     assert images == [2], shown
 
     log = run(["dvc", "queue", "logs", next(
@@ -325,7 +333,7 @@ def test_plots_render_in_a_browser(repo: Path) -> None:
     for kind, page in pages.items():
         html = page.read_text()
         expected = html.count("vegaEmbed(")
-        assert expected >= 10, f"{kind}: only {expected} plots declared"
+        assert expected >= 6, f"{kind}: only {expected} plots declared"
         proc = subprocess.run(
             [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
              "--disable-component-update", "--disable-sync", "--no-first-run",
@@ -339,5 +347,5 @@ def test_plots_render_in_a_browser(repo: Path) -> None:
         assert drawn >= expected, f"{kind}: {drawn} of {expected} plots drew"
         drawn_images, images = map(int, re.search(r'data-images="(\d+)/(\d+)"', dom).groups())
         assert drawn_images == images, f"{kind}: {drawn_images} of {images} images drew"
-        # data (2), tradeoff (1), visualize: 4 test images, overview, feature maps, gradient flow
-        assert images >= 10 or kind == "diff", f"{kind}: only {images} images on the page"
+        # the default view's pictures: accuracy against latency, int8 error per layer
+        assert images >= 2 or kind == "diff", f"{kind}: only {images} images on the page"
