@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, accuracy, agreement in rows:
         print(f"| {name} | {accuracy:.4f} | {agreement:.4f} |")
     if args.out:
-        from kd_pipeline.record import benchmark_record
+        from kd_pipeline.records.provenance import benchmark_record
 
         result = {"prepared": str(args.prepared), "onnx": str(args.onnx), "calibration_images": args.images,
                   "rows": [{"calibration": n, "test_accuracy": a, "agreement_with_fp32": g} for n, a, g in rows]}

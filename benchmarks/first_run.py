@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
     for command, seconds in result["stage_seconds"].items():
         print(f"  {command:45s} {seconds:7.2f} s")
     if args.out:
-        from kd_pipeline.record import benchmark_record, pipeline_code
+        from kd_pipeline.records.provenance import benchmark_record, pipeline_code
 
         benchmark_record(args.out, "benchmarks/first_run.py", sys.argv[1:] if argv is None else argv, result,
 

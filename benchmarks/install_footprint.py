@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"  {name:40s} {row['closure_mb']:8.1f} {row['only_it_mb']:8.1f}")
     if args.out:
         sys.path.insert(0, str(ROOT))
-        from kd_pipeline.record import benchmark_record
+        from kd_pipeline.records.provenance import benchmark_record
 
         benchmark_record(args.out, "benchmarks/install_footprint.py", sys.argv[1:] if argv is None else argv, result)
     return result

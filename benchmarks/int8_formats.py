@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             result[label] = measure(ckpt, args.prepared, Path(folder))
             report(label, result[label])
     if args.out:
-        from kd_pipeline.record import benchmark_record
+        from kd_pipeline.records.provenance import benchmark_record
 
         command = sys.argv[1:] if argv is None else argv
         benchmark_record(args.out, "benchmarks/int8_formats.py", command, result)

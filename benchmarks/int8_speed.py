@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"batch 16: fp32 {result['fp32_ms_b16']:.1f} ms, int8 {result['int8_ms_b16']:.1f} ms:"
           f" int8 {result['speedup_b16']:.2f}x")
     if args.out:
-        from kd_pipeline.record import benchmark_record
+        from kd_pipeline.records.provenance import benchmark_record
 
         benchmark_record(args.out, "benchmarks/int8_speed.py", sys.argv[1:] if argv is None else argv, result)
     return result

@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             result[label] = measure(checkpoint, args.prepared, Path(folder))
         report(label, result[label])
     if args.out:
-        from kd_pipeline.record import benchmark_record
+        from kd_pipeline.records.provenance import benchmark_record
 
         benchmark_record(args.out, "benchmarks/nncf_accuracy_control.py", sys.argv[1:] if argv is None else argv,
                          result)

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{row['stage']:20s} {row['path']:45s} {row['verdict']}")
     print(", ".join(f"{n} {verdict}" for verdict, n in result["counts"].items()))
     if args.out:
-        from kd_pipeline.record import benchmark_record, pipeline_code
+        from kd_pipeline.records.provenance import benchmark_record, pipeline_code
 
         benchmark_record(args.out, "benchmarks/repro_check.py", sys.argv[1:] if argv is None else argv, result,
 

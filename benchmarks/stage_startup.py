@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     result["imports_per_repro_s"] = per_run
     print(f"imports of one `dvc repro` (11 stage processes, train 5 of them): {per_run:.0f} s")
     if args.out:
-        from kd_pipeline.record import benchmark_record
+        from kd_pipeline.records.provenance import benchmark_record
 
         benchmark_record(args.out, "benchmarks/stage_startup.py", sys.argv[1:] if argv is None else argv, result)
     return result

@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
                           flush=True)
     result = {"threads": torch.get_num_threads(), "steps": args.steps, "rows": rows}
     if args.out:
-        from kd_pipeline.record import benchmark_record
+        from kd_pipeline.records.provenance import benchmark_record
 
         benchmark_record(args.out, "benchmarks/step_cost.py", sys.argv[1:] if argv is None else argv, result)
     return result

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"pytest {result['pytest_s']:.1f} s ({'meets' if result['meets'] else 'misses'} the {LIMIT_S:.0f} s limit),"
           f" wall {wall:.1f} s, {result['counts']}")
     if args.out:
-        from kd_pipeline.record import benchmark_record
+        from kd_pipeline.records.provenance import benchmark_record
 
         tracked = subprocess.run(["git", "ls-files", "*.py"], cwd=ROOT, capture_output=True, text=True).stdout.split()
         benchmark_record(args.out, "benchmarks/test_suite.py", sys.argv[1:] if argv is None else argv, result,

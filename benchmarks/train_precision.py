@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                   f" {c['bf16_minus_fp32_test_accuracy']}; fp32 seed-to-seed spread val"
                   f" {c['fp32_seed_spread_val_accuracy']}, test {c['fp32_seed_spread_test_accuracy']}")
     if args.out:
-        from kd_pipeline.record import benchmark_record
+        from kd_pipeline.records.provenance import benchmark_record
 
         result = {"prepared": str(args.prepared), "source": meta.source, "image_size": meta.image_size,
                   "train_images": len(data["train"]), "epochs": args.epochs,

@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
         rows = measure(args, Path(work))
     report(rows, args)
     if args.out:
-        from kd_pipeline.record import benchmark_record
+        from kd_pipeline.records.provenance import benchmark_record
 
         settings = {k: v for k, v in vars(args).items() if k not in ("out", "workdir")}
         result = {"settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},

@@ -15,7 +15,8 @@ from pathlib import Path
 from kd_pipeline.core.data import load_meta, load_split
 from kd_pipeline.core.params import load_params
 from kd_pipeline.core.ranking import decision_metric
-from kd_pipeline.evaluate.comparison import compare, default_loaders, source_of
+from kd_pipeline.core.roles import source_of
+from kd_pipeline.evaluate.comparison import compare, default_loaders
 from kd_pipeline.evaluate.machine import describe
 
 

@@ -5,8 +5,9 @@ import sys
 
 from kd_pipeline.core.errors import ParamsError, exit_on_pipeline_error
 from kd_pipeline.core.params import load_params
+from kd_pipeline.core.roles import TEACHER_OF
 from kd_pipeline.core.stage_times import timed
-from kd_pipeline.train.chain import TEACHER_OF, train_role
+from kd_pipeline.train.chain import train_role
 from kd_pipeline.train.distributed import relaunch
 
 

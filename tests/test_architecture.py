@@ -36,11 +36,36 @@ def test_no_library_function_is_longer_than_a_screen_without_a_reason() -> None:
 
 
 def test_each_stage_has_its_library_package_and_packages_hold_only_a_docstring() -> None:
-    """kd_pipeline/<stage>/ is the library of stages/<stage>.py (core: what every stage reads);
-    an `__init__.py` runs on import but is not a dvc.yaml dep, so it may hold nothing else."""
+    """kd_pipeline/<stage>/ is the library of stages/<stage>.py (core: what every stage reads;
+    records: the tools no stage imports); an `__init__.py` runs on import but is not a dvc.yaml
+    dep, so it may hold nothing else."""
     packages = {p.parent.name for p in (ROOT / "kd_pipeline").glob("*/__init__.py")}
     stages = {p.stem for p in (ROOT / "stages").glob("*.py") if p.name != "__init__.py"}
-    assert packages == stages | {"core"}, f"stages without a package, or packages without a stage: {packages ^ stages}"
+    extra = stages | {"core", "records"}
+    assert packages == extra, f"stages without a package, or packages without a stage: {packages ^ extra}"
     for init in (ROOT / "kd_pipeline").glob("*/__init__.py"):
         body = ast.parse(init.read_text()).body
         assert len(body) == 1 and isinstance(body[0], ast.Expr), f"{init} holds more than its docstring"
+
+
+RECORDS_ORDER = ("experiments", "seeds", "pareto", "provenance", "store", "rerun", "sweep", "tables", "record")
+
+
+def test_the_records_tools_import_one_way_and_no_stage_imports_them() -> None:
+    """kd_pipeline/records/: each module imports only the ones before it in RECORDS_ORDER (no
+    circle held together by imports inside functions), and no stage's import closure reaches it."""
+    from tests.test_stage_deps import STAGES, import_closure, stage_script
+
+    folder = ROOT / "kd_pipeline" / "records"
+    assert {p.stem for p in folder.glob("*.py")} - {"__init__"} == set(RECORDS_ORDER)
+    for rank, name in enumerate(RECORDS_ORDER):
+        tree = ast.parse((folder / f"{name}.py").read_text())
+        used = {node.module.rsplit(".", 1)[-1] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                and node.module and node.module.startswith("kd_pipeline.records.")}
+        used |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                 and node.module == "kd_pipeline.records" for alias in node.names}
+        later = used - set(RECORDS_ORDER[:rank])
+        assert not later, f"records/{name}.py imports {sorted(later)}, which come after it"
+    for stage, spec in STAGES.items():
+        reached = [str(p) for p in import_closure(stage_script(spec["cmd"])) if "records" in p.parts]
+        assert not reached, f"stage {stage} imports the records tools: {reached}"

@@ -13,7 +13,7 @@ import yaml
 from kd_pipeline import budgets
 from kd_pipeline.core.params import load_params
 from kd_pipeline.evaluate.report import _teachers
-from kd_pipeline.rerun import recipe
+from kd_pipeline.records.rerun import recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 

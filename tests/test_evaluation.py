@@ -418,14 +418,6 @@ def test_an_onnx_variant_loads_without_its_pytorch_source(tmp_path) -> None:
         load_onnx_variant("student_onnx", folder / "student.fp32.onnx", meta, threads=1)
 
 
-def test_the_reference_pool_is_the_set_prune_compresses_from() -> None:
-    """evaluate's best_small and prune's origin must name the same models (two stages, one rule)."""
-    from kd_pipeline.evaluate.targets import SMALL_MODELS as REFERENCE_POOL
-    from kd_pipeline.prune.origin import SMALL_MODELS as ORIGIN_POOL
-
-    assert REFERENCE_POOL == ORIGIN_POOL
-
-
 def test_the_headline_names_what_ships_in_the_decision_metric_without_duplicates() -> None:
     from kd_pipeline.evaluate.report import headline
 

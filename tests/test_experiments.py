@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from kd_pipeline.experiments import finished_runs, show
+from kd_pipeline.records.experiments import finished_runs, show
 from tests.e2e import run
 
 STAGE = """import json, pathlib, yaml

@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from kd_pipeline import pareto
 from kd_pipeline.core.errors import PipelineError
-from kd_pipeline.experiments import Run
+from kd_pipeline.records import pareto
+from kd_pipeline.records.experiments import Run
 
 
 def _variant(accuracy: float, latency: float, size: float, drop: float | None = 0.0) -> dict:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kd_pipeline.experiments import show
+from kd_pipeline.records.experiments import show
 from tests.conftest import ROOT, TINY_MODEL
 from tests.e2e import ROLES, STAGES, kill_once_saved, new_repo, run, variants_of, write_params
 from tests.messy_folder import write_messy_folder

@@ -16,16 +16,10 @@ import yaml
 
 from kd_pipeline import budgets
 from kd_pipeline.core.errors import PipelineError
-from kd_pipeline.record import (
-    GENERATED,
-    README,
-    _drop_seeds_of_another_run,
-    missing_field,
-    readme_with_tables,
-    record,
-    records_table,
-)
-from kd_pipeline.seeds import aggregate
+from kd_pipeline.records.provenance import missing_field
+from kd_pipeline.records.seeds import aggregate
+from kd_pipeline.records.store import _drop_seeds_of_another_run, record
+from kd_pipeline.records.tables import GENERATED, README, readme_with_tables, records_table
 from tests.conftest import ROOT
 
 STAGE = """\
@@ -41,7 +35,7 @@ def test_generated_tables_match_the_records() -> None:
     assert "<!-- table: records -->" in (ROOT / "docs/results.md").read_text()
     for page in GENERATED:
         text = (ROOT / page).read_text()
-        assert readme_with_tables(text, ROOT / "results", page) == text, f"{page}: run kd_pipeline.record --readme"
+        assert readme_with_tables(text, ROOT / "results", page) == text, f"{page}: run kd-record --readme"
 
 
 def test_the_readme_is_one_screen_with_a_picture_from_a_record() -> None:
@@ -124,7 +118,7 @@ def test_record_copies_a_finished_run_and_refuses_a_stale_one(tmp_path: Path, mo
 def test_freshness_compares_a_records_code_with_todays(tmp_path: Path) -> None:
     import hashlib
 
-    from kd_pipeline.record import freshness
+    from kd_pipeline.records.store import freshness
 
     (tmp_path / "stages").mkdir()
     script = tmp_path / "stages" / "x.py"
@@ -144,7 +138,8 @@ def test_freshness_compares_a_records_code_with_todays(tmp_path: Path) -> None:
 
 
 def test_a_benchmark_record_is_stale_when_the_code_it_ran_changes(tmp_path: Path, monkeypatch) -> None:
-    from kd_pipeline.record import benchmark_record, freshness
+    from kd_pipeline.records.provenance import benchmark_record
+    from kd_pipeline.records.store import freshness
 
     monkeypatch.chdir(tmp_path)
     script = tmp_path / "bench.py"
@@ -162,7 +157,7 @@ def test_a_benchmark_record_is_stale_when_the_code_it_ran_changes(tmp_path: Path
 
 
 def test_check_names_an_incomplete_record_and_its_field_and_fails(tmp_path: Path, monkeypatch, capsys) -> None:
-    from kd_pipeline import record as record_module
+    from kd_pipeline.records import record as record_module
 
     for page in GENERATED:  # today's pages, current against today's records
         (tmp_path / page).parent.mkdir(parents=True, exist_ok=True)
@@ -192,7 +187,7 @@ def _saved_record(results: Path, name: str, **changes: dict) -> Path:
 
 
 def test_a_rerun_reads_its_recipe_from_the_record(tmp_path: Path) -> None:
-    from kd_pipeline.rerun import recipe
+    from kd_pipeline.records.rerun import recipe
 
     data = tmp_path / "medmnist"
     data.mkdir()
@@ -206,7 +201,7 @@ def test_a_rerun_reads_its_recipe_from_the_record(tmp_path: Path) -> None:
 
 
 def test_a_record_with_retired_keys_reruns_its_data_at_todays_defaults(tmp_path: Path) -> None:
-    from kd_pipeline.rerun import recipe
+    from kd_pipeline.records.rerun import recipe
 
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     data = tmp_path / "medmnist"
@@ -229,7 +224,7 @@ def test_a_record_with_retired_keys_reruns_its_data_at_todays_defaults(tmp_path:
 def test_a_rerun_sets_a_budget_on_top_of_todays_defaults_and_refuses_a_bad_setting(tmp_path: Path) -> None:
     """CIFAR-10's record is today's defaults at one epoch: `--set` carries the budget, checked
     by today's schema like the rest of the recipe."""
-    from kd_pipeline.rerun import recipe
+    from kd_pipeline.records.rerun import recipe
 
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     _saved_record(tmp_path / "results", "cifar", data={"name": "digits"}, train={"epochs": 1, "sampler": "x"})
@@ -251,7 +246,7 @@ def test_a_rerun_sets_a_budget_on_top_of_todays_defaults_and_refuses_a_bad_setti
 ])
 def test_a_rerun_that_cannot_be_reproduced_says_why_and_keeps_the_record(tmp_path: Path, changes: dict,
                                                                           message: str) -> None:
-    from kd_pipeline.rerun import rerun
+    from kd_pipeline.records.rerun import rerun
 
     folder = _saved_record(tmp_path / "results", "old", **changes)
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
@@ -263,7 +258,7 @@ def test_a_rerun_that_cannot_be_reproduced_says_why_and_keeps_the_record(tmp_pat
 
 
 def test_rerun_is_a_record_command_and_fails_in_one_line(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "kd_pipeline.record", "nothing-here", "--rerun"], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "kd_pipeline.records.record", "nothing-here", "--rerun"], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines() == ["error: results/nothing-here: no such record (no params.yaml)"]
@@ -290,7 +285,7 @@ def test_a_record_keeps_seeds_json_only_when_it_aggregates_the_recorded_run(tmp_
 
 
 def test_gains_are_paired_in_the_decision_metric_and_corrected_over_the_whole_table(tmp_path: Path) -> None:
-    from kd_pipeline.record import gains_table
+    from kd_pipeline.records.tables import gains_table
 
     params = (ROOT / "params.yaml").read_text()
     for name, loss in (("a", 0.03), ("b", 0.0)):
@@ -313,7 +308,7 @@ def test_gains_are_paired_in_the_decision_metric_and_corrected_over_the_whole_ta
 
 def test_every_committed_record_is_complete_and_decided_on_a_named_metric() -> None:
     """The schema every README or note number is cited from: `record --check` would name the field."""
-    from kd_pipeline.record import incomplete
+    from kd_pipeline.records.store import incomplete
 
     lacking = {folder.name: incomplete(folder) for folder in sorted((ROOT / "results").iterdir()) if folder.is_dir()}
     assert {name: why for name, why in lacking.items() if why} == {}

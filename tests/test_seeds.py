@@ -1,7 +1,7 @@
 import pytest
 
 from kd_pipeline.core.errors import PipelineError
-from kd_pipeline.seeds import aggregate, collect_runs, measurable, paired, render
+from kd_pipeline.records.seeds import aggregate, collect_runs, measurable, paired, render
 
 
 def _evaluation(student: float, baseline: float, direct: float) -> dict:
@@ -151,7 +151,7 @@ def test_one_image_computed_in_floating_point_is_still_one_image() -> None:
 
 
 def test_holm_adjusts_step_down_and_a_table_marks_measurable_only_after_it() -> None:
-    from kd_pipeline.seeds import holm
+    from kd_pipeline.records.seeds import holm
 
     assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
     assert holm([0.2]) == [0.2] and holm([]) == []
@@ -160,7 +160,7 @@ def test_holm_adjusts_step_down_and_a_table_marks_measurable_only_after_it() -> 
 
 
 def test_the_exact_sign_flip_test_cannot_reach_005_with_five_seeds() -> None:
-    from kd_pipeline.seeds import sign_flip_p
+    from kd_pipeline.records.seeds import sign_flip_p
 
     assert sign_flip_p([0.01, 0.02, 0.015, 0.012, 0.011]) == pytest.approx(2 / 32)
     assert sign_flip_p([0.01, 0.02, 0.015, 0.012, 0.011, 0.013]) == pytest.approx(2 / 64)
@@ -172,7 +172,7 @@ def test_seeds_for_power_is_the_fewest_that_detect_the_difference_80_percent_of_
     import numpy as np
     from scipy import stats
 
-    from kd_pipeline.seeds import power_note, seeds_for_power
+    from kd_pipeline.records.seeds import power_note, seeds_for_power
 
     needed = seeds_for_power(0.01, 0.01)
     rng = np.random.default_rng(0)

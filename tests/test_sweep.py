@@ -8,7 +8,7 @@ import shlex
 import pytest
 
 from kd_pipeline.core.errors import PipelineError
-from kd_pipeline.sweep import collect, grid, listed, recorded_command, render, roles_of, summarize
+from kd_pipeline.records.sweep import collect, grid, listed, recorded_command, render, roles_of, summarize
 
 
 def _role(val: float, test: float) -> dict:
@@ -213,7 +213,7 @@ def test_a_grid_key_the_baseline_does_not_read_must_not_change_it() -> None:
 
 
 def test_student_costs_are_measured_per_size() -> None:
-    from kd_pipeline.sweep import student_costs
+    from kd_pipeline.records.sweep import student_costs
 
     costs = student_costs(["cifar_plain2", "cifar_resnet8"], 32, 10)
     assert costs["cifar_plain2"]["parameters"] == 13_082
@@ -225,7 +225,7 @@ def test_student_costs_are_measured_per_size() -> None:
 def test_a_sweep_record_keeps_the_lock_of_the_stages_it_ran_only() -> None:
     import yaml
 
-    from kd_pipeline.sweep import trained_lock
+    from kd_pipeline.records.sweep import trained_lock
 
     lock = yaml.safe_dump({"schema": "2.0", "stages": {s: {"cmd": s} for s in (
         "prepare", "train_teacher", "distill_student", "prune", "quantize", "evaluate", "export")}})
@@ -234,7 +234,7 @@ def test_a_sweep_record_keeps_the_lock_of_the_stages_it_ran_only() -> None:
 
 
 def test_queue_progress_counts_experiments_by_state() -> None:
-    from kd_pipeline.rerun import queue_counts
+    from kd_pipeline.records.rerun import queue_counts
 
     status = """Task     Name        Created    Status
 9823923  dingy-tans  05:12 PM   Running

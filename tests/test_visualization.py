@@ -14,10 +14,11 @@ from kd_pipeline.core.data import load_meta, load_split
 from kd_pipeline.core.models import save_checkpoint
 from kd_pipeline.core.params import VisualizeParams
 from kd_pipeline.core.paths import Layout
+from kd_pipeline.core.roles import TORCH_MODELS as TRAINED
 from kd_pipeline.train.gradient_flow import GradientFlow, layer_groups
 from kd_pipeline.train.training import fit
 from kd_pipeline.visualize.attribution import agreement, feature_maps, saliency
-from kd_pipeline.visualize.visualization import TRAINED, read_gradient_flow, select_images, visualize
+from kd_pipeline.visualize.visualization import read_gradient_flow, select_images, visualize
 from tests.conftest import TINY_MODEL, tiny_params
 
 VIT_KWARGS = {"img_size": 16, "patch_size": 4}

@@ -18,12 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kd_pipeline.core.errors import ParamsError
-
-ROLES = ("teacher", "assistant", "student")
-# Roles trained with another role's architecture and budget: the baseline (no teacher) and
-# `direct` (distilled from the teacher without the assistant) are the student's controls.
-ARCHITECTURE_OF = {"teacher": "teacher", "assistant": "assistant", "student": "student",
-                   "direct": "student", "baseline": "student", "pruned": "student"}
+from kd_pipeline.core.roles import ARCHITECTURE_OF, CHAIN
 
 
 class _Group(BaseModel):
@@ -363,7 +358,7 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
             " baseline, direct and pruned models of its architecture) ships at the data's size; set"
             " data.image_size instead, or null"
         )
-    for role in ROLES:  # each role's `train` keys, checked as the shared group is
+    for role in CHAIN:  # each role's `train` keys, checked as the shared group is
         try:
             params.train_for(role)
         except ValidationError as err:

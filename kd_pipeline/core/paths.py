@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from kd_pipeline.core.roles import QAT
+
 RAW = Path("data/raw")  # datasets versioned with `dvc add` / `dvc import-url`, a dependency of prepare
 PREPARED = Path("data/prepared")
 MODELS = Path("models")
@@ -25,7 +27,7 @@ EXPORT_METRICS = METRICS / "export.json"
 SEEDS_METRICS = METRICS / "seeds.json"
 SUMMARY = REPORTS / "summary.md"
 SEEDS_REPORT = REPORTS / "seeds.md"
-PARETO_PLOTS = PLOTS / "pareto"  # across experiments: python -m kd_pipeline.pareto
+PARETO_PLOTS = PLOTS / "pareto"  # across experiments: python -m kd_pipeline.records.pareto
 PARETO_REPORT = REPORTS / "pareto.md"
 CONFUSION_PLOTS = PLOTS / "confusion"  # evaluate's confusion matrices, per variant
 VISUALIZE_PLOTS = PLOTS / "visualize"  # maps, feature maps and gradient flow as image plots
@@ -35,13 +37,10 @@ QUANTIZATION_REPORT = REPORTS / "quantization.md"  # where int8 loses, and the l
 QUANTIZATION_PLOT = PLOTS / "quantization.png"  # the files evaluate measured, for export's proof
 
 
-QAT_ROLE = "pruned_qat"  # the pruned student after quantization-aware training (quantize.method: qat)
-
-
 def checkpoint_dir(models: Path, name: str) -> Path:
     """A float checkpoint's folder: models/<name>, except the QAT student, which the quantize stage
     writes inside its own output, models/quantized/."""
-    return models / "quantized" / name if name == QAT_ROLE else models / name
+    return models / "quantized" / name if name == QAT else models / name
 
 
 @dataclass(frozen=True)

@@ -17,42 +17,45 @@ from kd_pipeline.core.errors import CheckpointError, PipelineError
 from kd_pipeline.core.evaluation import full_metrics
 from kd_pipeline.core.models import WEIGHTS_FILE, count_macs, count_parameters, load_checkpoint
 from kd_pipeline.core.params import Params
-from kd_pipeline.core.paths import QAT_ROLE, checkpoint_dir
+from kd_pipeline.core.paths import checkpoint_dir
+from kd_pipeline.core.roles import (
+    GAINS,
+    PRUNED,
+    QAT,
+    QAT_VARIANTS,
+    TEACHER,
+    TEACHER_ONNX,
+    TORCH_MODELS,
+    int8_variant,
+    is_int8,
+    is_onnx,
+    onnx_variant,
+    source_of,
+)
 from kd_pipeline.evaluate.costs import PeakRSS, file_size_mb, release_freed_memory, time_model
 from kd_pipeline.evaluate.fidelity import agreement, file_sha256, float_fidelity, int8_fidelity, predictions_sha256
 from kd_pipeline.evaluate.machine import cpu_info
 from kd_pipeline.evaluate.runtime import onnx_runner, torch_runner
 from kd_pipeline.evaluate.targets import check_targets, ratios_vs_teacher, reference_variant, select_variant, val_score
 
-# The variants evaluate looks for, in report order: float checkpoints in models/<name>/ (eager
+# The variants evaluate looks for, in report order: float checkpoints in models/<name>/ (roles.TORCH_MODELS, eager
 # PyTorch); then whatever the quantize stage wrote to models/quantized/: <source>.fp32.onnx
 # (variant <source>_onnx) and the int8 ONNX made from it, <source>.int8.onnx (<source>_int8).
-TORCH_VARIANTS = ("teacher", "assistant", "student", "direct", "baseline", "pruned")
 # teacher_onnx is the teacher in ONNX Runtime: the same-runtime reference for speed, never deployed.
 # Expected after a quantize run, so a missing one is reported rather than silently absent.
-EXPECTED_ONNX = ("teacher_onnx", "pruned_onnx", "pruned_int8")
-SOURCE_ORDER = (*TORCH_VARIANTS, QAT_ROLE)
-# With quantize.method qat: the QAT student (float, weights on the int8 grid) and its int8 file.
-QAT_VARIANTS = (QAT_ROLE, f"{QAT_ROLE}_onnx", f"{QAT_ROLE}_int8")
-
-
-def is_onnx(variant: str) -> bool:
-    return variant.endswith(("_onnx", "_int8"))
+EXPECTED_ONNX = (TEACHER_ONNX, onnx_variant(PRUNED), int8_variant(PRUNED))
+SOURCE_ORDER = (*TORCH_MODELS, QAT)
+# With quantize.method qat: the QAT student (float, weights on the int8 grid) and its int8 file (roles.QAT_VARIANTS).
 
 
 def onnx_kind(variant: str) -> str:
-    return "int8" if variant.endswith("_int8") else "fp32"
-
-
-def source_of(variant: str) -> str:
-    """The checkpoint a variant was made from: pruned_int8 → pruned, pruned_qat_int8 → pruned_qat."""
-    return variant.removesuffix("_int8").removesuffix("_onnx")
+    return "int8" if is_int8(variant) else "fp32"
 
 
 def same_runtime_teacher(variant: str, variants: dict[str, Any]) -> str:
     """The teacher to compare a variant's speed with: in ONNX Runtime for an ONNX variant (when
     measured), eager PyTorch otherwise, so a ratio never credits the runtime to the compression."""
-    return "teacher_onnx" if is_onnx(variant) and "teacher_onnx" in variants else "teacher"
+    return TEACHER_ONNX if is_onnx(variant) and TEACHER_ONNX in variants else TEACHER
 
 
 def onnx_file(models_dir: Path, variant: str) -> Path:
@@ -127,7 +130,7 @@ def load_onnx_variant(name: str, onnx_path: Path, meta: Meta, threads: int) -> V
 def default_loaders(models_dir: Path, meta: Meta, threads: int, qat: bool = False) -> dict[str, Callable[[], Variant]]:
     """Every variant evaluate knows, as lazy loaders (a missing one is reported, not fatal);
     the QAT variants only when `qat` (quantize.method: qat)."""
-    torch_names = (*TORCH_VARIANTS, QAT_ROLE) if qat else TORCH_VARIANTS
+    torch_names = (*TORCH_MODELS, QAT) if qat else TORCH_MODELS
     loaders: dict[str, Callable[[], Variant]] = {
         name: (lambda name=name: load_torch_variant(name, checkpoint_dir(models_dir, name), meta))
         for name in torch_names
@@ -159,7 +162,7 @@ def compare(
     measured (path, SHA-256, test-prediction digest), which export checks.
     """
     variants, details, logits, files, missing, notes = _measure(loaders, val, test, meta, params)
-    if "teacher" not in variants:
+    if TEACHER not in variants:
         raise PipelineError(f"the teacher could not be evaluated: {missing.get('teacher', 'not listed')}")
     fidelity = _fidelity(variants, logits, val.multilabel, params, metric)
     for name, check in fidelity.items():
@@ -169,7 +172,7 @@ def compare(
     _flag_slow_int8(variants)
     reference = reference_variant(variants, params.targets, metric)
     for name, measured in variants.items():
-        measured.update({f"{k}_vs_teacher": v for k, v in ratios_vs_teacher(measured, variants["teacher"]).items()})
+        measured.update({f"{k}_vs_teacher": v for k, v in ratios_vs_teacher(measured, variants[TEACHER]).items()})
         same = ratios_vs_teacher(measured, variants[same_runtime_teacher(name, variants)])
         measured.update({f"{k}_same_runtime": same[k] for k in ("speedup", "latency_ratio")})
         measured["accuracy_drop_vs_reference"] = variants[reference]["accuracy"] - measured["accuracy"]
@@ -177,10 +180,10 @@ def compare(
 
     evaluation: dict[str, Any] = {"task": meta.task, "decision_metric": metric, "decision_split": "val",
                                   "machine": cpu_info(), "reference": reference, "variants": variants}
-    for gain, control in (("distillation_gain", "baseline"), ("assistant_gain", "direct")):
-        if "student" in variants and control in variants:
+    for gain, (arm, control) in GAINS.items():
+        if arm in variants and control in variants:
             evaluation[gain] = {
-                key: variants["student"][key] - variants[control][key]
+                key: variants[arm][key] - variants[control][key]
                 for key in ("accuracy", "balanced_accuracy", "f1")
             }
     unfaithful = {name: check["reason"] for name, check in fidelity.items() if not check["pass"]}
@@ -190,7 +193,7 @@ def compare(
     evaluation["targets"] = {}
     if selection.variant is not None:
         chosen = variants[selection.variant]
-        ratios = {**ratios_vs_teacher(chosen, variants["teacher"]), "speedup": chosen["speedup_same_runtime"],
+        ratios = {**ratios_vs_teacher(chosen, variants[TEACHER]), "speedup": chosen["speedup_same_runtime"],
                   "accuracy_drop": chosen["val_drop_vs_reference"]}
         evaluation["targets"] = check_targets(ratios, params.targets)
         evaluation["targets"]["accuracy_drop"].update(
@@ -208,7 +211,7 @@ def _flag_slow_int8(variants: dict[str, dict[str, Any]]) -> None:
     """Mark an int8 variant slower at batch 1 than its fp32 twin on this CPU (AVX2 without VNNI
     can make it so): it is reported, and `select: fastest` passes it over."""
     for name, measured in variants.items():
-        twin = f"{source_of(name)}_onnx"
+        twin = onnx_variant(source_of(name))
         if onnx_kind(name) == "int8" and twin in variants:
             measured["slower_than_fp32_twin"] = measured["latency_ms"] > variants[twin]["latency_ms"]
 

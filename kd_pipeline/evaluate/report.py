@@ -11,6 +11,7 @@ from typing import Any
 from kd_pipeline.core import paths
 from kd_pipeline.core.files import atomic_dir, atomic_file, write_json
 from kd_pipeline.core.params import Params
+from kd_pipeline.core.roles import REFERENCES, TEACHERS
 from kd_pipeline.evaluate.machine import describe
 
 # evaluate's two headline files, the ones dvc.yaml declares as its metrics and default plot. Kept
@@ -177,7 +178,7 @@ def _targets(evaluation: dict[str, Any], params: Params) -> list[str]:
         f" the teacher scores {variants['teacher']['val'][metric]:.4f} on validation. Speed and size are compared"
         " with the teacher."
     )
-    floats = [n for n in ("teacher", "assistant") if n in variants]
+    floats = [n for n in TEACHERS if n in variants]
     bigger = max(floats, key=lambda n: variants[n]["val"][metric], default=None)
     margin = variants[reference]["val"][metric] + params.targets.max_accuracy_drop
     if params.targets.reference == "best_small" and bigger and variants[bigger]["val"][metric] > margin:
@@ -208,7 +209,7 @@ def _recommendation(evaluation: dict[str, Any], params: Params) -> list[str]:
     reference = evaluation["reference"]
     lines = ["", "## Recommendation", ""]
     budget = params.targets.max_accuracy_drop
-    ok = {n: m for n, m in variants.items() if n not in ("teacher", "teacher_onnx")
+    ok = {n: m for n, m in variants.items() if n not in REFERENCES
           and m["val_drop_vs_reference"] <= budget + 1e-12 and n not in evaluation.get("not_deployable", {})}
     if ok:
         smallest = min(ok, key=lambda n: ok[n]["size_mb"])
@@ -259,7 +260,7 @@ def _gains(evaluation: dict[str, Any]) -> list[str]:
             )
         else:
             lines.append(f"- **{title}**: not measured (a variant is missing).")
-    lines.append("- One seed's numbers: `python -m kd_pipeline.seeds` gives their seed-to-seed spread"
+    lines.append("- One seed's numbers: `python -m kd_pipeline.records.seeds` gives their seed-to-seed spread"
                  " (reports/seeds.md).")
     return lines
 

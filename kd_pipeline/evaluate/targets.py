@@ -32,6 +32,7 @@ from typing import Any
 from kd_pipeline.core import paths
 from kd_pipeline.core.errors import PipelineError, exit_on_pipeline_error
 from kd_pipeline.core.params import ExportParams, TargetsParams, load_params
+from kd_pipeline.core.roles import FLOAT_MODELS, REFERENCES, SMALL_MODELS, TEACHER
 
 SELECT_KEY = {"smallest": ("size_mb", min), "fastest": ("latency_ms", min), "most_accurate": ("accuracy", max)}
 # Within this relative margin of the best value two variants tie on size or latency: a PyTorch
@@ -41,9 +42,6 @@ TIE_MARGIN = {"size_mb": 0.02, "latency_ms": 0.02, "accuracy": 0.0}
 # Ties are broken by the other two criteria in this order.
 TIE_BREAK = {"size_mb": ("latency_ms", "size_mb", "accuracy"), "latency_ms": ("size_mb", "latency_ms", "accuracy"),
              "accuracy": ("latency_ms", "size_mb", "accuracy")}
-FLOAT_MODELS = ("teacher", "assistant", "student", "direct", "baseline")
-SMALL_MODELS = ("student", "direct", "baseline")  # the student's architecture, what compression starts from
-TEACHERS = ("teacher", "teacher_onnx")  # references, never deployed
 
 
 def ratios_vs_teacher(variant: dict[str, float], teacher: dict[str, float]) -> dict[str, float]:
@@ -64,7 +62,7 @@ def val_score(measured: dict[str, Any], metric: str) -> float:
 def reference_variant(variants: dict[str, dict[str, Any]], targets: TargetsParams, metric: str = "accuracy") -> str:
     """The model drops are measured from, best on validation (ties go to the earlier model)."""
     if targets.reference == "teacher":
-        return "teacher"
+        return TEACHER
     pool = SMALL_MODELS if targets.reference == "best_small" else FLOAT_MODELS
     measured = [name for name in pool if name in variants] or [name for name in FLOAT_MODELS if name in variants]
     return max(measured, key=lambda name: val_score(variants[name], metric))
@@ -99,7 +97,7 @@ def select_variant(
     # Decisions see validation scores under the name "accuracy", sizes and latencies as measured.
     view = {name: {"accuracy": val_score(m, metric), "size_mb": m["size_mb"], "latency_ms": m["latency_ms"]}
             for name, m in variants.items()}
-    candidates = {name: m for name, m in view.items() if name not in TEACHERS and name not in unfaithful}
+    candidates = {name: m for name, m in view.items() if name not in REFERENCES and name not in unfaithful}
     if not candidates:
         return Selection(None, "no variant besides the teacher can be deployed", False)
     reference = reference_variant(variants, targets, metric)

@@ -28,8 +28,21 @@ from kd_pipeline.core.evaluation import decide
 from kd_pipeline.core.files import atomic_dir, write_json
 from kd_pipeline.core.models import load_checkpoint
 from kd_pipeline.core.params import Params
-from kd_pipeline.core.paths import DEFAULT_LAYOUT, QAT_ROLE, Layout
-from kd_pipeline.evaluate.comparison import is_onnx, onnx_file, predict_split, source_of
+from kd_pipeline.core.paths import DEFAULT_LAYOUT, Layout
+from kd_pipeline.core.roles import (
+    ASSISTANT,
+    BASELINE,
+    DIRECT,
+    PRUNED,
+    QAT,
+    STUDENT,
+    TEACHER,
+    is_int8,
+    is_onnx,
+    onnx_variant,
+    source_of,
+)
+from kd_pipeline.evaluate.comparison import onnx_file, predict_split
 from kd_pipeline.evaluate.fidelity import file_sha256, float_fidelity, predictions_sha256
 from kd_pipeline.evaluate.machine import describe
 from kd_pipeline.evaluate.runtime import onnx_runner, torch_runner
@@ -74,21 +87,21 @@ def _lineage(source: str, params: Params, origin: dict[str, Any] | None = None) 
     """How the deployed weights were made, in the params' own names (`origin`: the pruned card's)."""
     kd = f"KD α={params.kd.alpha}, T={params.kd.temperature}"
     chain = {
-        "teacher": f"teacher `{params.teacher.model}` trained from the labels",
-        "assistant": f"assistant `{params.assistant.model}` distilled from teacher `{params.teacher.model}` ({kd})",
-        "student": f"teacher `{params.teacher.model}` → assistant `{params.assistant.model}` → student"
+        TEACHER: f"teacher `{params.teacher.model}` trained from the labels",
+        ASSISTANT: f"assistant `{params.assistant.model}` distilled from teacher `{params.teacher.model}` ({kd})",
+        STUDENT: f"teacher `{params.teacher.model}` → assistant `{params.assistant.model}` → student"
                    f" `{params.student.model}` ({kd})" if params.kd.learn_from == "nearest" else
                    f"teacher `{params.teacher.model}` → assistant `{params.assistant.model}`; student"
                    f" `{params.student.model}` distilled from both (densely guided, {kd})",
-        "direct": f"student `{params.student.model}` distilled from teacher `{params.teacher.model}` directly ({kd})",
-        "baseline": f"student `{params.student.model}` trained from the labels alone (no teacher)",
+        DIRECT: f"student `{params.student.model}` distilled from teacher `{params.teacher.model}` directly ({kd})",
+        BASELINE: f"student `{params.student.model}` trained from the labels alone (no teacher)",
     }
-    if source in ("pruned", QAT_ROLE):
-        origin = origin or {"source": "student", "teachers": ["assistant"]}
+    if source in (PRUNED, QAT):
+        origin = origin or {"source": STUDENT, "teachers": [ASSISTANT]}
         taught = " + ".join(origin["teachers"]) or "the labels alone"
         made = (chain[origin["source"]] + f", pruned {params.prune.method} {params.prune.ratio:g} (the best small"
                 f" model on validation; fine-tuned from {taught})")
-        if source == QAT_ROLE:
+        if source == QAT:
             made += (f", quantization-aware fine-tune for {params.quantize.qat_epochs} epochs (int8 rounding of"
                      " weights and activations)")
         return made
@@ -120,7 +133,7 @@ def _hub_header(variant: str, evaluation: dict, params: Params, opset: int | Non
     measured = evaluation["variants"][variant]
     dataset = params.data.subset or params.data.name
     tags = ["image-classification", "knowledge-distillation", "onnx", "kd-pipeline",
-            *(["int8"] if variant.endswith("_int8") else []), *(["pruned"] if variant.startswith("pruned") else [])]
+            *(["int8"] if is_int8(variant) else []), *(["pruned"] if variant.startswith(PRUNED) else [])]
     return ["---", "license: apache-2.0", "library_name: onnx", "pipeline_tag: image-classification",
             "tags:", *(f"  - {tag}" for tag in tags), "datasets:", f"  - {dataset}", "metrics:",
             *(f"  - {name}" for name in dict.fromkeys(["accuracy", metric])),
@@ -143,7 +156,7 @@ def _limitations(variant: str, card: dict, evaluation: dict, params: Params) -> 
             "- **Data**: it saw only this dataset's training split; images from other sources, sizes, cameras or"
             " populations were never tested, and its accuracy on them is unknown.",
             "- **One training run**: seed-to-seed spread is in `reports/seeds.md` when seeds were run"
-            " (`python -m kd_pipeline.seeds`); a single run's test accuracy can move by a point between seeds."]
+            " (`python -m kd_pipeline.records.seeds`); a single run's test accuracy can move by a point between seeds."]
 
 
 def _model_card(
@@ -178,7 +191,7 @@ def _model_card(
         f" {measured['parameters'] / 1e6:.2f} M parameters, {measured.get('macs', 0) / 1e6:.1f} MMACs",
         f"- **Made by**: {_lineage(source_of(variant), params, card.get('origin'))}"
         + (f", int8 {'dynamic' if params.quantize.method == 'dynamic' else 'static'} (ONNX Runtime)"
-           if variant.endswith("_int8") else "")
+           if is_int8(variant) else "")
         + (f", calibrated on {calibration['images']} training images ({calibration['sampling']},"
            f" seed {calibration['seed']})" if calibration else "")
         + (f"; ONNX Runtime runs {measured['integer_mac_share']:.1%} of its conv/matmul MACs in integer kernels"
@@ -206,7 +219,7 @@ def _model_card(
         "",
         "Use: `python predict.py IMAGE_OR_FOLDER ...` in this folder (needs only onnxruntime, numpy and",
         "Pillow; `kd-predict --model export ...` in the project); `--benchmark` times the model"
-        + (" and its fp32 twin (model.fp32.onnx)" if variant.endswith("_int8") else "") + " on your CPU."
+        + (" and its fp32 twin (model.fp32.onnx)" if is_int8(variant) else "") + " on your CPU."
         + " model.onnx carries its labels and preprocessing as metadata.",
         *_limitations(variant, card, evaluation, params),
         "",
@@ -248,8 +261,8 @@ def write_model_files(variant: str, models: Path, model: torch.nn.Module, card: 
     an int8 one gets its fp32 twin beside it, so `predict --benchmark` can compare them where it runs."""
     if is_onnx(variant):
         shutil.copyfile(onnx_file(models, variant), folder / "model.onnx")
-        if variant.endswith("_int8"):
-            shutil.copyfile(onnx_file(models, f"{source_of(variant)}_onnx"), folder / "model.fp32.onnx")
+        if is_int8(variant):
+            shutil.copyfile(onnx_file(models, onnx_variant(source_of(variant))), folder / "model.fp32.onnx")
     else:
         export_onnx(model, card["input_size"], folder / "model.onnx")
 
@@ -292,14 +305,14 @@ def export_deployable(
             "task": meta.task, "output": "sigmoid per label" if meta.task == "multilabel" else "softmax",
         })
         int8_card = layout.models / "quantized" / f"{source}.int8.json"
-        calibration = json.loads(int8_card.read_text()).get("calibration") if variant.endswith("_int8") else None
+        calibration = json.loads(int8_card.read_text()).get("calibration") if is_int8(variant) else None
         opset = next((o.version for o in onnx.load(str(onnx_path)).opset_import if o.domain in ("", "ai.onnx")), None)
         (tmp / "MODEL_CARD.md").write_text(_model_card(variant, card, evaluation, params, check, calibration, opset))
         for module in (standalone_predict, imaging):  # `python export/predict.py`: onnxruntime, numpy, Pillow
             shutil.copyfile(str(module.__file__), tmp / Path(str(module.__file__)).name)
     measured = evaluation["variants"][variant]
     result = {
-        "variant": variant, "int8": variant.endswith("_int8"), "meets_targets": evaluation["targets_passed"],
+        "variant": variant, "int8": is_int8(variant), "meets_targets": evaluation["targets_passed"],
         "missed_targets": failures(evaluation),
         "onnx_mb": (out_dir / "model.onnx").stat().st_size / 2**20, **check,
         # Timings of the shipped file, measured by evaluate: here, not in the cached bundle.

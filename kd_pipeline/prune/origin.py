@@ -16,9 +16,7 @@ from typing import Any
 
 from kd_pipeline.core.errors import CheckpointError
 from kd_pipeline.core.models import CARD_FILE, read_card
-
-SMALL_MODELS = ("student", "direct", "baseline")  # same architecture; ties go to the earlier
-TEACHER_ROLES = ("assistant", "teacher")
+from kd_pipeline.core.roles import ABOVE_STUDENT, SMALL_MODELS
 
 
 @dataclass(frozen=True)
@@ -52,7 +50,7 @@ def choose_origin(model_dirs: dict[str, Path], metric: str, learn_from: str) -> 
     if not small:
         raise CheckpointError(f"none of {', '.join(SMALL_MODELS)} is trained; run `dvc repro` first")
     source = max(small, key=lambda role: scores[role])  # max keeps the first of equals
-    better = [role for role in TEACHER_ROLES if scores.get(role, float("-inf")) > scores[source]]
+    better = [role for role in ABOVE_STUDENT if scores.get(role, float("-inf")) > scores[source]]
     if learn_from == "nearest" and better:
         better = [max(better, key=lambda role: scores[role])]
     listed = ", ".join(f"{role} {scores[role]:.4f}" for role in small)

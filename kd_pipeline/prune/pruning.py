@@ -31,7 +31,8 @@ from kd_pipeline.core.models import (
 from kd_pipeline.core.params import Params, PruneParams, fingerprint
 from kd_pipeline.core.paths import DEFAULT_LAYOUT, Layout
 from kd_pipeline.core.ranking import decision_metric
-from kd_pipeline.prune.origin import SMALL_MODELS, TEACHER_ROLES, choose_origin
+from kd_pipeline.core.roles import ABOVE_STUDENT, PRUNED, SMALL_MODELS
+from kd_pipeline.prune.origin import choose_origin
 from kd_pipeline.train.distributed import Ranks, session
 from kd_pipeline.train.finetune import cpu_scores, device_normalizer, fine_tune, load_teachers, prepared_run, stage_live
 from kd_pipeline.train.training import resolve_device
@@ -129,7 +130,7 @@ def sparsity(model: nn.Module) -> float:
 def prune_student(params: Params, layout: Layout = DEFAULT_LAYOUT) -> dict[str, Any]:
     """Prune the best small model on validation, fine-tune it by distillation from the teachers
     that beat it (or on the labels alone), write models/pruned."""
-    student_train = params.train_for("pruned")  # the student's budget, with its own train keys
+    student_train = params.train_for(PRUNED)  # the student's budget, with its own train keys
     with session(resolve_device(student_train.device)) as (ranks, device):
         return _prune_student(params, layout, ranks, device)
 
@@ -149,10 +150,10 @@ def _measure(
 
 def _prune_student(params: Params, layout: Layout, ranks: Ranks, device: torch.device) -> dict[str, Any]:
     cfg = params.prune
-    student_train = params.train_for("pruned")
+    student_train = params.train_for(PRUNED)
     run = prepared_run(layout, student_train)
     metric = decision_metric(params.train.monitor, run.train.labels)
-    origin = choose_origin({r: layout.model_dir(r) for r in (*SMALL_MODELS, *TEACHER_ROLES)}, metric,
+    origin = choose_origin({r: layout.model_dir(r) for r in (*SMALL_MODELS, *ABOVE_STUDENT)}, metric,
                            params.kd.learn_from)
     if ranks.is_main:
         print(f"prune: {origin.reason}")
@@ -168,9 +169,9 @@ def _prune_student(params: Params, layout: Layout, ranks: Ranks, device: torch.d
         update={"epochs": max(cfg.epochs, 1), "lr": cfg.lr, "scheduler": "cosine"}
     )
     kd_read = teachers.loss_reads()
-    with stage_live(layout.metrics / "pruned", ranks) as live:
+    with stage_live(layout.metrics / PRUNED, ranks) as live:
         params_hash = fingerprint(card["params_hash"], cfg, kd_read, finetune, origin.as_card())
-        with fine_tune("pruned", model, finetune, teachers, device_normalizer(card["mean"], card["std"], device),
+        with fine_tune(PRUNED, model, finetune, teachers, device_normalizer(card["mean"], card["std"], device),
                        params_hash, run, live=live, ranks=ranks, train=cfg.epochs > 0, keep=cfg.keep):
             if live is None:
                 return {}  # only the first process measures and writes
@@ -180,9 +181,9 @@ def _prune_student(params: Params, layout: Layout, ranks: Ranks, device: torch.d
             scores, summary = _measure(model, card, {"val": run.val, "test": run.test}, run.meta.num_classes, before)
             for key, value in {**summary, **{f"test/{k}": v for k, v in scores["test"].items()}}.items():
                 live.log_metric(key, value, plot=False)
-            save_checkpoint(model, layout.model_dir("pruned"), {
+            save_checkpoint(model, layout.model_dir(PRUNED), {
                 **card,
-                "role": "pruned",
+                "role": PRUNED,
                 "teacher": "+".join(origin.teachers),
                 "origin": origin.as_card(),
                 "channel_pruned": cfg.method == "structured",

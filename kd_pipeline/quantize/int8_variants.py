@@ -27,8 +27,9 @@ from kd_pipeline.core.models import (
     save_checkpoint,
 )
 from kd_pipeline.core.params import Params, QuantizeParams, fingerprint
-from kd_pipeline.core.paths import DEFAULT_LAYOUT, QAT_ROLE, Layout
+from kd_pipeline.core.paths import DEFAULT_LAYOUT, Layout
 from kd_pipeline.core.ranking import decision_metric
+from kd_pipeline.core.roles import PRUNED, QAT, STUDENT, TEACHER, TEACHER_ONNX, int8_variant, onnx_variant
 from kd_pipeline.quantize import qat
 from kd_pipeline.quantize.integer_kernels import integer_mac_share
 from kd_pipeline.quantize.mixed_precision import FORMATS, Attempt, Control, controlled_int8, write_report
@@ -56,23 +57,23 @@ def qat_student(params: Params, layout: Layout, out: Path) -> dict[str, float]:
     deployed with (kd_pipeline.quantize.qat), distilled like the prune fine-tune, saved to `out` as a plain
     checkpoint (role pruned_qat). One process: the quantize stage does not run under torchrun."""
     cfg = params.quantize
-    budget = params.train_for("pruned")
+    budget = params.train_for(PRUNED)
     run = prepared_run(layout, budget)
     device = resolve_device(budget.device)
-    model, card = load_checkpoint(layout.model_dir("pruned"), num_classes=run.meta.num_classes)
+    model, card = load_checkpoint(layout.model_dir(PRUNED), num_classes=run.meta.num_classes)
     teacher_roles = [role for role in card.get("teacher", "").split("+") if role]  # the prune fine-tune's
     teachers = load_teachers(teacher_roles, params, run, device)
     model = qat.prepare(move_to_device(model, device))
     finetune = budget.model_copy(update={"epochs": cfg.qat_epochs, "lr": cfg.qat_lr, "scheduler": "cosine",
                                          "nproc_per_node": 1, "nnodes": 1})
     params_hash = fingerprint(card["params_hash"], cfg, teachers.loss_reads(), finetune)
-    with fine_tune(QAT_ROLE, model, finetune, teachers, device_normalizer(card["mean"], card["std"], device),
+    with fine_tune(QAT, model, finetune, teachers, device_normalizer(card["mean"], card["std"], device),
                    params_hash, run) as result:
         ranges = qat.activation_ranges(model)  # before finalize removes them
         model = qat.finalize(model.to("cpu")).eval()
         test_metrics = cpu_scores(model, card, {"test": run.test}, run.meta.num_classes)["test"]
         save_checkpoint(model, out, {
-            **card, "role": QAT_ROLE, "teacher": "+".join(teacher_roles),
+            **card, "role": QAT, "teacher": "+".join(teacher_roles),
             "qat": {"epochs": cfg.qat_epochs, "lr": cfg.qat_lr, "best_epoch": result.best_epoch, "layers": len(ranges),
                     "weights": "per output channel, symmetric int8, BatchNorm folded",
                     "activations": "per tensor, uint8, EMA range while training; these ranges go into the int8 file",
@@ -81,7 +82,7 @@ def qat_student(params: Params, layout: Layout, out: Path) -> dict[str, float]:
             "test_metrics": test_metrics,
             "params_hash": params_hash,
         })
-    print(f"{QAT_ROLE}: {cfg.qat_epochs} QAT epochs, {len(ranges)} layers with int8 rounding, test accuracy"
+    print(f"{QAT}: {cfg.qat_epochs} QAT epochs, {len(ranges)} layers with int8 rounding, test accuracy"
           f" {test_metrics['accuracy']:.4f} (float, weights on the int8 grid)")
     return test_metrics
 
@@ -89,12 +90,12 @@ def qat_student(params: Params, layout: Layout, out: Path) -> dict[str, float]:
 def reference_onnx(layout: Layout, out: Path) -> None:
     """The teacher as fp32 ONNX (teacher.fp32.onnx + card): speed-ups of ONNX variants are measured
     against it, in the same runtime, and evaluate checks it against the PyTorch teacher."""
-    model, card = load_checkpoint(layout.model_dir("teacher"))
+    model, card = load_checkpoint(layout.model_dir(TEACHER))
     exporter = export_onnx(model, card["input_size"], out / "teacher.fp32.onnx")
     write_json(out / "teacher.fp32.json", {
         "exporter": exporter,
         **{k: card[k] for k in ("timm_name", "num_classes", "class_names", "input_size", "mean", "std")},
-        "task": card.get("task", "multiclass"), "source": "teacher", "role": "teacher_onnx",
+        "task": card.get("task", "multiclass"), "source": TEACHER, "role": TEACHER_ONNX,
         "parameters": count_parameters(model), "macs": count_macs(model, card["input_size"]),
     })
 
@@ -102,8 +103,8 @@ def reference_onnx(layout: Layout, out: Path) -> None:
 def compressed_sources(layout: Layout = DEFAULT_LAYOUT) -> tuple[str, str]:
     """The small model the pruned one was made from (its card's origin) and the pruned model:
     the two checkpoints quantize turns into fp32 and int8 ONNX."""
-    source = read_card(layout.model_dir("pruned")).get("origin", {}).get("source", "student")
-    return source, "pruned"
+    source = read_card(layout.model_dir(PRUNED)).get("origin", {}).get("source", STUDENT)
+    return source, PRUNED
 
 
 def quantize_variants(
@@ -122,15 +123,15 @@ def quantize_variants(
     with atomic_dir(layout.models / "quantized") as tmp:
         reference_onnx(layout, tmp)
         if cfg.method == "qat":
-            qat_student(params, layout, tmp / QAT_ROLE)
-            sources = (*sources, QAT_ROLE)
+            qat_student(params, layout, tmp / QAT)
+            sources = (*sources, QAT)
         for source in sources:
-            model, card = load_checkpoint(tmp / source if source == QAT_ROLE else layout.model_dir(source))
+            model, card = load_checkpoint(tmp / source if source == QAT else layout.model_dir(source))
             fp32, int8 = tmp / f"{source}.fp32.onnx", tmp / f"{source}.int8.onnx"
             exporter = export_onnx(model, card["input_size"], fp32)
             prepared = prepare_onnx(fp32)
             # QAT's learned input ranges go into the file; other tensors are calibrated as for PTQ.
-            ranges = learned_ranges(prepared, card["qat"]["input_ranges"]) if source == QAT_ROLE else None
+            ranges = learned_ranges(prepared, card["qat"]["input_ranges"]) if source == QAT else None
             try:
                 controls[source] = controlled_int8(
                     fp32, prepared, int8, cfg, calibration=lambda card=card: CalibrationImages(
@@ -194,8 +195,8 @@ def _write_cards(
         # counted here, so evaluate measures an ONNX variant's memory without its PyTorch source
         "parameters": count_parameters(model), "macs": count_macs(model, card["input_size"]),
     }
-    write_json(tmp / f"{source}.fp32.json", {**shared, "role": f"{source}_onnx"})
-    write_json(tmp / f"{source}.int8.json", {**shared, "role": f"{source}_int8", **settings, **result})
+    write_json(tmp / f"{source}.fp32.json", {**shared, "role": onnx_variant(source)})
+    write_json(tmp / f"{source}.int8.json", {**shared, "role": int8_variant(source), **settings, **result})
     if control.note:
         print(f"warning: {source}: {control.note}")
     print(f"{source}: int8 ONNX {result['int8_mb']:.2f} MB (fp32 {result['fp32_mb']:.2f} MB), {proof.share:.1%} of"

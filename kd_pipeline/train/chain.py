@@ -19,6 +19,7 @@ from kd_pipeline.core.models import at_size, count_parameters, create_model, mov
 from kd_pipeline.core.params import KDParams, ModelParams, Params, fingerprint
 from kd_pipeline.core.paths import DEFAULT_LAYOUT, Layout
 from kd_pipeline.core.ranking import decision_metric
+from kd_pipeline.core.roles import ABOVE_STUDENT, ASSISTANT, CHAIN, PRUNED, STUDENT, TEACHER_OF
 from kd_pipeline.train.distributed import Ranks, session
 from kd_pipeline.train.finetune import (
     best_val_metrics,
@@ -30,10 +31,9 @@ from kd_pipeline.train.finetune import (
 )
 from kd_pipeline.train.training import FitResult, predict_gathered, resolve_device
 
-# Two controls share the student's architecture and budget: the baseline, trained without a
-# teacher, measures what distillation adds; `direct`, distilled from the teacher without the
-# assistant, measures what the assistant adds.
-TEACHER_OF = {"teacher": None, "assistant": "teacher", "student": "assistant", "direct": "teacher", "baseline": None}
+# Two controls share the student's architecture and budget (roles.TEACHER_OF): the baseline,
+# trained without a teacher, measures what distillation adds; `direct`, distilled from the teacher
+# without the assistant, measures what the assistant adds.
 
 
 
@@ -145,14 +145,14 @@ def chain_warnings(params: Params) -> list[str]:
     """What makes the chain unlikely to transfer anything, said before any training: a student
     larger than a model that teaches it, or an assistant that is not between teacher and student.
     Warnings, not errors: a user may mean it (a self-distillation test, say)."""
-    counts = {role: parameter_count(params.role(role)) for role in ("teacher", "assistant", "student")}
+    counts = {role: parameter_count(params.role(role)) for role in CHAIN}
     names = {role: params.role(role).model for role in counts}
 
     def said(role: str) -> str:
         return f"{role} {names[role]} ({counts[role] / 1e6:.3g} M parameters)"
 
     found = [f"{said('student')} is larger than its {said(above)}"
-             for above in ("assistant", "teacher") if counts["student"] > counts[above]]
+             for above in ABOVE_STUDENT if counts["student"] > counts[above]]
     if not counts["student"] <= counts["assistant"] <= counts["teacher"] and counts["student"] <= counts["teacher"]:
         found.append(f"{said('assistant')} is not between its {said('teacher')} and {said('student')}")
     return found
@@ -174,7 +174,7 @@ def view_size(role: str, role_cfg: ModelParams, data_size: int) -> int:
 def teachers_of(role: str, kd: KDParams) -> list[str]:
     """The models a role learns from: its nearest teacher in the chain, or for the student (and
     the pruned student) with `kd.learn_from: all_above`, the assistant and the teacher."""
-    if role in ("student", "pruned") and kd.learn_from == "all_above":
-        return ["assistant", "teacher"]
-    nearest = "assistant" if role == "pruned" else TEACHER_OF[role]
+    if role in (STUDENT, PRUNED) and kd.learn_from == "all_above":
+        return list(ABOVE_STUDENT)
+    nearest = ASSISTANT if role == PRUNED else TEACHER_OF[role]
     return [nearest] if nearest else []

@@ -28,6 +28,7 @@ from kd_pipeline.core.files import atomic_dir
 from kd_pipeline.core.models import load_checkpoint, move_to_device, read_card
 from kd_pipeline.core.params import KDParams, Params, TrainParams
 from kd_pipeline.core.paths import Layout
+from kd_pipeline.core.roles import BASELINE
 from kd_pipeline.train.distillation import TeacherEnsemble
 from kd_pipeline.train.distributed import ONE_PROCESS, Ranks
 from kd_pipeline.train.teachers import weaker_than_baseline
@@ -89,7 +90,7 @@ def load_teachers(roles: list[str], params: Params, run: PreparedRun, device: to
 def check_teacher(teacher_role: str, teacher_card: dict[str, Any], layout: Layout, required: bool) -> None:
     """Say in one line when the teacher is less accurate on validation than the baseline
     (the student trained alone); with `kd.require_better_teacher`, stop instead of distilling."""
-    baseline_dir = layout.model_dir("baseline")
+    baseline_dir = layout.model_dir(BASELINE)
     if not (baseline_dir / "model.json").is_file():
         print(f"note: {baseline_dir} not found: teacher quality not checked against the baseline")
         return

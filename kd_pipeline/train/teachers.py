@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from kd_pipeline.core.models import CARD_FILE, read_card
+from kd_pipeline.core.roles import BASELINE, PRUNED, TEACHERS
 
 
 def advice(role: str) -> str:
@@ -44,16 +45,16 @@ def weaker_than_baseline(teacher_role: str, teacher_card: dict[str, Any], baseli
 def teacher_warnings(models_dir: Path) -> list[str] | None:
     """The one-line warning of every teacher in the chain that is weaker than the baseline;
     None when a card is missing, so the report says "not checked" rather than "all good"."""
-    cards = {role: models_dir / role / CARD_FILE for role in ("teacher", "assistant", "baseline")}
+    cards = {role: models_dir / role / CARD_FILE for role in (*TEACHERS, BASELINE)}
     if not all(path.is_file() for path in cards.values()):
         return None
-    baseline = read_card(models_dir / "baseline")
-    found = (weaker_than_baseline(role, read_card(models_dir / role), baseline) for role in ("teacher", "assistant"))
+    baseline = read_card(models_dir / BASELINE)
+    found = (weaker_than_baseline(role, read_card(models_dir / role), baseline) for role in TEACHERS)
     return [line for line in found if line]
 
 
 def compressed_from(models_dir: Path) -> dict[str, Any] | None:
     """Which small model the pruned one was made from and who taught its fine-tune (its card's
     origin, kd_pipeline.prune.origin); None when the pruned model or its origin is missing."""
-    path = models_dir / "pruned" / CARD_FILE
+    path = models_dir / PRUNED / CARD_FILE
     return read_card(path.parent).get("origin") if path.is_file() else None

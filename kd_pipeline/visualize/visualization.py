@@ -26,13 +26,12 @@ from kd_pipeline.core.files import atomic_dir, write_json
 from kd_pipeline.core.models import load_checkpoint, network, upsample
 from kd_pipeline.core.params import VisualizeParams
 from kd_pipeline.core.paths import DEFAULT_LAYOUT, Layout
-from kd_pipeline.evaluate.comparison import source_of
+from kd_pipeline.core.roles import CHAIN, STUDENT, TEACHER, TORCH_MODELS, source_of
 from kd_pipeline.visualize.attribution import agreement, feature_maps, method_of, saliency
 from kd_pipeline.visualize.pictures import Panel, Row, feature_maps_png, gradient_flow_png, image_png, overview_png
 
-SHOWN = ("teacher", "assistant", "student")  # plus the deployed variant's float source
-COMPARED = ("assistant", "student", "direct", "baseline", "pruned")  # agreement with the teacher
-TRAINED = ("teacher", *COMPARED)
+SHOWN = CHAIN  # plus the deployed variant's float source
+COMPARED = tuple(name for name in TORCH_MODELS if name != TEACHER)  # agreement with the teacher
 BATCH = 64
 
 
@@ -126,8 +125,8 @@ def teacher_agreement(
     all explaining the same class, over `cfg.agreement_images` test images (seeded; 0: all)."""
     count = len(test) if cfg.agreement_images == 0 else min(cfg.agreement_images, len(test))
     order = np.sort(np.random.default_rng(cfg.seed).choice(len(test), count, replace=False))
-    teacher = models["teacher"]
-    sums = {name: np.zeros(2) for name in models if name != "teacher"}
+    teacher = models[TEACHER]
+    sums = {name: np.zeros(2) for name in models if name != TEACHER}
     for start in tqdm(range(0, count, BATCH), desc="agreement with the teacher", leave=False, disable=None):
         idx = order[start : start + BATCH]
         images, labels = np.asarray(test.images[idx]), test.labels[idx]
@@ -186,11 +185,11 @@ def visualize(cfg: VisualizeParams, test: Split, meta: Meta, layout: Layout = DE
     if len(test) == 0:
         raise DataError("visualize: the test split is empty")
     evaluation = json.loads(layout.evaluation.read_text()) if layout.evaluation.is_file() else {}
-    deployed = evaluation.get("deployed") or "student"
+    deployed = evaluation.get("deployed") or STUDENT
     source = source_of(deployed)
     shown = [*SHOWN, *([source] if source not in SHOWN else [])]
     models = {name: Model(name, paths.checkpoint_dir(layout.models, name), meta.num_classes)
-              for name in dict.fromkeys([*TRAINED, *shown])}
+              for name in dict.fromkeys([*TORCH_MODELS, *shown])}
 
     wrong = deployed_mistakes(layout, test, meta, models[source], deployed)
     indices = select_images(test.labels, wrong, min(cfg.images, len(test)), cfg.seed)
@@ -201,14 +200,14 @@ def visualize(cfg: VisualizeParams, test: Split, meta: Meta, layout: Layout = DE
     features = {
         name: [(stage, maps.numpy()) for stage, maps in feature_maps(models[name].module, models[name].inputs(first),
                                                                      cfg.feature_channels)]
-        for name in ("teacher", "student")
+        for name in (TEACHER, STUDENT)
     }
     with atomic_dir(layout.visualize_plots) as tmp:
         for rank, row in enumerate(rows, 1):
             image_png(row, method, tmp / f"image_{rank:02d}.png")
         overview_png(rows, method, tmp / "overview.png")
         feature_maps_png(first[0], features, tmp / "feature_maps.png")
-        flows = read_gradient_flow(layout.metrics, TRAINED)
+        flows = read_gradient_flow(layout.metrics, TORCH_MODELS)
         if flows:
             gradient_flow_png(flows, tmp / "gradient_flow.png")
     result = {

@@ -18,10 +18,10 @@ from typing import Any
 
 from kd_pipeline.core import paths
 from kd_pipeline.core.errors import PipelineError
+from kd_pipeline.core.roles import TORCH_MODELS
 
 EVALUATION = str(paths.EVALUATION)
-ROLE_METRICS = tuple(f"metrics/{role}/metrics.json" for role in
-                     ("teacher", "assistant", "student", "direct", "baseline", "pruned"))
+ROLE_METRICS = tuple(str(paths.METRICS / role / "metrics.json") for role in TORCH_MODELS)
 DETAIL_FILES = (EVALUATION, *ROLE_METRICS)
 
 

@@ -1,5 +1,5 @@
 """Did distillation help? A grid of settings × training seeds, each student paired with the
-baseline of its own seed: `python -m kd_pipeline.sweep NAME --record RECORD --seeds 3 --set KEY=A,B`.
+baseline of its own seed: `python -m kd_pipeline.records.sweep NAME --record RECORD --seeds 3 --set KEY=A,B`.
 
 In a temporary clone of HEAD (as `record --rerun` does), today's params.yaml with the record's
 `data` group (plus `--fixed KEY=VALUE` lines) is the base; every grid point × seed runs as a
@@ -10,7 +10,7 @@ first seed and the base params, and every experiment runs only the small arms (`
 --single-item`), as the teacher-assistant paper trains its teachers once; `--seed-key
 student.train.seed` then varies only the arms' seed, so the upstream's own lock stays valid. Each
 distilled role's gain over the baseline is the mean of the per-seed paired
-differences with its 95% t-interval (kd_pipeline.seeds.paired), and the student (through the
+differences with its 95% t-interval (kd_pipeline.records.seeds.paired), and the student (through the
 assistant) is paired with `direct` (from the teacher alone): what the assistant adds. The teacher's
 lead over the baseline on validation says whether the row tests distillation at all (the field
 finds gains only across a gap: at least `MIN_TEACHER_LEAD`). The best setting is the one with
@@ -38,14 +38,16 @@ from kd_pipeline.core import paths
 from kd_pipeline.core.errors import PipelineError, exit_on_pipeline_error
 from kd_pipeline.core.files import atomic_dir, write_json
 from kd_pipeline.core.params import parse_params
+from kd_pipeline.core.roles import BASELINE, DIRECT, DISTILLED, STUDENT, TEACHERS
 from kd_pipeline.evaluate.report import MIN_TEACHER_LEAD
-from kd_pipeline.experiments import show
-from kd_pipeline.rerun import apply_settings, nested_set, recipe, run_in, run_queue
-from kd_pipeline.seeds import holm_adjusted, holm_column, measurable, paired
+from kd_pipeline.records.experiments import show
+from kd_pipeline.records.provenance import provenance, run_json
+from kd_pipeline.records.rerun import apply_settings, nested_set, recipe, run_in, run_queue
+from kd_pipeline.records.seeds import holm_adjusted, holm_column, measurable, paired
 
-ROLE_OF_STAGE = {"distill_student": "student", "distill_direct": "direct"}  # the distilled roles
+ROLE_OF_STAGE = {"distill_student": STUDENT, "distill_direct": DIRECT}  # the distilled roles
 STAGES = ("train_baseline", "distill_student", "distill_direct")
-UPSTREAM = ("teacher", "assistant")  # trained once per row with --fixed-upstream
+UPSTREAM = TEACHERS  # trained once per row with --fixed-upstream
 TRAINING_STAGES = ("prepare", "train_teacher", "distill_assistant", *STAGES)  # what a sweep can run
 BASELINE_KEYS = ("student.", "train.", "data.")  # grid keys that change the baseline itself
 METRICS = ("accuracy", "balanced_accuracy")
@@ -124,7 +126,7 @@ def collect(shown: list[dict[str, Any]], keys: list[str], roles: list[str],
                 params = (data.get("params") or {}).get("params.yaml", {}).get("data") or {}
                 metrics = data.get("metrics") or {}
                 found = {role: (metrics.get(f"metrics/{role}/metrics.json") or {}).get("data")
-                         for role in ("baseline", *roles)}
+                         for role in (BASELINE, *roles)}
                 if rev.get("error") or not params or not all(found.values()):
                     continue
                 found |= {role: (metrics.get(f"metrics/{role}/metrics.json") or {}).get("data") for role in UPSTREAM}
@@ -171,9 +173,9 @@ def summarize(rows: list[dict[str, Any]], metric: str, roles: list[str]) -> dict
         lead = upstream(list(by_seed.values()), own, metric).get("teacher_lead")
         if lead:
             entry["teacher_lead"] = lead
-        if {"student", "direct"} <= set(roles):  # what the assistant adds: through it against without it
-            entry["student_vs_direct"] = _gains([by_seed[s]["roles"]["student"] for s in seeds],
-                                                [by_seed[s]["roles"]["direct"] for s in seeds], metric)
+        if set(DISTILLED) <= set(roles):  # what the assistant adds: through it against without it
+            entry["student_vs_direct"] = _gains([by_seed[s]["roles"][STUDENT] for s in seeds],
+                                                [by_seed[s]["roles"][DIRECT] for s in seeds], metric)
         summary.append(entry)
     best = max(summary, key=lambda e: max(e[r]["val"]["mean"] for r in roles))
     baseline_mean = sum(_score(b, "test", "accuracy") for b in baselines.values()) / len(baselines)
@@ -280,7 +282,7 @@ def sizes_table(summary: dict[str, Any]) -> list[str]:
     if not costs or not entries:
         return []
     entries.sort(key=lambda e: -costs.get(e["point"]["student.model"], {}).get("parameters", 0))
-    arms = [(role, key) for role in ("student", "direct") if all(role in e for e in entries)
+    arms = [(role, key) for role in DISTILLED if all(role in e for e in entries)
             for key in ("test_accuracy", "test_balanced_accuracy")]
     columns = [holm_column([entry[role][key] for entry in entries]) for role, key in arms]
     header = "".join(f" | {role} − baseline, {key.replace('_', ' ')}" for role, key in arms)
@@ -313,7 +315,7 @@ def size_verdict(summary: dict[str, Any], entries: list[dict[str, Any]]) -> list
     why (where the teacher led by too little, and where it led but the gain is not measurably above 0)."""
     metric = summary["metric"] if summary["metric"] in METRICS else "accuracy"
     key = f"test_{metric}"
-    roles = [role for role in ("student", "direct") if all(role in e for e in entries)]
+    roles = [role for role in DISTILLED if all(role in e for e in entries)]
     pays = {role: _paying(entries, role, key) for role in roles}
     names = [entry["point"]["student.model"] for entry in entries]
     costs = summary.get("students") or {}
@@ -431,13 +433,11 @@ def trained_lock(lock: str) -> str:
 def recorded_command(argv: list[str], seconds: float) -> str:
     """The command line as run.json keeps it: quoted so that it pastes back into a shell (a
     `--point` holds spaces), then the wall time."""
-    return f"python -m kd_pipeline.sweep {shlex.join(argv)} ({seconds:.0f} s wall in all)"
+    return f"python -m kd_pipeline.records.sweep {shlex.join(argv)} ({seconds:.0f} s wall in all)"
 
 
 def sweep(name: str, args: argparse.Namespace, repo: Path = Path(".")) -> Path:
     """Run the grid in a clone of HEAD and write the record `results/name/`."""
-    from kd_pipeline.record import provenance, run_json
-
     roles = roles_of(args.stages)
     params = base_params(args.record, args.fixed, repo)
     if bool(args.set) == bool(args.point):

@@ -1,9 +1,9 @@
-"""A record re-run at today's code: `python -m kd_pipeline.record NAME --rerun`.
+"""A record re-run at today's code: `python -m kd_pipeline.records.record NAME --rerun`.
 
 A record's params.yaml is its whole recipe (dvc.yaml and the code are today's), and its
 seeds.json names the training seeds it aggregated. In a temporary clone of HEAD (committed code
 only, sharing this repository's DVC cache), those params are written, `dvc repro` runs the first
-seed, every further seed runs as a queued experiment, `kd_pipeline.seeds` aggregates them, and
+seed, every further seed runs as a queued experiment, `kd_pipeline.records.seeds` aggregates them, and
 the record is replaced by the new run. A record made before a params key was retired is re-run
 with `--today-defaults`: today's params.yaml at the full budget (kd_pipeline.budgets) with only
 the record's `data` group and first seed,
@@ -38,6 +38,8 @@ from kd_pipeline import budgets
 from kd_pipeline.core import paths
 from kd_pipeline.core.errors import ParamsError, PipelineError
 from kd_pipeline.core.params import parse_params, read_yaml
+from kd_pipeline.records.provenance import provenance
+from kd_pipeline.records.store import record
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,7 @@ def _seeds(clone: Path, seeds: list[int]) -> None:
     run_in([sys.executable, "-m", "dvc", "exp", "run", "--queue", "-S",
           "train.seed=" + ",".join(map(str, seeds))], clone)
     run_queue(clone)
-    run_in([sys.executable, "-m", "kd_pipeline.seeds"], clone)
+    run_in([sys.executable, "-m", "kd_pipeline.records.seeds"], clone)
 
 
 def queue_counts(status: str) -> Counter[str]:
@@ -163,8 +165,6 @@ def run_queue(clone: Path) -> None:
 def rerun(name: str, results: Path = paths.RESULTS, repo: Path = Path("."), today_defaults: bool = False,
           seeds: int | None = None, settings: Sequence[str] = ()) -> Path:
     """Reproduce record `name` at HEAD and replace it; returns the record's folder."""
-    from kd_pipeline.record import provenance, record  # record's CLI calls this module
-
     plan = recipe(name, results, repo, today_defaults, seeds, settings)
     made = provenance(repo)
     if made["dirty"]:  # the clone runs HEAD, and the record must say what ran
@@ -184,7 +184,7 @@ def rerun(name: str, results: Path = paths.RESULTS, repo: Path = Path("."), toda
                  + "".join(f" --set {shlex.quote(line)}" for line in settings))
         recipe_text = ("today's params.yaml with the record's data group and first seed" if today_defaults
                        else "the record's params.yaml") + (", the --set values on top" if settings else "")
-        command = (f"python -m kd_pipeline.record {name} --rerun{flags}: at {commit[:7]}, {recipe_text} in a"
+        command = (f"python -m kd_pipeline.records.record {name} --rerun{flags}: at {commit[:7]}, {recipe_text} in a"
                    f" clone, dvc repro, then seeds {plan.seeds[1:] or 'none'} as queued experiments and"
-                   f" python -m kd_pipeline.seeds ({time.time() - started:.0f} s wall in all)")
+                   f" python -m kd_pipeline.records.seeds ({time.time() - started:.0f} s wall in all)")
         return record(name, command, root=clone, results=(repo / results).resolve(), started=started)

@@ -1,7 +1,7 @@
 """Gains stated with their noise: one experiment per training seed, aggregated.
 
     dvc exp run --queue -S train.seed=0,1,2 && dvc queue start -j 1   # wait for the queue
-    python -m kd_pipeline.seeds                                        # metrics/seeds.json, reports/seeds.md
+    python -m kd_pipeline.records.seeds                                        # metrics/seeds.json, reports/seeds.md
 
 It takes the experiments (and the workspace) whose params equal the workspace's except
 `train.seed`, one per seed, and writes for every variant's accuracy, balanced accuracy and
@@ -24,14 +24,15 @@ from typing import Any
 import numpy as np
 from scipy import stats as scipy_stats
 
-from kd_pipeline.core import paths
+from kd_pipeline.core import paths, roles
 from kd_pipeline.core.errors import PipelineError, exit_on_pipeline_error
 from kd_pipeline.core.files import atomic_file, write_json
 from kd_pipeline.core.params import read_yaml
-from kd_pipeline.experiments import finished_runs, show
+from kd_pipeline.core.roles import BASELINE
+from kd_pipeline.records.experiments import finished_runs, show
 
 METRICS = ("accuracy", "balanced_accuracy", "f1")
-GAINS = {"distillation_gain": "student − baseline", "assistant_gain": "student − direct"}
+GAINS = {gain: f"{arm} − {control}" for gain, (arm, control) in roles.GAINS.items()}
 SHIPPED_TOLERANCE = 0.01  # issue 23's target: the shipped model within a point of the best small float model
 
 
@@ -154,9 +155,9 @@ def aggregate(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
         for gain in GAINS if all(gain in e for e in evaluations)
     }
     vs_baseline = {
-        name: {m: paired([e["variants"][name][m] - e["variants"]["baseline"][m] for e in evaluations])
-               for m in METRICS if m in variants[name] and m in variants["baseline"]}
-        for name in names if name != "baseline" and "baseline" in names
+        name: {m: paired([e["variants"][name][m] - e["variants"][BASELINE][m] for e in evaluations])
+               for m in METRICS if m in variants[name] and m in variants[BASELINE]}
+        for name in names if name != BASELINE and BASELINE in names
     }
     verdicts = {gain: verdict(f"{gain} ({GAINS[gain]})", stats["accuracy"]) for gain, stats in gains.items()}
     shipped = {str(seed): s for seed in sorted(runs) if (s := shipped_against_best_small(runs[seed])) is not None}

@@ -2,7 +2,7 @@
 experiment, with the Pareto fronts (accuracy against latency, and against file size) marked.
 
     dvc exp run --queue -S prune.ratio=0.3,0.5,0.7,0.85 && dvc queue start -j 1   # wait for it
-    python -m kd_pipeline.pareto    # plots/pareto/points.json, plots/pareto/pareto.png, reports/pareto.md
+    python -m kd_pipeline.records.pareto    # plots/pareto/points.json, plots/pareto/pareto.png, reports/pareto.md
 
 Ratios are against each run's own `teacher_onnx` (the teacher in ONNX Runtime, measured in the
 same run, one thread, batch 1), so every ratio compares like with like. A model that several
@@ -20,7 +20,7 @@ from kd_pipeline.core import paths
 from kd_pipeline.core.errors import PipelineError, exit_on_pipeline_error
 from kd_pipeline.core.files import atomic_file, write_json
 from kd_pipeline.core.params import load_params
-from kd_pipeline.experiments import Run, finished_runs, show
+from kd_pipeline.records.experiments import Run, finished_runs, show
 
 REFERENCE = "teacher_onnx"
 COSTS = {"latency_ms": "batch-1 CPU latency (ms)", "size_mb": "file size (MB)"}

@@ -1,0 +1,144 @@
+"""What a record holds and whether it is current: `record()` copies a finished run's small files
+into `results/NAME/`; `freshness()` and `stale_records()` compare the code a record ran with
+today's files (what `python -m kd_pipeline.records.record --check` lists).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from kd_pipeline.core import paths
+from kd_pipeline.core.errors import PipelineError
+from kd_pipeline.core.files import atomic_dir, write_json
+from kd_pipeline.core.params import read_yaml
+from kd_pipeline.core.stage_times import TIMES, per_stage
+from kd_pipeline.records.provenance import missing_field, provenance, run_json
+
+RESULTS = paths.RESULTS
+# (source in the workspace, name in the record, required)
+FILES = (
+    ("params.yaml", "params.yaml", True),
+    ("dvc.lock", "dvc.lock", True),
+    (str(paths.EVALUATION), "evaluate.json", True),
+    (str(paths.SUMMARY), "summary.md", True),
+    (str(paths.EXPORT_METRICS), "export.json", False),
+    (str(paths.EXPORT / "MODEL_CARD.md"), "MODEL_CARD.md", False),
+    (str(paths.SEEDS_METRICS), "seeds.json", False),
+    (str(paths.SEEDS_REPORT), "seeds.md", False),
+    (str(paths.PARETO_REPORT), "pareto.md", False),
+    (str(paths.PARETO_PLOTS / "points.json"), "pareto_points.json", False),
+    (str(paths.PARETO_PLOTS / "pareto.png"), "pareto.png", False),
+    (str(paths.VISUALIZE_METRICS), "visualize.json", False),
+    (str(paths.QUANTIZATION_REPORT), "quantization.md", False),
+    (str(paths.VISUALIZE_PLOTS / "overview.png"), "maps_overview.png", False),
+    (str(paths.VISUALIZE_PLOTS / "gradient_flow.png"), "gradient_flow.png", False),
+    (str(paths.PLOTS / "tradeoff.png"), "tradeoff.png", False),
+)
+
+
+def record(name: str, command: str, root: Path = Path("."), results: Path = RESULTS,
+           started: float | None = None) -> Path:
+    """Copy the finished run in `root` into `results/name/`; refuse a run whose lock is stale.
+    `started`: when the run began, where the caller knows it (a re-run); None when recorded after."""
+    missing = [src for src, _, required in FILES if required and not (root / src).is_file()]
+    if missing:
+        raise PipelineError(f"no finished run to record: {', '.join(missing)} missing (run `dvc repro` first)")
+    status = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=root, capture_output=True, text=True)
+    if status.returncode == 0 and json.loads(status.stdout or "{}"):
+        stale = ", ".join(json.loads(status.stdout))
+        raise PipelineError(f"dvc.lock is stale for {stale}: rerun (`dvc repro`) before recording")
+    target = root / results / name
+    with atomic_dir(target) as tmp:
+        for src, dst, _ in FILES:
+            if (root / src).is_file():
+                shutil.copy(root / src, tmp / dst)
+        _drop_seeds_of_another_run(tmp, root)
+        made = provenance(root)
+        if made["dirty"]:
+            print(f"warning: {root} has uncommitted code changes; run.json says dirty: true")
+        seconds = per_stage(root / "dvc.yaml", root / TIMES)
+        write_json(tmp / "run.json", run_json(command, made, started, stage_seconds=seconds))
+    return target
+
+
+def seeds_aggregate_this_run(seeds: dict[str, Any], evaluation: dict[str, Any], seed: int) -> bool:
+    """True when `seeds` (metrics/seeds.json) holds this run as its seed `seed`: the same test
+    accuracy for every variant. A re-run with one seed leaves the repository's own seeds.json
+    in place, which aggregates other runs."""
+    own = (seeds.get("per_seed") or {}).get(str(seed))
+    if not own:
+        return False
+    return all(own["variants"].get(name, {}).get("accuracy") == v.get("accuracy")
+               for name, v in evaluation["variants"].items())
+
+
+def _drop_seeds_of_another_run(record_dir: Path, root: Path) -> None:
+    seeds_file = record_dir / "seeds.json"
+    if not seeds_file.is_file():
+        return
+    evaluation = json.loads((record_dir / "evaluate.json").read_text())
+    seed = read_yaml((root / "params.yaml").read_text())["train"]["seed"]
+    if not seeds_aggregate_this_run(json.loads(seeds_file.read_text()), evaluation, seed):
+        print(f"warning: {paths.SEEDS_METRICS} does not aggregate this run (seed {seed}); not recorded")
+        seeds_file.unlink()
+        (record_dir / "seeds.md").unlink(missing_ok=True)
+
+
+def freshness(folder: Path, root: Path = Path(".")) -> str:
+    """Whether the code a record ran is today's: "current", or "stale: ..." when the code deps in
+    its dvc.lock (library modules and stage scripts, by md5) differ from the files here or a stage
+    now imports modules it did not; a benchmark's record compares the md5s its run.json lists."""
+    import hashlib
+
+    import yaml
+
+    run = json.loads((folder / "run.json").read_text()) if (folder / "run.json").is_file() else {}
+    commit = run.get("code_commit", "")[:7] or "?"
+
+    def changed(path: str, md5: str | None) -> bool:
+        return not (root / path).is_file() or hashlib.md5((root / path).read_bytes()).hexdigest() != md5
+
+    if not (folder / "dvc.lock").is_file():
+        if not run.get("code"):
+            return "unknown: no dvc.lock and no code md5s in run.json"
+        moved = sum(changed(path, md5) for path, md5 in run["code"].items())
+        return "current" if not moved else f"stale: {moved} of {len(run['code'])} code files changed since {commit}"
+    recorded = yaml.safe_load((folder / "dvc.lock").read_text()).get("stages", {})
+    today = yaml.safe_load((root / "dvc.yaml").read_text()).get("stages", {})
+    stale = 0
+    for stage, spec in recorded.items():
+        code = {dep["path"]: dep.get("md5") for dep in spec.get("deps", []) if dep["path"].endswith(".py")}
+        now = {str(dep) for dep in today.get(stage, {}).get("deps", []) if str(dep).endswith(".py")}
+        stale += stage not in today or now != set(code) or any(changed(p, md5) for p, md5 in code.items())
+    return "current" if not stale else f"stale: {stale} of {len(recorded)} stages changed since {commit}"
+
+
+def incomplete(folder: Path) -> str | None:
+    """What a record lacks to be cited (None: nothing): a complete run.json, and the metric its
+    set decides by where it has an evaluation."""
+    if not (folder / "run.json").is_file():
+        return "no run.json"
+    try:
+        run = json.loads((folder / "run.json").read_text())
+    except ValueError as err:
+        return f"run.json is not JSON ({err})"
+    if field := missing_field(run):
+        return f"run.json has no {field}"
+    if (folder / "evaluate.json").is_file() and not json.loads((folder / "evaluate.json").read_text()).get(
+            "decision_metric"):
+        return "evaluate.json has no decision_metric"
+    return None
+
+
+def stale_records(results: Path = RESULTS, root: Path = Path(".")) -> dict[str, str]:
+    """Every record that cannot be cited as today's: incomplete, or its code not today's."""
+    found = {}
+    for folder in sorted(p for p in results.iterdir() if p.is_dir()):
+        lacks = incomplete(folder)
+        found[folder.name] = f"incomplete: {lacks}" if lacks else freshness(folder, root)
+    return {name: state for name, state in found.items() if state != "current"}
