@@ -179,6 +179,10 @@ def test_a_killed_stage_resumes_to_the_uninterrupted_runs_hash(repo: Path, tmp_p
     uninterrupted = _out_hash(repo, stage, out)
     state = repo / f".resume/{role}/state.pt"
     kill_once_saved(repo, stage, state, tmp_path / "killed.log", flags=("--force", "--single-item"))
+    drawn = json.loads(run(["dvc", "plots", "show", "--json"], repo).stdout)["data"]["Validation accuracy per role"]
+    files = {point["filename"] for point in drawn[0]["content"]["data"]["values"]}  # DVC drops the shared "metrics/"
+    assert f"{role}/plots/metrics/val/accuracy.tsv" in files, f"a killed {stage}'s epochs are not drawn: {files}"
+    assert json.loads((repo / f"metrics/{role}/metrics.json").read_text())["complete"] is False
     resumed = run(["dvc", "repro", "--force", "--single-item", stage], repo)  # its lock entry would restore it
     assert f"{role}: resuming after epoch 1" in resumed.stdout + resumed.stderr
     assert not state.exists()

@@ -117,24 +117,38 @@ def test_multilabel_training_and_distillation_learn(prepared_dir: Path, tmp_path
     assert report.summary["roc_auc"] > 0.75  # chance is 0.5
 
 
-def test_a_killed_stage_leaves_no_dvclive_output_and_a_finished_one_does(prepared_dir: Path, tmp_path: Path) -> None:
+def test_a_stage_s_curves_are_on_disk_while_it_trains_and_only_a_finished_one_says_complete(
+        prepared_dir: Path, tmp_path: Path) -> None:
+    """dvclive writes into the stage's output folder every epoch (what `dvc plots show` reads while a
+    stage runs); metrics.json says complete: false until the stage ends, so a killed one never reads
+    as finished, and the experiments reader leaves it out."""
+    import json
+
     from kd_pipeline.core.paths import Layout
+    from kd_pipeline.records.experiments import read_at
     from kd_pipeline.train.chain import train_role
 
     layout = Layout(prepared=prepared_dir, models=tmp_path / "models", metrics=tmp_path / "metrics",
                     resume=tmp_path / "resume")
     params = tiny_params(train={"epochs": 2})
+    live_dir = layout.metrics / "teacher"
+    seen: list[tuple[dict, int]] = []
 
     def kill(epoch: int) -> None:
+        curve = live_dir / "plots" / "metrics" / "val" / "accuracy.tsv"
+        seen.append((json.loads((live_dir / "metrics.json").read_text()), len(curve.read_text().splitlines())))
         raise Killed
 
     with pytest.raises(Killed):
         train_role("teacher", params, layout, on_epoch_end=kill)
-    assert not (layout.metrics / "teacher").exists(), "a killed stage left metrics that look finished"
-    assert list(layout.metrics.iterdir()) == []  # nor its temporary folder
+    assert seen == [(seen[0][0], 2)] and seen[0][0]["complete"] is False  # the header and the first epoch
+    assert json.loads((live_dir / "metrics.json").read_text())["complete"] is False, "a killed stage looks finished"
+    assert read_at("workspace", ("metrics/teacher/metrics.json",), tmp_path) == {}
     train_role("teacher", params, layout)
-    assert (layout.metrics / "teacher" / "metrics.json").is_file()
-    assert (layout.metrics / "teacher" / "plots" / "metrics" / "val" / "accuracy.tsv").is_file()
+    summary = json.loads((live_dir / "metrics.json").read_text())
+    assert summary["complete"] is True and "accuracy" in summary["test"]
+    assert len((live_dir / "plots" / "metrics" / "val" / "accuracy.tsv").read_text().splitlines()) == 3
+    assert read_at("workspace", ("metrics/teacher/metrics.json",), tmp_path)["metrics/teacher/metrics.json"] == summary
 
 
 def _snapshots(prepared_dir: Path, keep: str) -> tuple[FitResult, list[dict], dict]:

@@ -21,8 +21,9 @@ from kd_pipeline.core.errors import PipelineError
 from kd_pipeline.core.roles import TORCH_MODELS
 
 EVALUATION = str(paths.EVALUATION)
-ROLE_METRICS = tuple(str(paths.METRICS / role / "metrics.json") for role in TORCH_MODELS)
-DETAIL_FILES = (EVALUATION, *ROLE_METRICS)
+# Each trained role's dvclive summary; `complete: false` while (or because) its stage did not end.
+ROLE_METRICS = {role: str(paths.METRICS / role / "metrics.json") for role in TORCH_MODELS}
+DETAIL_FILES = (EVALUATION, *ROLE_METRICS.values())
 
 
 @dataclass(frozen=True)
@@ -55,20 +56,23 @@ def finished_runs(shown: list[dict[str, Any]]) -> list[Run]:
 
 def read_at(rev: str, files: tuple[str, ...], cwd: Path | None = None) -> dict[str, dict[str, Any]]:
     """path → parsed JSON of each of `files` that `rev` holds ("workspace": the files on disk), as
-    DVC sees the rev: a git-tracked file from git, a cached output from DVC's cache."""
+    DVC sees the rev: a git-tracked file from git, a cached output from DVC's cache. A stage's
+    metrics written while it trains (`complete: false`: still running, or killed) count as absent."""
     root = cwd or Path(".")
     if rev == "workspace":
-        return {path: json.loads((root / path).read_text()) for path in files if (root / path).is_file()}
-    from dvc.api import DVCFileSystem
+        found = {path: json.loads((root / path).read_text()) for path in files if (root / path).is_file()}
+    else:
+        from dvc.api import DVCFileSystem
 
-    fs = DVCFileSystem(str(root), rev=rev)
-    found = {}
-    for path in files:
-        try:
-            found[path] = json.loads(fs.read_text(path))
-        except (FileNotFoundError, OSError, ValueError):  # not in this rev, or its cache object is gone
-            continue
-    return found
+        fs = DVCFileSystem(str(root), rev=rev)
+        found = {}
+        for path in files:
+            try:
+                found[path] = json.loads(fs.read_text(path))
+            except (OSError, ValueError):  # not in this rev, or its cache object is gone
+                continue
+    return {path: data for path, data in found.items()
+            if not (isinstance(data, dict) and data.get("complete") is False)}
 
 
 def with_files(shown: list[dict[str, Any]], files: tuple[str, ...], cwd: Path | None = None) -> list[dict[str, Any]]:

@@ -40,7 +40,7 @@ from kd_pipeline.core.files import atomic_dir, write_json
 from kd_pipeline.core.params import parse_params
 from kd_pipeline.core.roles import BASELINE, DIRECT, DISTILLED, STUDENT, TEACHERS
 from kd_pipeline.evaluate.report import MIN_TEACHER_LEAD
-from kd_pipeline.records.experiments import show
+from kd_pipeline.records.experiments import ROLE_METRICS, show
 from kd_pipeline.records.provenance import provenance, run_json
 from kd_pipeline.records.rerun import apply_settings, nested_set, recipe, run_in, run_queue
 from kd_pipeline.records.seeds import holm_adjusted, holm_column, measurable, paired
@@ -125,11 +125,10 @@ def collect(shown: list[dict[str, Any]], keys: list[str], roles: list[str],
                 data = rev.get("data") or {}
                 params = (data.get("params") or {}).get("params.yaml", {}).get("data") or {}
                 metrics = data.get("metrics") or {}
-                found = {role: (metrics.get(f"metrics/{role}/metrics.json") or {}).get("data")
-                         for role in (BASELINE, *roles)}
+                found = {role: (metrics.get(ROLE_METRICS[role]) or {}).get("data") for role in (BASELINE, *roles)}
                 if rev.get("error") or not params or not all(found.values()):
                     continue
-                found |= {role: (metrics.get(f"metrics/{role}/metrics.json") or {}).get("data") for role in UPSTREAM}
+                found |= {role: (metrics.get(ROLE_METRICS[role]) or {}).get("data") for role in UPSTREAM}
                 seed = lookup(params, seed_key)
                 rows.append({"name": rev.get("name"), "rev": rev.get("rev"),
                              "seed": int(seed if seed is not None else lookup(params, "train.seed")),

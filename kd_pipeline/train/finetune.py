@@ -24,7 +24,6 @@ from torch import nn
 from kd_pipeline.core.data import Meta, Normalizer, Split, load_meta, load_split
 from kd_pipeline.core.errors import PipelineError
 from kd_pipeline.core.evaluation import classification_metrics, decide, predict_logits
-from kd_pipeline.core.files import atomic_dir
 from kd_pipeline.core.models import load_checkpoint, move_to_device, read_card
 from kd_pipeline.core.params import KDParams, Params, TrainParams
 from kd_pipeline.core.paths import Layout
@@ -144,16 +143,24 @@ def best_val_metrics(result: FitResult) -> dict[str, float]:
     return {k.removeprefix("val/"): v for k, v in result.best.items() if k.startswith("val/")}
 
 
+# metrics.json's field that says whether the stage's training ended: false from its first epoch
+# on, true only once the stage is done, so a killed stage's curves never read as a finished run.
+COMPLETE = "complete"
+
+
 @contextmanager
 def stage_live(directory: Path, ranks: Ranks) -> Iterator[Live | None]:
     """dvclive for a training stage, on the first process only (None on the others).
 
-    It writes every epoch into a temporary folder that takes `directory`'s place only when the
-    stage completes, so a killed stage never leaves a finished-looking metrics.json.
+    It writes every epoch straight into `directory`, the stage's DVC output, so `dvc plots show`
+    and the DVC extension draw a running stage's curves. metrics.json says `complete: false` until
+    the stage ends; a killed stage leaves it false (and DVC leaves the stage out of dvc.lock, so
+    `dvc status` and the next `dvc repro` still see it as not run).
     """
     if not ranks.is_main:
         yield None
         return
-    with (atomic_dir(directory) as live_dir,
-          Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False, report=None) as live):
+    with Live(dir=str(directory), save_dvc_exp=False, dvcyaml=False, report=None) as live:
+        live.summary[COMPLETE] = False
         yield live
+        live.summary[COMPLETE] = True
