@@ -8,7 +8,7 @@ from kd_pipeline.core.models import create_model
 from kd_pipeline.train.training import EarlyStopping, FitResult, ResumeFile, fit, seed_everything
 from tests.conftest import TINY_MODEL, tiny_params
 
-TIMING_KEYS = {"epoch_time_s", "peak_memory_mb"}
+TIMING_KEYS = {"epoch_time_s", "peak_memory_mb"}  # independent of training.TIMING on purpose
 
 
 class Killed(Exception):
@@ -149,6 +149,24 @@ def test_a_stage_s_curves_are_on_disk_while_it_trains_and_only_a_finished_one_sa
     assert summary["complete"] is True and "accuracy" in summary["test"]
     assert len((live_dir / "plots" / "metrics" / "val" / "accuracy.tsv").read_text().splitlines()) == 3
     assert read_at("workspace", ("metrics/teacher/metrics.json",), tmp_path)["metrics/teacher/metrics.json"] == summary
+
+
+def test_a_stage_s_dvclive_folder_is_byte_identical_across_runs(prepared_dir: Path, tmp_path: Path) -> None:
+    """metrics/<role>/ is a cached DVC output: the same params and data must give the same bytes
+    (no epoch times or memory in it), or the run cache and dvc.lock would record noise."""
+    from kd_pipeline.core.paths import Layout
+    from kd_pipeline.train.chain import train_role
+
+    params = tiny_params(train={"epochs": 2})
+    runs = []
+    for k in (1, 2):
+        layout = Layout(prepared=prepared_dir, models=tmp_path / f"models{k}", metrics=tmp_path / f"metrics{k}",
+                        resume=tmp_path / f"resume{k}")
+        train_role("teacher", params, layout)
+        folder = layout.metrics / "teacher"
+        runs.append({str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()})
+    assert "metrics.json" in runs[0] and not TIMING_KEYS & {Path(name).stem for name in runs[0]}
+    assert runs[0] == runs[1]
 
 
 def _snapshots(prepared_dir: Path, keep: str) -> tuple[FitResult, list[dict], dict]:

@@ -446,11 +446,16 @@ def _validation(
     return row
 
 
+# Measured, not computed: printed in each epoch's line and kept in the fit's history, but never
+# logged to dvclive, whose folder is a cached DVC output that must be the same on every run.
+TIMING = ("epoch_time_s", "peak_memory_mb")
+
+
 def _log_epoch(live: Any, row: dict[str, float]) -> None:
     if live is None:
         return
     for key, value in row.items():
-        if key != "epoch":
+        if key != "epoch" and key not in TIMING:
             live.log_metric(key, value)
     live.next_step()
 
