@@ -34,8 +34,6 @@ GENERATED = (README, Path("docs/results.md"))
 BLOCK = re.compile(r"(<!-- table: (\w+)(?: (\S+))? -->\n).*?(<!-- /table -->)", re.DOTALL)
 
 
-
-
 def _cell(stats: dict[str, Any] | None, single: float | None, signed: bool = False) -> str:
     if stats:
         fmt = "+.3f" if signed else ".3f"
