@@ -25,7 +25,8 @@ from tests.conftest import ROOT
 STAGE = """\
 import json, os
 os.makedirs("metrics", exist_ok=True); os.makedirs("reports", exist_ok=True)
-json.dump({"variants": {"student": {"accuracy": 0.9}}, "deployed": "student"}, open("metrics/evaluate.json", "w"))
+json.dump({"variants": {"student": {"accuracy": 0.9}}, "deployed": "student",
+           "machine": {"kernel_limits": {"pytorch": "AVX2", "onednn": "AVX2"}}}, open("metrics/evaluate.json", "w"))
 open("reports/summary.md", "w").write("# summary")
 """
 
@@ -96,6 +97,7 @@ def test_record_copies_a_finished_run_and_refuses_a_stale_one(tmp_path: Path, mo
     _run(["dvc", "repro", "-q"], repo)
     _run(["git", "add", "stage.py"], repo)  # staged, never committed: the record must say dirty
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)  # the recorder runs unheld; the stages did not
     folder = record("run", "dvc repro", root=repo)
     assert sorted(p.name for p in folder.iterdir()) == [
         "dvc.lock", "evaluate.json", "params.yaml", "run.json", "summary.md"]
@@ -108,6 +110,7 @@ def test_record_copies_a_finished_run_and_refuses_a_stale_one(tmp_path: Path, mo
     assert run["versions"]["python"] and "torchvision" in run["versions"]
     assert run["versions"]["torch"] == torch.__version__.split("+")[0] and "onnxruntime" in run["versions"]
     assert run["machine"]["isa"] == "unknown" or isinstance(run["machine"]["isa"], list)
+    assert run["machine"]["kernel_limits"] == {"pytorch": "AVX2", "onednn": "AVX2"}  # the stages', not ours
 
     (repo / "params.yaml").write_text("x: 2\n")
     with pytest.raises(PipelineError, match="dvc.lock is stale for evaluate"):
@@ -255,6 +258,57 @@ def test_a_rerun_that_cannot_be_reproduced_says_why_and_keeps_the_record(tmp_pat
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     with pytest.raises(PipelineError, match="no such record"):
         rerun("missing", tmp_path / "results", ROOT)
+
+
+AMX_ISA = ["avx2", "fma", "avx512f", "avx512_vnni", "amx_int8"]
+
+
+@pytest.mark.parametrize(("source", "machine", "held"), [
+    ("evaluate.json", {"isa": AMX_ISA, "kernel_limits": {"pytorch": "AVX2", "onednn": "AVX2"}},
+     {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}),
+    ("evaluate.json", {"isa": AMX_ISA, "kernel_limits": {"pytorch": "AVX512", "onednn": "default"}}, {}),
+    ("evaluate.json", {"isa": ["avx2", "fma"], "kernel_limits": {"pytorch": "AVX2", "onednn": "default"}}, {}),
+    ("run.json", {"isa": AMX_ISA, "kernel_limits": {"pytorch": "avx2", "onednn": "AVX2"}},
+     {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}),
+    ("run.json", {"isa": AMX_ISA}, None),
+])
+def test_a_rerun_holds_the_kernels_its_record_held(tmp_path: Path, source: str, machine: dict,
+                                                     held: dict | None) -> None:
+    """A record's AVX2-held int8 file re-run at AMX kernels crossed its budget: the limits are
+    part of the recipe. An AVX2 CPU's native level is no limit; an old record without them, unknown."""
+    from kd_pipeline.records.rerun import held_kernels
+
+    (tmp_path / source).write_text(json.dumps({"machine": machine}))
+    assert held_kernels(tmp_path) == held
+
+
+def test_record_rerun_restarts_itself_under_its_records_kernels(tmp_path: Path, monkeypatch) -> None:
+    from kd_pipeline.records import record as command
+
+    folder = tmp_path / "results" / "held"
+    folder.mkdir(parents=True)
+    (folder / "evaluate.json").write_text(json.dumps(
+        {"machine": {"isa": AMX_ISA, "kernel_limits": {"pytorch": "AVX2", "onednn": "AVX2"}}}))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE")
+    started = []
+
+    def execve(path: str, args: list[str], env: dict[str, str]) -> None:
+        started.append((args, env))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(os, "execve", execve)
+    with pytest.raises(SystemExit):
+        command.main(["held", "--rerun", "--seeds", "2"])
+    args, env = started[0]
+    assert args[1:] == ["-m", "kd_pipeline.records.record", "held", "--rerun", "--seeds", "2"]
+    assert env["ATEN_CPU_CAPABILITY"] == "avx2" and env["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # already under them: no restart, on to the re-run
+    with pytest.raises(SystemExit):
+        command.main(["held", "--rerun"])
+    assert len(started) == 1
 
 
 def test_rerun_is_a_record_command_and_fails_in_one_line(tmp_path: Path) -> None:

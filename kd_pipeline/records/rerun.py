@@ -12,7 +12,9 @@ training seeds it aggregates, and `--set KEY=VALUE` (repeatable) changes one par
 recipe that is today's defaults plus a budget (CIFAR-10 at one epoch). Everything that can make
 it fail is checked before any work: a record that cannot be reproduced (unknown name, params
 today's code refuses, a data root that is not there, uncommitted code) says why in one line and
-stays as it was.
+stays as it was. A record whose stages ran with PyTorch's or oneDNN's kernels held to a lower
+instruction set (`ATEN_CPU_CAPABILITY`, `ONEDNN_MAX_CPU_ISA`) is re-run under the same limits
+(`held_kernels`; `record --rerun` re-starts itself with them), and the command it records says so.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ from kd_pipeline.core.errors import ParamsError, PipelineError
 from kd_pipeline.core.params import parse_params, read_yaml
 from kd_pipeline.records.provenance import provenance
 from kd_pipeline.records.store import record
+
+KERNEL_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")  # what holds PyTorch's and oneDNN's kernels
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,30 @@ def recipe(name: str, results: Path = paths.RESULTS, repo: Path = Path("."), tod
             raise PipelineError(f"--seeds {seeds}: at least 1")
         found_seeds = [first, *(s for s in range(seeds + 1) if s != first)][:seeds]
     return Recipe(raw, found_seeds)
+
+
+def held_kernels(folder: Path) -> dict[str, str] | None:
+    """The environment that holds the kernels where the record's stages held them ({}: they ran
+    at the CPU's best; None: the record does not say). On the same CPU, other kernels round
+    otherwise and can land a model elsewhere: digits-qat's int8 file crossed its accuracy budget
+    when re-run without its record's AVX2 limits. Read from the stages' own evaluate.json first,
+    since the process that wrote run.json may have run under other limits."""
+    for source in ("evaluate.json", "run.json"):
+        machine = json.loads((folder / source).read_text()).get("machine") if (folder / source).is_file() else None
+        limits = (machine or {}).get("kernel_limits")
+        if limits:
+            env = {}
+            if str(limits.get("pytorch", "")).upper() == "AVX2" and "avx512f" in (machine.get("isa") or []):
+                env["ATEN_CPU_CAPABILITY"] = "avx2"  # below what the CPU had: held, not native
+            if limits.get("onednn", "default") != "default":
+                env["ONEDNN_MAX_CPU_ISA"] = limits["onednn"]
+            return env
+    return None
+
+
+def kernel_prefix() -> str:
+    """This process's kernel limits as a command-line prefix ("" when none are set)."""
+    return "".join(f"{key}={os.environ[key]} " for key in KERNEL_ENV if key in os.environ)
 
 
 def run_in(cmd: list[str], cwd: Path, quiet: bool = False) -> str:
@@ -184,7 +212,7 @@ def rerun(name: str, results: Path = paths.RESULTS, repo: Path = Path("."), toda
                  + "".join(f" --set {shlex.quote(line)}" for line in settings))
         recipe_text = ("today's params.yaml with the record's data group and first seed" if today_defaults
                        else "the record's params.yaml") + (", the --set values on top" if settings else "")
-        command = (f"python -m kd_pipeline.records.record {name} --rerun{flags}: at {commit[:7]}, {recipe_text} in a"
-                   f" clone, dvc repro, then seeds {plan.seeds[1:] or 'none'} as queued experiments and"
-                   f" python -m kd_pipeline.records.seeds ({time.time() - started:.0f} s wall in all)")
+        command = (f"{kernel_prefix()}python -m kd_pipeline.records.record {name} --rerun{flags}: at {commit[:7]},"
+                   f" {recipe_text} in a clone, dvc repro, then seeds {plan.seeds[1:] or 'none'} as queued"
+                   f" experiments and python -m kd_pipeline.records.seeds ({time.time() - started:.0f} s wall in all)")
         return record(name, command, root=clone, results=(repo / results).resolve(), started=started)

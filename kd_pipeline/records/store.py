@@ -62,7 +62,11 @@ def record(name: str, command: str, root: Path = Path("."), results: Path = RESU
         if made["dirty"]:
             print(f"warning: {root} has uncommitted code changes; run.json says dirty: true")
         seconds = per_stage(root / "dvc.yaml", root / TIMES)
-        write_json(tmp / "run.json", run_json(command, made, started, stage_seconds=seconds))
+        run = run_json(command, made, started, stage_seconds=seconds)
+        stages = json.loads((tmp / "evaluate.json").read_text()).get("machine") or {}
+        if stages.get("kernel_limits"):  # what the numbers ran under; this process may run under others
+            run["machine"]["kernel_limits"] = stages["kernel_limits"]
+        write_json(tmp / "run.json", run)
     return target
 
 
