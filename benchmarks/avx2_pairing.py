@@ -11,10 +11,12 @@ int8 file the quantize stage would (static QDQ, per-channel s8 weights, calibrat
 of validation and test, with three arithmetics:
 
 - `exact`: int32 sums, what VNNI and AMX compute;
-- `taps`: the pipeline's emulation, pairs of adjacent input channels at one kernel tap, an odd
-  channel count padded with zero at every tap;
-- `row`: pairs along the whole im2col row in (ky, kx, c) order, so with an odd channel count
-  (the 3-channel first conv) the last channel of one tap pairs with the first of the next.
+- `taps`: the emulation's rule until 12/2026, pairs of adjacent input channels at one kernel tap,
+  an odd channel count padded with zero at every tap (kept here as the rule the real kernels
+  rejected);
+- `row`: the emulation's rule (avx2_arithmetic.conv_excess), pairs along the whole im2col row in
+  (ky, kx, c) order, so with an odd channel count (the 3-channel first conv) the last channel of
+  one tap pairs with the first of the next.
 
 On an AVX2 CPU the arithmetic that disagrees with ONNX Runtime on no image is the one its kernels
 run; on a VNNI/AMX CPU `exact` should. Even channel counts pair alike under `taps` and `row`.
@@ -33,48 +35,38 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-INT16_MAX, INT16_MIN = 32767, -32768
+from kd_pipeline.quantize.avx2_arithmetic import INT16_MAX, INT16_MIN
 
 
-def row_order_excess(x: torch.Tensor, w: torch.Tensor, stride: list[int],
-                     dilation: list[int]) -> tuple[torch.Tensor, int, int]:
-    """`avx2_arithmetic.conv_excess` with pairs taken along the im2col row in (ky, kx, c) order:
-    what saturation takes off each output (N, O, H', W'), the pair sums computed, the number
-    clamped. Only pairs whose weights can leave int16 with this batch's channel maxima are computed."""
+def per_tap_excess(
+    x: torch.Tensor, w: torch.Tensor, stride: list[int], dilation: list[int]
+) -> tuple[torch.Tensor, int, int]:
+    """`avx2_arithmetic.conv_excess` as it was until 12/2026: pairs of adjacent input channels at
+    one kernel tap, an odd channel count padded with zero at every tap. Only the (tap, pair)
+    weights that can leave int16 with this batch's channel maxima are computed, as slices of `x`."""
+    if x.shape[1] % 2:
+        x, w = F.pad(x, (0, 0, 0, 0, 0, 1)), F.pad(w, (0, 0, 0, 0, 0, 1))
     n, c = x.shape[:2]
     o, _, kh, kw = w.shape
     out_h = (x.shape[2] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
     out_w = (x.shape[3] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
-    elements: list[tuple[int, int, int] | None] = [(ky, kx, ch) for ky in range(kh) for kx in range(kw)
-                                                   for ch in range(c)]
-    row_w = w.permute(0, 2, 3, 1).reshape(o, -1)  # (O, K) in (ky, kx, c) order
-    largest = x.amax(dim=(0, 2, 3))
-    row_max = largest[torch.tensor([e[2] for e in elements])]  # (K,)
-    if len(elements) % 2:
-        row_w, row_max = F.pad(row_w, (0, 1)), F.pad(row_max, (0, 1))
-        elements.append(None)
-    pair_w = row_w.reshape(o, -1, 2)
-    reach = (pair_w.abs() * row_max.reshape(1, -1, 2)).sum(-1)  # (O, P): the largest pair sum possible
-
-    def patch(element: tuple[int, int, int]) -> torch.Tensor:
-        ky, kx, ch = element
-        top, left = ky * dilation[0], kx * dilation[1]
-        return x[:, ch, top : top + stride[0] * (out_h - 1) + 1 : stride[0],
-                 left : left + stride[1] * (out_w - 1) + 1 : stride[1]]  # (N, H', W')
-
+    pair_w = w.reshape(o, c // 2, 2, kh, kw)
+    largest = x.amax(dim=(0, 2, 3)).reshape(1, c // 2, 2, 1, 1)
+    reach = (pair_w.abs() * largest).sum(2)  # (O, J, kh, kw): the largest pair sum this batch can make
     excess = torch.zeros(n, o, out_h, out_w, dtype=torch.float64)
     clamped = 0
-    for p in torch.nonzero((reach > INT16_MAX).any(0)).flatten().tolist():
-        outs = torch.nonzero(reach[:, p] > INT16_MAX).flatten()
-        first, second = elements[2 * p], elements[2 * p + 1]
-        ws = pair_w[outs, p]  # (k, 2)
-        total = patch(first)[:, None] * ws[None, :, 0, None, None]
-        if second is not None:
-            total = total + patch(second)[:, None] * ws[None, :, 1, None, None]
+    candidates = torch.nonzero(reach > INT16_MAX)
+    for j, ky, kx in torch.unique(candidates[:, 1:], dim=0).tolist():
+        outs = candidates[(candidates[:, 1] == j) & (candidates[:, 2] == ky) & (candidates[:, 3] == kx), 0]
+        top, left = ky * dilation[0], kx * dilation[1]
+        xs = x[:, 2 * j : 2 * j + 2, top : top + stride[0] * (out_h - 1) + 1 : stride[0],
+               left : left + stride[1] * (out_w - 1) + 1 : stride[1]]  # (N, 2, H', W')
+        ws = pair_w[outs, j, :, ky, kx]  # (k, 2)
+        total = xs[:, None, 0] * ws[None, :, 0, None, None] + xs[:, None, 1] * ws[None, :, 1, None, None]
         part = (total - INT16_MAX).clamp(min=0) - (INT16_MIN - total).clamp(min=0)
         clamped += int(torch.count_nonzero(part))
-        excess.index_add_(1, outs, part.double())
-    return excess, n * o * pair_w.shape[1] * out_h * out_w, clamped
+        excess.index_add_(1, outs, part)
+    return excess, n * o * (c // 2) * kh * kw * out_h * out_w, clamped
 
 
 def emulated(path: Path, images: np.ndarray, card: dict[str, Any], rule: str) -> np.ndarray:
@@ -84,8 +76,8 @@ def emulated(path: Path, images: np.ndarray, card: dict[str, Any], rule: str) ->
 
     x = normalize_numpy(images, card["mean"], card["std"])
     original = avx2_arithmetic.conv_excess
-    if rule == "row":
-        avx2_arithmetic.conv_excess = row_order_excess
+    if rule == "taps":
+        avx2_arithmetic.conv_excess = per_tap_excess
     try:
         return avx2_arithmetic.Int8Graph(path)(x, saturate=rule != "exact")
     finally:
@@ -130,7 +122,7 @@ def measure(ckpt: Path, prepared: Path, work: Path) -> dict[str, Any]:
 def report(name: str, rows: dict[str, Any]) -> None:
     print(f"\n{name}: images whose decision differs from ONNX Runtime here (largest logit gap, share of"
           " the largest logit)")
-    heads = ("exact (VNNI/AMX)", "taps (the emulation)", "row (im2col)")
+    heads = ("exact (VNNI/AMX)", "taps (rejected)", "row (the emulation)")
     print(f"{'split':>6} | {'images':>6} | " + " | ".join(f"{head:>22}" for head in heads))
     for split, row in rows.items():
         cells = [f"{row[r]['decisions_differ']:>6} ({row[r]['max_logit_gap']:8.4f})" for r in ("exact", "taps", "row")]

@@ -54,6 +54,20 @@ def test_pairs_are_adjacent_input_channels_at_one_tap() -> None:
     assert int_conv(x, together, {}, saturate=True)[2] == 1
 
 
+def test_with_an_odd_channel_count_pairs_run_across_taps() -> None:
+    """The im2col row in (ky, kx, c) order: with 3 channels, channel 2 of tap (0, 0) pairs with
+    channel 0 of tap (0, 1), as ONNX Runtime's AVX2 kernels pair them (an AVX2-only AMD EPYC:
+    results/pneumoniamnist-avx2-pairing); the row's odd end pairs with zero."""
+    x = _q(np.full((1, 3, 1, 2), 255.0), UINT8)
+    across = np.zeros((1, 3, 1, 2))
+    across[0, 2, 0, 0] = across[0, 0, 0, 1] = 127.0
+    saturated, pairs, clamped = int_conv(x, _q(across, INT8, scale=[1.0]), {}, saturate=True)
+    assert (pairs, clamped) == (3, 1) and float(saturated) == 32767
+    last = np.zeros((1, 3, 1, 2))
+    last[0, 2, 0, 1] = 127.0  # the row's sixth element, alone in the last pair
+    assert int_conv(x, _q(last, INT8, scale=[1.0]), {}, saturate=True)[2] == 0
+
+
 def test_zero_point_padding_and_negative_sums() -> None:
     """Padding holds the zero point (it multiplies like any u8 value), and sums below -32,768
     clamp too; the zero point's correction is exact."""

@@ -12,12 +12,14 @@ AVX2 laptop or server it ships to; ONNX Runtime's quantization guide names the c
 `run_int8` executes a static QDQ file in PyTorch with the integer arithmetic the file specifies:
 each conv and matmul whose activation and weights are both quantized accumulates u8×s8 products in
 float64 (exact for these integers), and with `saturate` clamps every pair sum to int16 first, as
-VPMADDUBSW does. Which products form a pair follows MLAS's kernels, an assumption checked only
-against its sources so far, not against an AVX2 machine: a conv pairs adjacent input channels at
-one kernel tap (its symmetric NHWC kernels read channels four at a time, zero-padded), a matmul
-adjacent elements of the reduced dimension; depthwise convs widen to int16 before multiplying and
-never saturate. Padding holds the activation's zero point, as MLAS pads. With `saturate=False` the
-same code gives what VNNI/AMX compute, which tests check against ONNX Runtime on this machine.
+VPMADDUBSW does. Which products form a pair was read from MLAS's kernels and checked against
+ONNX Runtime on an AVX2-only CPU (benchmarks/avx2_pairing.py, results/pneumoniamnist-avx2-pairing):
+a conv pairs adjacent elements of its im2col row in (ky, kx, c) order (adjacent input channels at
+one tap; across taps when the channel count is odd), a matmul adjacent elements of the reduced
+dimension; depthwise convs widen to int16 before multiplying and never saturate. Padding holds
+the activation's zero point, as MLAS pads. With `saturate=False` the same code gives what
+VNNI/AMX compute. tests/test_avx2_arithmetic.py checks the arithmetic of the CPU it runs on
+against ONNX Runtime there, whichever kind it is.
 """
 
 from __future__ import annotations
@@ -102,32 +104,46 @@ def conv_excess(
     x: torch.Tensor, w: torch.Tensor, stride: list[int], dilation: list[int]
 ) -> tuple[torch.Tensor, int, int]:
     """For u8 values `x` (padded NCHW) and s8 `w` (O, C, kh, kw), one group: what saturation takes
-    off each output (N, O, H', W'), the pair sums computed and the number clamped. Pairs: adjacent
-    input channels at one kernel tap, an odd channel count padded with zero. Only the (tap, pair)
-    weights that can leave int16 with this batch's channel maxima are computed, as slices of `x`."""
-    if x.shape[1] % 2:
-        x, w = F.pad(x, (0, 0, 0, 0, 0, 1)), F.pad(w, (0, 0, 0, 0, 0, 1))
+    off each output (N, O, H', W'), the pair sums computed and the number clamped.
+
+    Pairs: adjacent elements of the im2col row in (ky, kx, c) order, zero-padded at its end, as
+    MLAS reads an NHWC patch: adjacent input channels at one tap, and with an odd channel count
+    (the 3-channel first conv) the last channel of one tap with the first of the next. Checked
+    against ONNX Runtime on an AVX2-only CPU (results/pneumoniamnist-avx2-pairing); pairing per
+    tap, with a zero pad at every tap, missed decisions there. Only the pairs whose weights can
+    leave int16 with this batch's channel maxima are computed, as slices of `x`."""
     n, c = x.shape[:2]
     o, _, kh, kw = w.shape
     out_h = (x.shape[2] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
     out_w = (x.shape[3] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
-    pair_w = w.reshape(o, c // 2, 2, kh, kw)
-    largest = x.amax(dim=(0, 2, 3)).reshape(1, c // 2, 2, 1, 1)
-    reach = (pair_w.abs() * largest).sum(2)  # (O, J, kh, kw): the largest pair sum this batch can make
+    row: list[tuple[int, int, int] | None] = [(ky, kx, ch) for ky in range(kh) for kx in range(kw) for ch in range(c)]
+    row_w = w.permute(0, 2, 3, 1).reshape(o, -1)  # (O, K) in the row's order
+    row_max = x.amax(dim=(0, 2, 3))[torch.tensor([element[2] for element in row])]  # (K,)
+    if len(row) % 2:
+        row_w, row_max = F.pad(row_w, (0, 1)), F.pad(row_max, (0, 1))
+        row.append(None)
+    pair_w = row_w.reshape(o, -1, 2)
+    reach = (pair_w.abs() * row_max.reshape(1, -1, 2)).sum(-1)  # (O, P): the largest pair sum this batch can make
+
+    def tap(element: tuple[int, int, int]) -> torch.Tensor:
+        ky, kx, ch = element
+        top, left = ky * dilation[0], kx * dilation[1]
+        return x[:, ch, top : top + stride[0] * (out_h - 1) + 1 : stride[0],
+                 left : left + stride[1] * (out_w - 1) + 1 : stride[1]]  # (N, H', W')
+
     excess = torch.zeros(n, o, out_h, out_w, dtype=torch.float64)
     clamped = 0
-    candidates = torch.nonzero(reach > INT16_MAX)
-    for j, ky, kx in torch.unique(candidates[:, 1:], dim=0).tolist():
-        outs = candidates[(candidates[:, 1] == j) & (candidates[:, 2] == ky) & (candidates[:, 3] == kx), 0]
-        top, left = ky * dilation[0], kx * dilation[1]
-        xs = x[:, 2 * j : 2 * j + 2, top : top + stride[0] * (out_h - 1) + 1 : stride[0],
-               left : left + stride[1] * (out_w - 1) + 1 : stride[1]]  # (N, 2, H', W')
-        ws = pair_w[outs, j, :, ky, kx]  # (k, 2)
-        total = xs[:, None, 0] * ws[None, :, 0, None, None] + xs[:, None, 1] * ws[None, :, 1, None, None]
+    for p in torch.nonzero((reach > INT16_MAX).any(0)).flatten().tolist():
+        outs = torch.nonzero(reach[:, p] > INT16_MAX).flatten()
+        first, second = row[2 * p], row[2 * p + 1]
+        ws = pair_w[outs, p]  # (k, 2)
+        total = tap(first)[:, None] * ws[None, :, 0, None, None]
+        if second is not None:
+            total = total + tap(second)[:, None] * ws[None, :, 1, None, None]
         part = (total - INT16_MAX).clamp(min=0) - (INT16_MIN - total).clamp(min=0)
         clamped += int(torch.count_nonzero(part))
-        excess.index_add_(1, outs, part)
-    return excess, n * o * (c // 2) * kh * kw * out_h * out_w, clamped
+        excess.index_add_(1, outs, part.double())
+    return excess, n * o * pair_w.shape[1] * out_h * out_w, clamped
 
 
 def matmul_excess(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, int, int]:
