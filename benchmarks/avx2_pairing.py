@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         from kd_pipeline.records.provenance import benchmark_record
 
         command = sys.argv[1:] if argv is None else argv
-        benchmark_record(args.out, "benchmarks/avx2_pairing.py", command, result)
+        benchmark_record(args.out, "benchmarks/avx2_pairing.py", command, result,
+                         code=[Path("kd_pipeline/quantize/avx2_arithmetic.py")])  # the rule under test
     return result
 
 
