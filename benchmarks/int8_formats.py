@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         from kd_pipeline.records.provenance import benchmark_record
 
         command = sys.argv[1:] if argv is None else argv
-        benchmark_record(args.out, "benchmarks/int8_formats.py", command, result)
+        benchmark_record(args.out, "benchmarks/int8_formats.py", command, result,
+                         code=[Path("kd_pipeline/quantize/mixed_precision.py")])  # the AVX2 emulation with it
     return result
 
 

@@ -38,3 +38,4 @@ def test_the_int8_formats_benchmark_scores_each_format_on_both_kinds_of_cpu(
     assert rows["u8s8 7-bit weights"]["test_clamped"] == {} and rows["fp32"]["latency_ms"] > 0
     run = json.loads((out / "run.json").read_text())
     assert run["command"].startswith("python benchmarks/int8_formats.py") and "kernel_limits" in run["machine"]
+    assert "kd_pipeline/quantize/avx2_arithmetic.py" in run["code"]  # stale when the emulation changes
