@@ -360,6 +360,29 @@ def test_gains_are_paired_in_the_decision_metric_and_corrected_over_the_whole_ta
     assert "measurable" in first[6] and len(rows) == 2 + 2 * 3
 
 
+def test_the_teacher_and_the_pruned_model_are_compared_with_the_baseline_as_one_family(tmp_path: Path) -> None:
+    from kd_pipeline.records.tables import AGAINST_BASELINE, gains_table, render
+
+    params = (ROOT / "params.yaml").read_text()
+    for name, lead in (("a", 0.05), ("b", 0.0), ("c", 0.0)):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "params.yaml").write_text(params)
+        (folder / "evaluate.json").write_text(json.dumps({"decision_metric": "accuracy"}))
+        per_seed = {str(s): {"variants": {
+            "baseline": {"accuracy": 0.8},
+            "teacher": {"accuracy": 0.8 + lead + 0.002 * (s % 2)},
+            "pruned": {"accuracy": 0.8 - 0.001 * s}}} for s in range(5)}
+        (folder / "seeds.json").write_text(json.dumps({"per_seed": per_seed}))
+    rows = render("versus", None, tmp_path).splitlines()
+    assert rows == gains_table(tmp_path, AGAINST_BASELINE).splitlines() and len(rows) == 2 + 3 * 2
+    teacher_a, pruned_a, teacher_b = (row.split(" | ") for row in rows[2:5])
+    assert teacher_a[4] == "teacher − baseline" and pruned_a[4].startswith("pruned")
+    assert "measurable" in teacher_a[5] and teacher_a[5].startswith("+0.0508 [")
+    # six comparisons in the column: Holm multiplies the smallest p by six
+    assert "measurable" not in teacher_b[5] and "Holm" in pruned_a[5]
+
+
 def test_every_committed_record_is_complete_and_decided_on_a_named_metric() -> None:
     """The schema every README or note number is cited from: `record --check` would name the field."""
     from kd_pipeline.records.store import incomplete

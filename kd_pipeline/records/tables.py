@@ -13,6 +13,7 @@ from kd_pipeline.core.errors import PipelineError
 from kd_pipeline.core.params import read_yaml
 from kd_pipeline.core.roles import (
     ARCHITECTURE_OF,
+    BASELINE,
     CHAIN,
     COMPARISONS,
     FLOAT_MODELS,
@@ -86,17 +87,24 @@ def records_table(results: Path = RESULTS) -> str:
     return "\n".join(rows)
 
 
-def gains_table(results: Path = RESULTS) -> str:
-    """Every seed-aggregated record's paired gains, in test accuracy and in the metric its set
-    decides by (losses as plainly as gains), recomputed from the per-seed numbers; each column is
-    one family of comparisons, "measurable" only after Holm's correction over the whole table."""
+# Each bigger or compressed model against the small model trained without KD, on the same seeds: the
+# questions "is the teacher worth distilling from" and "what does pruning cost", one family per column.
+AGAINST_BASELINE = ((TEACHER, BASELINE, "teacher − baseline"),
+                    (PRUNED, BASELINE, "pruned (fine-tuned prune.epochs more) − baseline"))
+
+
+def gains_table(results: Path = RESULTS, comparisons: tuple[tuple[str, str, str], ...] = COMPARISONS) -> str:
+    """Every seed-aggregated record's paired `comparisons` (arm − control on the same seed), in test
+    accuracy and in the metric its set decides by (losses as plainly as gains), recomputed from the
+    per-seed numbers; each column is one family of comparisons, "measurable" only after Holm's
+    correction over the whole table."""
     rows, cells = [], []
     for folder in sorted(p for p in results.iterdir() if (p / "seeds.json").is_file()):
         seeds = json.loads((folder / "seeds.json").read_text())
         metric = json.loads((folder / "evaluate.json").read_text())["decision_metric"]
         per_seed = [run["variants"] for run in seeds["per_seed"].values()]
         params = read_yaml((folder / "params.yaml").read_text())
-        for arm, control, asks in COMPARISONS:
+        for arm, control, asks in comparisons:
             pairs = [v for v in per_seed if arm in v and control in v]
             if len(pairs) < 2:
                 continue
@@ -173,6 +181,8 @@ def render(kind: str, arg: str | None, results: Path = RESULTS) -> str:
         return records_table(results)
     if kind == "gains":
         return gains_table(results)
+    if kind == "versus":
+        return gains_table(results, AGAINST_BASELINE)
     if kind == "variants" and arg and (results / arg / "evaluate.json").is_file():
         return variants_table(results / arg)
     if kind == "sweep" and arg and (results / arg / "sweep.json").is_file():
