@@ -52,7 +52,7 @@ def _evaluation(accuracies: dict[str, float]) -> dict:
             "distillation_gain": {"accuracy": accuracies["student"] - accuracies["baseline"]}}
 
 
-def test_records_table_shows_spread_when_aggregated_and_single_runs_otherwise(tmp_path: Path) -> None:
+def test_records_table_shows_spread_when_aggregated_single_runs_otherwise_and_each_cpu(tmp_path: Path) -> None:
     params = budgets.apply(yaml.safe_load((ROOT / "params.yaml").read_text()), "full")
     for name, seeds in (("a", True), ("b", False)):
         folder = tmp_path / name
@@ -61,7 +61,14 @@ def test_records_table_shows_spread_when_aggregated_and_single_runs_otherwise(tm
             params["teacher"]["train"] = {"epochs": 2}
             params["data"].update(name="imagefolder", root="/data/screens")
         (folder / "params.yaml").write_text(yaml.safe_dump(params))
-        (folder / "evaluate.json").write_text(json.dumps(_evaluation({"student": 0.9, "baseline": 0.85})))
+        evaluation = _evaluation({"student": 0.9, "baseline": 0.85})
+        if name == "b":  # the stages ran with PyTorch held below the CPU's AVX-512 (their own evaluate.json says)
+            evaluation["machine"] = {"isa": ["avx2", "avx512f"], "kernel_limits": {"pytorch": "AVX2"}}
+        (folder / "evaluate.json").write_text(json.dumps(evaluation))
+        (folder / "run.json").write_text(json.dumps({"machine": {
+            "cpu": "AMD EPYC" if name == "a" else "Intel(R) Xeon(R) Platinum 8480+ CPU @ 2.00GHz",
+            "isa": ["avx2"] if name == "a" else ["avx2", "avx512f", "amx_int8"],
+            "int8_kernels": "AVX2 (no VNNI: u8s8 may saturate)" if name == "a" else "AMX"}}))
         if seeds:
             stats = {"mean": 0.05, "std": 0.01, "min": 0.04, "max": 0.06, "n": 3}
             (folder / "seeds.json").write_text(json.dumps(
@@ -72,8 +79,9 @@ def test_records_table_shows_spread_when_aggregated_and_single_runs_otherwise(tm
     assert rows[2].startswith("| a | digits (32 px) | 10/10/10 | 3 | – | – | 0.910 ± 0.010 |")
     assert "+0.050 ± 0.010" in rows[2] and "| 2/3 seeds |" in rows[2]
     assert rows[3].startswith("| b | imagefolder screens (32 px) | 2/10/10 | 1 | – | – | 0.900 | – | 0.850 | +0.050 |")
-    assert rows[3].endswith("| student | 0.900 | 1.00 MB | false | – |"
-                            " unknown: no dvc.lock and no code md5s in run.json |")
+    assert rows[2].endswith("| 2/3 seeds | EPYC (AVX2) | unknown: no dvc.lock and no code md5s in run.json |")
+    assert rows[3].endswith("| student | 0.900 | 1.00 MB | false | – | Xeon Platinum 8480+ (AMX), kernels held to"
+                            " AVX2 | unknown: no dvc.lock and no code md5s in run.json |")
 
 
 def _run(cmd: list, cwd: Path) -> None:
@@ -352,12 +360,15 @@ def test_gains_are_paired_in_the_decision_metric_and_corrected_over_the_whole_ta
             "student": {"accuracy": 0.8 + 0.001 * s, "balanced_accuracy": 0.8 - loss + 0.004 * (s - 2) ** 2 / 4},
             "direct": {"accuracy": 0.8, "balanced_accuracy": 0.8 - 0.001 * s}}} for s in range(5)}
         (folder / "seeds.json").write_text(json.dumps({"per_seed": per_seed}))
+        if name == "a":
+            (folder / "run.json").write_text(json.dumps({"machine": {"cpu": "AMD EPYC", "int8_kernels": "AVX2"}}))
     rows = gains_table(tmp_path).splitlines()
     assert rows[0].startswith("| record | data | seeds | decides by | comparison | − test accuracy |")
     first = rows[2].split(" | ")
     assert first[0] == "| a" and first[3] == "balanced accuracy" and first[4] == "KD through the assistant − no KD"
     assert first[6].startswith("-0.0280 [") and "Holm" in first[6]  # a loss, in the metric the set decides by
     assert "measurable" in first[6] and len(rows) == 2 + 2 * 3
+    assert first[7] == "EPYC (AVX2)" and rows[-1].split(" | ")[7] == "–"  # where each row ran; b does not say
 
 
 def test_the_teacher_and_the_pruned_model_are_compared_with_the_baseline_as_one_family(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from kd_pipeline.core.roles import (
     TEACHER_ONNX,
     TEACHERS,
 )
+from kd_pipeline.records.rerun import held_kernels
 from kd_pipeline.records.seeds import holm_column, paired
 from kd_pipeline.records.store import RESULTS, freshness
 from kd_pipeline.records.sweep import sweep_table
@@ -56,12 +57,26 @@ def epochs_label(params: dict[str, Any]) -> str:
     return "/".join(str((params[role].get("train") or {}).get("epochs", shared)) for role in CHAIN)
 
 
+def machine_label(folder: Path) -> str:
+    """Where a record ran, in a few words: the CPU, in brackets the instruction set of its int8
+    kernels, and whether PyTorch's kernels were held below the CPU's best. A finding at the edge of
+    significance on one CPU need not hold on another (docs/cpus.md), so every row says which."""
+    run = folder / "run.json"
+    machine = json.loads(run.read_text()).get("machine") if run.is_file() else None
+    if not isinstance(machine, dict) or not machine.get("cpu"):
+        return "–"
+    name = " ".join(re.sub(r"\((?:R|TM)\)|\b(?:Intel|AMD|Processor|CPU)\b|@.*", " ", machine["cpu"]).split())
+    isa = str(machine.get("int8_kernels") or "unknown").split(" (")[0]
+    held = "ATEN_CPU_CAPABILITY" in (held_kernels(folder) or {})
+    return f"{name} ({isa})" + (", kernels held to AVX2" if held else "")
+
+
 def records_table(results: Path = RESULTS) -> str:
     """One row per record: float models and gains (mean ± sd over seeds when aggregated),
     and the deployed variant of the recorded run."""
     head = ("| record | data | epochs T/A/S | seeds | teacher | assistant | student | direct | baseline"
             " | distillation gain | assistant gain | deployed | accuracy | size | meets targets"
-            " | within a point of the best small model | code |")
+            " | within a point of the best small model | CPU (int8 ISA) | code |")
     rows = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for folder in sorted(p for p in results.iterdir() if (p / "evaluate.json").is_file()):
         evaluation = json.loads((folder / "evaluate.json").read_text())
@@ -82,7 +97,7 @@ def records_table(results: Path = RESULTS) -> str:
             f"| {folder.name} | {dataset_label(params)} | {epochs_label(params)}"
             f" | {len(seeds.get('seeds', [])) or 1} | " + " | ".join(cells)
             + f" | {deployed} | {shipped.get('accuracy', 0):.3f} | {shipped.get('size_mb', 0):.2f} MB | {meets}"
-            f" | {within} | {freshness(folder)} |"
+            f" | {within} | {machine_label(folder)} | {freshness(folder)} |"
         )
     return "\n".join(rows)
 
@@ -111,11 +126,11 @@ def gains_table(results: Path = RESULTS, comparisons: tuple[tuple[str, str, str]
             rows.append((folder, dataset_label(params), len(pairs), metric, asks))
             cells.append([paired([v[arm][m] - v[control][m] for v in pairs]) for m in ("accuracy", metric)])
     columns = [holm_column([c[k] for c in cells]) for k in (0, 1)] if cells else [[], []]
-    lines = ["| record | data | seeds | decides by | comparison | − test accuracy | − test, decision metric | code |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| record | data | seeds | decides by | comparison | − test accuracy | − test, decision metric"
+             " | CPU (int8 ISA) | code |", "|---|---|---|---|---|---|---|---|---|"]
     for (folder, data, n, metric, asks), accuracy, decided in zip(rows, *columns, strict=True):
         lines.append(f"| {folder.name} | {data} | {n} | {metric.replace('_', ' ')} | {asks} | {accuracy}"
-                     f" | {decided} | {freshness(folder)} |")
+                     f" | {decided} | {machine_label(folder)} | {freshness(folder)} |")
     return "\n".join(lines)
 
 
