@@ -68,7 +68,7 @@ def test_records_table_shows_spread_when_aggregated_single_runs_otherwise_and_ea
         (folder / "run.json").write_text(json.dumps({"machine": {
             "cpu": "AMD EPYC" if name == "a" else "Intel(R) Xeon(R) Platinum 8480+ CPU @ 2.00GHz",
             "isa": ["avx2"] if name == "a" else ["avx2", "avx512f", "amx_int8"],
-            "int8_kernels": "AVX2 (no VNNI: u8s8 may saturate)" if name == "a" else "AMX"}}))
+            "int8_kernels": "AVX2 (no VNNI: u8s8 may saturate)" if name == "a" else "AMX", "cores": 2}}))
         if seeds:
             stats = {"mean": 0.05, "std": 0.01, "min": 0.04, "max": 0.06, "n": 3}
             (folder / "seeds.json").write_text(json.dumps(
@@ -79,9 +79,9 @@ def test_records_table_shows_spread_when_aggregated_single_runs_otherwise_and_ea
     assert rows[2].startswith("| a | digits (32 px) | 10/10/10 | 3 | – | – | 0.910 ± 0.010 |")
     assert "+0.050 ± 0.010" in rows[2] and "| 2/3 seeds |" in rows[2]
     assert rows[3].startswith("| b | imagefolder screens (32 px) | 2/10/10 | 1 | – | – | 0.900 | – | 0.850 | +0.050 |")
-    assert rows[2].endswith("| 2/3 seeds | EPYC (AVX2) | unknown: no dvc.lock and no code md5s in run.json |")
-    assert rows[3].endswith("| student | 0.900 | 1.00 MB | false | – | Xeon Platinum 8480+ (AMX), kernels held to"
-                            " AVX2 | unknown: no dvc.lock and no code md5s in run.json |")
+    assert rows[2].endswith("| 2/3 seeds | 2-core EPYC (AVX2) | unknown: no dvc.lock and no code md5s in run.json |")
+    assert rows[3].endswith("| student | 0.900 | 1.00 MB | false | – | 2-core Xeon Platinum 8480+ (AMX),"
+                            " kernels held to AVX2 | unknown: no dvc.lock and no code md5s in run.json |")
 
 
 def _run(cmd: list, cwd: Path) -> None:

@@ -68,7 +68,8 @@ def machine_label(folder: Path) -> str:
     name = " ".join(re.sub(r"\((?:R|TM)\)|\b(?:Intel|AMD|Processor|CPU)\b|@.*", " ", machine["cpu"]).split())
     isa = str(machine.get("int8_kernels") or "unknown").split(" (")[0]
     held = "ATEN_CPU_CAPABILITY" in (held_kernels(folder) or {})
-    return f"{name} ({isa})" + (", kernels held to AVX2" if held else "")
+    cores = f"{machine['cores']}-core " if machine.get("cores") else ""
+    return f"{cores}{name} ({isa})" + (", kernels held to AVX2" if held else "")
 
 
 def records_table(results: Path = RESULTS) -> str:
@@ -189,9 +190,14 @@ def headline_table(folder: Path) -> str:
     return "\n".join(rows)
 
 
+def provenance_line(folder: Path) -> str:
+    """The line under a one-record table: where it ran and whether today's code would compute it."""
+    return f"\n\n`results/{folder.name}`: {machine_label(folder)}; code {freshness(folder)}."
+
+
 def render(kind: str, arg: str | None, results: Path = RESULTS) -> str:
     if kind == "headline" and arg and (results / arg / "evaluate.json").is_file():
-        return headline_table(results / arg)
+        return headline_table(results / arg) + provenance_line(results / arg)
     if kind == "records":
         return records_table(results)
     if kind == "gains":
@@ -199,9 +205,9 @@ def render(kind: str, arg: str | None, results: Path = RESULTS) -> str:
     if kind == "versus":
         return gains_table(results, AGAINST_BASELINE)
     if kind == "variants" and arg and (results / arg / "evaluate.json").is_file():
-        return variants_table(results / arg)
+        return variants_table(results / arg) + provenance_line(results / arg)
     if kind == "sweep" and arg and (results / arg / "sweep.json").is_file():
-        return sweep_table(results / arg)
+        return sweep_table(results / arg) + provenance_line(results / arg)
     raise PipelineError(f"README table {kind!r} {arg or ''}: unknown kind or no record {results / (arg or '')}")
 
 
