@@ -1,7 +1,9 @@
 """Is `dvc repro` reproducible here? `python benchmarks/repro_check.py [--out results/digits-repro-check]`.
 
 Clones HEAD into a temporary folder with its own, empty DVC cache (so no run cache can restore an
-output: every stage really runs), runs `dvc repro` with the committed params, and compares each
+output), deletes every output the committed `dvc.lock` lists, git-tracked ones too (evaluate's are
+committed, not cached: left in place, DVC would skip evaluate once its models came out the same),
+so every stage really runs, runs `dvc repro` with the committed params, and compares each
 output's md5 in the new `dvc.lock` with the committed one. Models, int8 files and the export must
 come out byte for byte; files that hold times (epoch seconds, latency, memory) are expected to
 differ and are listed as such. Prints one line per output and the counts; exits 1 when an output
@@ -11,6 +13,7 @@ that holds no time differs.
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,11 +44,22 @@ def compare(before: dict, after: dict) -> list[dict[str, str]]:
     return rows
 
 
+def clear_outputs(clone: Path, lock: dict) -> None:
+    """Delete every output `lock` lists under `clone`, so `dvc repro` re-runs each stage."""
+    for _, path in outputs(lock):
+        target = clone / path
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+
+
 def repro_check(workdir: Path) -> dict:
     """Run the committed pipeline from nothing in a clone and compare its outputs with dvc.lock."""
     clone = workdir / "clone"
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
     before = yaml.safe_load((clone / "dvc.lock").read_text())
+    clear_outputs(clone, before)
     with (workdir / "repro.log").open("w") as log:
         proc = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=clone, stdout=log, stderr=subprocess.STDOUT)
     if proc.returncode != 0:

@@ -41,3 +41,19 @@ def test_the_repro_check_tells_a_changed_model_from_a_changed_time() -> None:
     assert [r["verdict"] for r in changed] == ["DIFFERENT", "different (holds times)", "different (holds times)",
                                                "DIFFERENT"]
     assert Path(bench.ROOT) == ROOT
+
+
+def test_the_repro_check_deletes_every_locked_output_so_every_stage_runs(tmp_path: Path) -> None:
+    """evaluate's outputs are committed to git, not cached: left in a fresh clone, they let DVC
+    skip evaluate once the models come out the same, and the check would not re-measure it."""
+    bench = _load("repro_check")
+    (tmp_path / "plots/confusion").mkdir(parents=True)
+    (tmp_path / "plots/confusion/student.json").write_text("[]")
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics/evaluate.json").write_text("{}")
+    (tmp_path / "params.yaml").write_text("x: 1\n")
+    lock = {"stages": {"evaluate": {"outs": [{"path": "plots/confusion", "md5": "a.dir"},
+                                             {"path": "metrics/evaluate.json", "md5": "b"},
+                                             {"path": "models/quantized", "md5": "c.dir"}]}}}
+    bench.clear_outputs(tmp_path, lock)  # an output already missing (the cached model) is no error
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["params.yaml"]
