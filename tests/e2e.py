@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, TINY_MODEL
+from tests.forkserver import stage_path
 
 ROLES = ("teacher", "assistant", "student")
 STAGES = {
@@ -34,7 +34,7 @@ def variants_of(repo: Path) -> set[str]:
 
 def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PATH"] = stage_path(env.get("PATH", ""))
     env["PYTHONPATH"] = str(cwd)
     env["DVC_NO_ANALYTICS"] = "1"
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
@@ -78,7 +78,7 @@ def new_repo(tmp_path_factory: pytest.TempPathFactory, name: str = "kd-e2e") -> 
 def kill_once_saved(repo: Path, stage: str, state: Path, log: Path, flags: tuple[str, ...] = ()) -> str:
     """`dvc repro [FLAGS] STAGE`, SIGKILLed (its whole process group) once `state` holds a saved
     epoch; returns what it printed."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    env = {**os.environ, "PATH": stage_path(os.environ["PATH"]),
            "PYTHONPATH": str(repo), "DVC_NO_ANALYTICS": "1"}
     with log.open("w") as out:
         proc = subprocess.Popen(["dvc", "repro", *flags, stage], cwd=repo, env=env, stdout=out,

@@ -1,0 +1,246 @@
+"""A warm interpreter for the stage processes the end-to-end tests start.
+
+Every `python -m stages.NAME` that DVC runs imports torch, timm and scikit-learn before it does
+any work: about 9 s of each stage on a 2-core AVX2 CPU and 99 s of each full `dvc repro`
+(`results/stage_startup-avx2`), most of what the end-to-end tests cost. Here one server process
+imports them once; a `python` shim first on the tests' PATH hands each `-m stages.*` command
+(its argv, working directory, environment and standard streams) to the server, which forks a
+copy that runs the real stage module in the caller's repository and reports its exit status.
+The stage code, DVC and the files are the real ones; only the interpreter start is shared.
+Cold starts are measured by `benchmarks/stage_startup.py` and run by `make repro`.
+
+Anything else, and any call whose import-time settings (kernel limits, thread counts) differ
+from the server's, runs the real interpreter. A killed caller takes its stage with it: the
+copy runs in its own process group, killed as soon as the caller's connection closes.
+`KD_TESTS_COLD_STAGES=1` turns the server off.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+# read by torch, oneDNN or OpenMP when they load: a stage that sets any of them differently
+# than the server did needs its own interpreter
+IMPORT_TIME_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "OMP_NUM_THREADS",
+                   "MKL_NUM_THREADS", "KMP_AFFINITY", "OMP_PROC_BIND", "PYTHONHASHSEED", "PYTHONUNBUFFERED",
+                   "PYTHONWARNINGS", "PYTHONOPTIMIZE", "MPLBACKEND")
+PRELOAD = ("numpy", "torch", "torchvision", "timm", "sklearn.metrics", "scipy.stats", "onnx", "onnxruntime",
+           "PIL.Image", "yaml", "pydantic", "safetensors.torch", "tqdm", "dvclive", "captum.attr",
+           "torch_pruning", "matplotlib")
+STREAMS = 3
+_BASE_PATH: list[str] = []  # the server's sys.path without its own folder and PYTHONPATH
+
+SHIM = '''#!{python} -SE
+"""`python` for the tests' stage processes: `-m stages.*` runs in the warm server, the rest as usual."""
+import json, os, signal, socket, sys
+
+REAL = {python!r}
+args = sys.argv[1:]
+if len(args) < 2 or args[0] != "-m" or not args[1].startswith("stages."):
+    os.execv(REAL, [REAL, *args])
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+try:
+    sock.connect({address!r})
+except OSError:
+    os.execv(REAL, [REAL, *args])
+request = json.dumps({{"argv": args[1:], "cwd": os.getcwd(), "env": dict(os.environ)}}).encode()
+socket.send_fds(sock, [b"!"], [0, 1, 2])
+sock.sendall(len(request).to_bytes(8, "big") + request)
+reply = b""
+while chunk := sock.recv(64):
+    reply += chunk
+if reply == b"cold":
+    os.execv(REAL, [REAL, *args])
+code = int(reply) if reply else 1
+if code < 0:  # killed by a signal: die of the same one, as the stage did
+    if -code not in (signal.SIGKILL, signal.SIGSTOP):
+        signal.signal(-code, signal.SIG_DFL)
+    os.kill(os.getpid(), -code)
+sys.exit(code)
+'''
+
+
+def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
+    """One request: its length-prefixed JSON and the caller's three standard streams."""
+    _, fds, _, _ = socket.recv_fds(conn, 1, STREAMS)
+    size = int.from_bytes(_exactly(conn, 8), "big")
+    return json.loads(_exactly(conn, size)), list(fds)
+
+
+def _exactly(conn: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = conn.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("the caller went away mid-request")
+        data += chunk
+    return data
+
+
+def _exit_code(error: SystemExit) -> int:
+    """What the interpreter would exit with for `sys.exit(code)`."""
+    if error.code is None:
+        return 0
+    if isinstance(error.code, int):
+        return error.code
+    print(error.code, file=sys.stderr)
+    return 1
+
+
+def _run_stage(request: dict, fds: list[int]) -> None:
+    """In the forked copy: become the caller's `python -m MODULE ARGS` and never return."""
+    os.setpgid(0, 0)
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    paths = [p for p in request["env"].get("PYTHONPATH", "").split(os.pathsep) if p]
+    sys.path[:] = [request["cwd"], *paths, *_BASE_PATH]  # as `python -m` in that folder would have it
+    module, *args = request["argv"]
+    sys.argv = [module, *args]
+    code = 0
+    try:
+        import runpy
+
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except SystemExit as error:
+        code = _exit_code(error)
+    except KeyboardInterrupt:
+        code = 130
+    except BaseException:  # noqa: BLE001 - printed as the interpreter would, then exit 1
+        traceback.print_exc()
+        code = 1
+    try:
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
+
+
+def _supervise(conn: socket.socket, request: dict, fds: list[int]) -> None:
+    """In a forked supervisor: start the stage, kill its process group if the caller goes away,
+    else send the caller the stage's exit status."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            conn.close()
+            _run_stage(request, fds)
+        finally:
+            os._exit(1)
+    for fd in fds:
+        os.close(fd)
+    waiter = os.pidfd_open(pid)
+    while True:
+        ready, _, _ = select.select([conn, waiter], [], [])
+        if waiter in ready:
+            _, status = os.waitpid(pid, 0)
+            conn.sendall(str(os.waitstatus_to_exitcode(status)).encode())
+            break
+        if not conn.recv(1):  # the caller closed or was killed
+            for target in (-pid, pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(target, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            break
+    conn.close()
+
+
+def serve(address: str, parent: int) -> None:
+    """Import the heavy libraries, then fork a supervisor per request until `parent` exits."""
+    own = {p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p}
+    _BASE_PATH[:] = [p for p in sys.path[1:] if p not in own]  # without this folder and PYTHONPATH
+    for name in PRELOAD:
+        __import__(name)
+    settings = {k: os.environ.get(k) for k in IMPORT_TIME_ENV}
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # supervisors are reaped by the kernel
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(address + ".tmp")
+    os.rename(address + ".tmp", address)  # callers see the address only once it accepts
+    listener.listen(64)
+    listener.settimeout(1.0)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    while os.getppid() == parent:
+        try:
+            conn, _ = listener.accept()
+        except TimeoutError:
+            continue
+        conn.settimeout(None)
+        try:
+            request, fds = _receive(conn)
+        except (OSError, ValueError):
+            conn.close()
+            continue
+        if {k: request["env"].get(k) for k in IMPORT_TIME_ENV} != settings:
+            conn.sendall(b"cold")
+            conn.close()
+            for fd in fds:
+                os.close(fd)
+            continue
+        if os.fork() == 0:
+            try:  # a supervisor never returns to this loop, whatever happens
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                listener.close()
+                _supervise(conn, request, fds)
+            finally:
+                os._exit(0)
+        conn.close()
+        for fd in fds:
+            os.close(fd)
+
+
+_started: dict[str, Path] = {}
+
+
+def shim_dir() -> Path | None:
+    """A folder holding the `python` shim, its server started on first use (one per test
+    process); None when `KD_TESTS_COLD_STAGES` asks for cold stage processes."""
+    if os.environ.get("KD_TESTS_COLD_STAGES"):
+        return None
+    if "dir" not in _started:
+        folder = Path(tempfile.mkdtemp(prefix="kd-warm-"))
+        address = str(folder / "server.sock")
+        server = subprocess.Popen([sys.executable, "-m", "tests.forkserver", address, str(os.getpid())],
+                                  cwd=Path(__file__).resolve().parents[1], stdin=subprocess.DEVNULL)
+        atexit.register(server.kill)
+        shim = folder / "bin" / "python"
+        shim.parent.mkdir()
+        shim.write_text(SHIM.format(python=sys.executable, address=address))
+        shim.chmod(0o755)
+        deadline = time.time() + 300
+        while not Path(address).exists():
+            if server.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"the tests' stage server did not start (exit {server.poll()})")
+            time.sleep(0.1)
+        _started["dir"] = shim.parent
+    return _started["dir"]
+
+
+def stage_path(path: str) -> str:
+    """PATH for a process that runs DVC stages: the shim first, then this interpreter's folder."""
+    folders = [str(Path(sys.executable).parent), path]
+    warm = shim_dir()
+    if warm is not None:
+        folders.insert(0, str(warm))
+    return os.pathsep.join(folders)
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1], int(sys.argv[2]))

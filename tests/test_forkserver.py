@@ -1,0 +1,89 @@
+"""The end-to-end tests' warm interpreter behaves as `python -m stages.NAME` would."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.forkserver import shim_dir
+
+REPORT = '''import os, sys
+print("argv", sys.argv[1:], "main", __name__, "file", os.path.basename(sys.argv[0]))
+print("cwd", os.getcwd(), "path0", sys.path[0], "var", os.environ.get("KD_PROBE"))
+print("helper", __import__("helper").WHERE)
+print("warm", "torch" in sys.modules, file=sys.stderr)
+sys.exit(int(sys.argv[1]))
+'''
+WAIT = '''import os, sys, time
+open("pid", "w").write(str(os.getpid()))
+time.sleep(120)
+'''
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages" / "__init__.py").write_text("")
+    (tmp_path / "stages" / "report.py").write_text(REPORT)
+    (tmp_path / "stages" / "wait.py").write_text(WAIT)
+    (tmp_path / "stages" / "broken.py").write_text("raise ValueError('bad input in broken.py')\n")
+    (tmp_path / "stages" / "killed.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGTERM)\n")
+    (tmp_path / "helper.py").write_text(f"WHERE = {str(tmp_path)!r}\n")
+    return tmp_path
+
+
+def _python(folder: Path, args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, "KD_PROBE": "set", **env}
+    return subprocess.run([str(folder / "python"), *args], cwd=cwd, env=full, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.skipif(os.environ.get("KD_TESTS_COLD_STAGES") is not None, reason="the warm interpreter is off")
+def test_a_warm_stage_matches_a_cold_one_in_output_exit_status_and_paths(repo: Path) -> None:
+    warm_dir, cold_dir = shim_dir(), Path(sys.executable).parent
+    for code in ("0", "3"):
+        warm = _python(warm_dir, ["-m", "stages.report", code, "x y"], repo)
+        cold = _python(cold_dir, ["-m", "stages.report", code, "x y"], repo)
+        assert warm.returncode == cold.returncode == int(code)
+        assert warm.stdout == cold.stdout and str(repo) in warm.stdout and "var set" in warm.stdout
+        assert warm.stderr == "warm True\n" and cold.stderr == "warm False\n"  # torch came preloaded
+    broken = _python(warm_dir, ["-m", "stages.broken"], repo)
+    assert broken.returncode == 1 and broken.stderr.strip().endswith("ValueError: bad input in broken.py")
+    assert _python(warm_dir, ["-m", "stages.killed"], repo).returncode == -signal.SIGTERM  # as the stage died
+    # kernel limits are read when torch loads: a call that sets them gets a cold interpreter
+    held = _python(warm_dir, ["-m", "stages.report", "0"], repo, ATEN_CPU_CAPABILITY="avx2")
+    assert held.returncode == 0 and held.stderr == "warm False\n"
+    other = _python(warm_dir, ["-c", "import sys; print(sys.argv[1:])", "a"], repo)  # not a stage
+    assert other.stdout == "['a']\n"
+
+
+@pytest.mark.skipif(os.environ.get("KD_TESTS_COLD_STAGES") is not None, reason="the warm interpreter is off")
+def test_killing_the_caller_kills_its_stage(repo: Path) -> None:
+    proc = subprocess.Popen([str(shim_dir() / "python"), "-m", "stages.wait"], cwd=repo, start_new_session=True)
+    deadline = time.time() + 60
+    while not (repo / "pid").is_file() or not (repo / "pid").read_text():
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    stage = int((repo / "pid").read_text())
+    assert stage != proc.pid  # the stage ran in the server's copy, not in the caller
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 10
+    while _alive(stage):
+        assert time.time() < deadline, "the stage outlived its killed caller"
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie waiting for its parent counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
