@@ -4,6 +4,7 @@ best setting picked on validation even when test disagrees."""
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 import pytest
 
@@ -248,3 +249,36 @@ Worker status: 1 active, 0 idle
     counts = queue_counts(status)
     assert counts == {"Running": 1, "Queued": 2, "Success": 1, "Failed": 1}
     assert sum(queue_counts("Task     Name        Created    Status\n").values()) == 0
+
+
+def test_a_sweep_restarts_under_its_base_records_kernels(tmp_path: Path, monkeypatch) -> None:
+    """A sweep's runs are compared with its base record's: on one CPU they must run its kernels."""
+    import json
+    import os
+
+    from kd_pipeline.records import sweep as command
+
+    folder = tmp_path / "results" / "base"
+    folder.mkdir(parents=True)
+    isa = ["avx2", "avx512f", "avx512_vnni", "amx_int8"]
+    (folder / "evaluate.json").write_text(json.dumps(
+        {"machine": {"isa": isa, "kernel_limits": {"pytorch": "AVX2", "onednn": "AVX2"}}}))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    started = []
+
+    def execve(path: str, args: list[str], env: dict[str, str]) -> None:
+        started.append((args, env))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(os, "execve", execve)
+    argv = ["t", "--record", "base", "--set", "kd.temperature=2,4"]
+    with pytest.raises(SystemExit):
+        command.main(argv)
+    args, env = started[0]
+    assert args[1:] == ["-m", "kd_pipeline.records.sweep", *argv]
+    assert env["ATEN_CPU_CAPABILITY"] == "avx2" and env["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert command.recorded_command(argv, 1.0).startswith("ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python -m")

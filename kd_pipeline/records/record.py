@@ -11,12 +11,11 @@ and `--check` fails when they disagree or a record is incomplete.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from kd_pipeline.core.errors import PipelineError, exit_on_pipeline_error
-from kd_pipeline.records.rerun import KERNEL_ENV, held_kernels, rerun
+from kd_pipeline.records.rerun import rerun, restart_under_kernels
 from kd_pipeline.records.store import RESULTS, record, stale_records
 from kd_pipeline.records.tables import GENERATED, readme_with_tables
 
@@ -40,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
                              " list every record that is not current")
     args = parser.parse_args(argv)
     if args.name and args.rerun:
-        _under_the_records_kernels(args.name, sys.argv[1:] if argv is None else argv)
+        restart_under_kernels(RESULTS / args.name, "kd_pipeline.records.record", sys.argv[1:] if argv is None else argv)
         done = rerun(args.name, today_defaults=args.today_defaults, seeds=args.seeds, settings=args.settings)
         print(f"re-ran {done}")
     elif args.name:
@@ -64,17 +63,6 @@ def main(argv: list[str] | None = None) -> int:
                 page.write_text(current)
         return 1 if differ else 0
     return 0
-
-
-def _under_the_records_kernels(name: str, argv: list[str]) -> None:
-    """Re-start this command under the kernel limits record `name` ran with, when they differ
-    from this process's (torch reads ATEN_CPU_CAPABILITY once, at import)."""
-    held = held_kernels(RESULTS / name)
-    if held is None or all(os.environ.get(key) == held.get(key) for key in KERNEL_ENV):
-        return
-    env = {key: value for key, value in os.environ.items() if key not in KERNEL_ENV} | held
-    print(f"{name} ran with kernel limits {held or 'none'}: re-running under the same", flush=True)
-    os.execve(sys.executable, [sys.executable, "-m", "kd_pipeline.records.record", *argv], env)
 
 
 if __name__ == "__main__":

@@ -133,6 +133,17 @@ def held_kernels(folder: Path) -> dict[str, str] | None:
     return None
 
 
+def restart_under_kernels(folder: Path, module: str, argv: list[str]) -> None:
+    """Re-start `python -m MODULE ARGV` under the kernel limits the record in `folder` ran with,
+    when they differ from this process's (torch reads ATEN_CPU_CAPABILITY once, at import)."""
+    held = held_kernels(folder)
+    if held is None or all(os.environ.get(key) == held.get(key) for key in KERNEL_ENV):
+        return
+    env = {key: value for key, value in os.environ.items() if key not in KERNEL_ENV} | held
+    print(f"{folder.name} ran with kernel limits {held or 'none'}: re-running under the same", flush=True)
+    os.execve(sys.executable, [sys.executable, "-m", module, *argv], env)
+
+
 def kernel_prefix() -> str:
     """This process's kernel limits as a command-line prefix ("" when none are set)."""
     return "".join(f"{key}={os.environ[key]} " for key in KERNEL_ENV if key in os.environ)

@@ -16,7 +16,9 @@ lead over the baseline on validation says whether the row tests distillation at 
 finds gains only across a gap: at least `MIN_TEACHER_LEAD`). The best setting is the one with
 the highest mean validation gain in `--metric`: the test split only reports. The result is a
 record in `results/NAME/`: sweep.json, sweep.md, params.yaml, run.json (command, commit, machine)
-and one experiment's dvc.lock (so `record --check` knows when its code is stale).
+and one experiment's dvc.lock (so `record --check` knows when its code is stale). Where the base
+record's stages held PyTorch's and oneDNN's kernels (`rerun.held_kernels`), the sweep re-starts
+itself under the same limits, as `record --rerun` does, and its command says so.
 """
 
 from __future__ import annotations
@@ -42,7 +44,15 @@ from kd_pipeline.core.roles import BASELINE, DIRECT, DISTILLED, STUDENT, TEACHER
 from kd_pipeline.evaluate.report import MIN_TEACHER_LEAD
 from kd_pipeline.records.experiments import ROLE_METRICS, show
 from kd_pipeline.records.provenance import provenance, run_json
-from kd_pipeline.records.rerun import apply_settings, nested_set, recipe, run_in, run_queue
+from kd_pipeline.records.rerun import (
+    apply_settings,
+    kernel_prefix,
+    nested_set,
+    recipe,
+    restart_under_kernels,
+    run_in,
+    run_queue,
+)
 from kd_pipeline.records.seeds import holm_adjusted, holm_column, measurable, paired
 
 ROLE_OF_STAGE = {"distill_student": STUDENT, "distill_direct": DIRECT}  # the distilled roles
@@ -432,7 +442,7 @@ def trained_lock(lock: str) -> str:
 def recorded_command(argv: list[str], seconds: float) -> str:
     """The command line as run.json keeps it: quoted so that it pastes back into a shell (a
     `--point` holds spaces), then the wall time."""
-    return f"python -m kd_pipeline.records.sweep {shlex.join(argv)} ({seconds:.0f} s wall in all)"
+    return f"{kernel_prefix()}python -m kd_pipeline.records.sweep {shlex.join(argv)} ({seconds:.0f} s wall in all)"
 
 
 def sweep(name: str, args: argparse.Namespace, repo: Path = Path(".")) -> Path:
@@ -503,6 +513,9 @@ def main(argv: list[str] | None = None) -> None:
     args.argv = argv
     if args.seeds < 2:
         raise PipelineError(f"--seeds {args.seeds}: at least 2 to state an interval")
+    # the base record's kernels: on one CPU, other kernels round otherwise (held_kernels)
+    given = sys.argv[1:] if argv is None else argv
+    restart_under_kernels(paths.RESULTS / args.record, "kd_pipeline.records.sweep", given)
     target = sweep(args.name, args)
     print((target / "sweep.md").read_text())
     print(f"wrote {target}")
