@@ -5,6 +5,8 @@ today's files (what `python -m kd_pipeline.records.record --check` lists).
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import shutil
 import subprocess
@@ -93,27 +95,53 @@ def _drop_seeds_of_another_run(record_dir: Path, root: Path) -> None:
         (record_dir / "seeds.md").unlink(missing_ok=True)
 
 
+def _stamp(path: Path) -> tuple[str, int, int] | None:
+    """What the caches below key a file on: its path, modification time and size."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return str(path.resolve()), stat.st_mtime_ns, stat.st_size
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_yaml(stamp: tuple[str, int, int]) -> Any:
+    import yaml
+
+    return yaml.load(Path(stamp[0]).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+@functools.lru_cache(maxsize=4096)
+def _md5(stamp: tuple[str, int, int]) -> str:
+    return hashlib.md5(Path(stamp[0]).read_bytes()).hexdigest()
+
+
+def _yaml(path: Path) -> dict[str, Any]:
+    """A dvc.lock or dvc.yaml, parsed once per version of the file: the tables ask every record's
+    freshness once per row, and parsing each lock anew in pure-Python YAML was most of
+    `record --check`'s time. Read-only: callers share the object."""
+    stamp = _stamp(path)
+    return (_parsed_yaml(stamp) if stamp else None) or {}
+
+
 def freshness(folder: Path, root: Path = Path(".")) -> str:
     """Whether the code a record ran is today's: "current", or "stale: ..." when the code deps in
     its dvc.lock (library modules and stage scripts, by md5) differ from the files here or a stage
     now imports modules it did not; a benchmark's record compares the md5s its run.json lists."""
-    import hashlib
-
-    import yaml
-
     run = json.loads((folder / "run.json").read_text()) if (folder / "run.json").is_file() else {}
     commit = run.get("code_commit", "")[:7] or "?"
 
     def changed(path: str, md5: str | None) -> bool:
-        return not (root / path).is_file() or hashlib.md5((root / path).read_bytes()).hexdigest() != md5
+        stamp = _stamp(root / path)
+        return stamp is None or _md5(stamp) != md5
 
     if not (folder / "dvc.lock").is_file():
         if not run.get("code"):
             return "unknown: no dvc.lock and no code md5s in run.json"
         moved = sum(changed(path, md5) for path, md5 in run["code"].items())
         return "current" if not moved else f"stale: {moved} of {len(run['code'])} code files changed since {commit}"
-    recorded = yaml.safe_load((folder / "dvc.lock").read_text()).get("stages", {})
-    today = yaml.safe_load((root / "dvc.yaml").read_text()).get("stages", {})
+    recorded = _yaml(folder / "dvc.lock").get("stages", {})
+    today = _yaml(root / "dvc.yaml").get("stages", {})
     stale = 0
     for stage, spec in recorded.items():
         code = {dep["path"]: dep.get("md5") for dep in spec.get("deps", []) if dep["path"].endswith(".py")}
