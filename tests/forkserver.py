@@ -1,17 +1,18 @@
-"""A warm interpreter for the stage processes the end-to-end tests start.
+"""A warm interpreter for the processes the end-to-end tests' DVC runs start.
 
 Every `python -m stages.NAME` that DVC runs imports torch, timm and scikit-learn before it does
 any work: about 9 s of each stage on a 2-core AVX2 CPU and 99 s of each full `dvc repro`
-(`results/stage_startup-avx2`), most of what the end-to-end tests cost. Here one server process
-imports them once; a `python` shim first on the tests' PATH hands each `-m stages.*` command
-(its argv, working directory, environment and standard streams) to the server, which forks a
-copy that runs the real stage module in the caller's repository and reports its exit status.
-The stage code, DVC and the files are the real ones; only the interpreter start is shared.
-Cold starts are measured by `benchmarks/stage_startup.py` and run by `make repro`.
+(`results/stage_startup-avx2`), most of what the end-to-end tests cost; every `dvc` command
+imports DVC. Here one server process imports them once; `python` and `dvc` shims first on the
+tests' PATH hand each `dvc ...` and `python -m stages.*` command (its argv, working directory,
+environment and standard streams) to the server, which forks a copy that runs the real command
+in the caller's repository and reports its exit status. The stage code, DVC and the files are
+the real ones; only the interpreter start is shared. Cold starts are measured by
+`benchmarks/stage_startup.py` and run by `make repro`.
 
-Anything else, and any call whose import-time settings (kernel limits, thread counts) differ
-from the server's, runs the real interpreter. A killed caller takes its stage with it: the
-copy runs in its own process group, killed as soon as the caller's connection closes.
+Any other `python`, and any call whose import-time settings (kernel limits, thread counts)
+differ from the server's, runs the real interpreter. A killed caller takes its command with it:
+the copy runs in its own process group, killed as soon as the caller's connection closes.
 `KD_TESTS_COLD_STAGES=1` turns the server off.
 """
 
@@ -38,24 +39,26 @@ IMPORT_TIME_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_IS
                    "PYTHONWARNINGS", "PYTHONOPTIMIZE", "MPLBACKEND")
 PRELOAD = ("numpy", "torch", "torchvision", "timm", "sklearn.metrics", "scipy.stats", "onnx", "onnxruntime",
            "PIL.Image", "yaml", "pydantic", "safetensors.torch", "tqdm", "dvclive", "captum.attr",
-           "torch_pruning", "matplotlib")
+           "torch_pruning", "matplotlib", "dvc.cli.parser", "dvc.repo")
 STREAMS = 3
 _BASE_PATH: list[str] = []  # the server's sys.path without its own folder and PYTHONPATH
 
 SHIM = '''#!{python} -SE
-"""`python` for the tests' stage processes: `-m stages.*` runs in the warm server, the rest as usual."""
+"""`{program}` for the tests' DVC runs: `dvc` and `python -m stages.*` run in the warm server."""
 import json, os, signal, socket, sys
 
-REAL = {python!r}
+PROGRAM, REAL = {program!r}, {real!r}
 args = sys.argv[1:]
-if len(args) < 2 or args[0] != "-m" or not args[1].startswith("stages."):
+if PROGRAM == "python" and (len(args) < 2 or args[0] != "-m" or not args[1].startswith("stages.")):
     os.execv(REAL, [REAL, *args])
 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 try:
     sock.connect({address!r})
 except OSError:
     os.execv(REAL, [REAL, *args])
-request = json.dumps({{"argv": args[1:], "cwd": os.getcwd(), "env": dict(os.environ)}}).encode()
+argv = args[1:] if PROGRAM == "python" else args
+request = json.dumps({{"program": PROGRAM, "real": REAL, "argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}})
+request = request.encode()
 socket.send_fds(sock, [b"!"], [0, 1, 2])
 sock.sendall(len(request).to_bytes(8, "big") + request)
 reply = b""
@@ -110,15 +113,9 @@ def _run_stage(request: dict, fds: list[int]) -> None:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
-    paths = [p for p in request["env"].get("PYTHONPATH", "").split(os.pathsep) if p]
-    sys.path[:] = [request["cwd"], *paths, *_BASE_PATH]  # as `python -m` in that folder would have it
-    module, *args = request["argv"]
-    sys.argv = [module, *args]
     code = 0
     try:
-        import runpy
-
-        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        _main(request)
     except SystemExit as error:
         code = _exit_code(error)
     except KeyboardInterrupt:
@@ -132,6 +129,23 @@ def _run_stage(request: dict, fds: list[int]) -> None:
         sys.stderr.flush()
     finally:
         os._exit(code)
+
+
+def _main(request: dict) -> None:
+    """`python -m MODULE ARGS` or `dvc ARGS`, with sys.path as that command would start with."""
+    paths = [p for p in request["env"].get("PYTHONPATH", "").split(os.pathsep) if p]
+    if request["program"] == "dvc":
+        sys.path[:] = [str(Path(request["real"]).parent), *paths, *_BASE_PATH]
+        sys.argv = [request["real"], *request["argv"]]
+        from dvc.cli import main
+
+        raise SystemExit(main(request["argv"]))
+    sys.path[:] = [request["cwd"], *paths, *_BASE_PATH]  # `python -m` puts its folder first
+    module, *args = request["argv"]
+    sys.argv = [module, *args]
+    import runpy
+
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
 
 
 def _supervise(conn: socket.socket, request: dict, fds: list[int]) -> None:
@@ -210,8 +224,8 @@ _started: dict[str, Path] = {}
 
 
 def shim_dir() -> Path | None:
-    """A folder holding the `python` shim, its server started on first use (one per test
-    process); None when `KD_TESTS_COLD_STAGES` asks for cold stage processes."""
+    """A folder holding the `python` and `dvc` shims, their server started on first use (one per
+    test process); None when `KD_TESTS_COLD_STAGES` asks for cold processes."""
     if os.environ.get("KD_TESTS_COLD_STAGES"):
         return None
     if "dir" not in _started:
@@ -220,21 +234,23 @@ def shim_dir() -> Path | None:
         server = subprocess.Popen([sys.executable, "-m", "tests.forkserver", address, str(os.getpid())],
                                   cwd=Path(__file__).resolve().parents[1], stdin=subprocess.DEVNULL)
         atexit.register(server.kill)
-        shim = folder / "bin" / "python"
-        shim.parent.mkdir()
-        shim.write_text(SHIM.format(python=sys.executable, address=address))
-        shim.chmod(0o755)
+        (folder / "bin").mkdir()
+        for program in ("python", "dvc"):
+            real = sys.executable if program == "python" else str(Path(sys.executable).parent / "dvc")
+            shim = folder / "bin" / program
+            shim.write_text(SHIM.format(python=sys.executable, program=program, real=real, address=address))
+            shim.chmod(0o755)
         deadline = time.time() + 300
         while not Path(address).exists():
             if server.poll() is not None or time.time() > deadline:
                 raise RuntimeError(f"the tests' stage server did not start (exit {server.poll()})")
             time.sleep(0.1)
-        _started["dir"] = shim.parent
+        _started["dir"] = folder / "bin"
     return _started["dir"]
 
 
 def stage_path(path: str) -> str:
-    """PATH for a process that runs DVC stages: the shim first, then this interpreter's folder."""
+    """PATH for a process that runs DVC stages: the shims first, then this interpreter's folder."""
     folders = [str(Path(sys.executable).parent), path]
     warm = shim_dir()
     if warm is not None:

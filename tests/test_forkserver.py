@@ -1,4 +1,4 @@
-"""The end-to-end tests' warm interpreter behaves as `python -m stages.NAME` would."""
+"""The end-to-end tests' warm interpreter behaves as `python -m stages.NAME` and `dvc` would."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def repo(tmp_path: Path) -> Path:
 
 
 def _python(folder: Path, args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    full = {**os.environ, "KD_PROBE": "set", **env}
+    full = {**os.environ, "KD_PROBE": "set", "DVC_NO_ANALYTICS": "1", **env}
     return subprocess.run([str(folder / "python"), *args], cwd=cwd, env=full, capture_output=True, text=True,
                           timeout=120)
 
@@ -61,6 +61,20 @@ def test_a_warm_stage_matches_a_cold_one_in_output_exit_status_and_paths(repo: P
     assert held.returncode == 0 and held.stderr == "warm False\n"
     other = _python(warm_dir, ["-c", "import sys; print(sys.argv[1:])", "a"], repo)  # not a stage
     assert other.stdout == "['a']\n"
+
+
+@pytest.mark.skipif(os.environ.get("KD_TESTS_COLD_STAGES") is not None, reason="the warm interpreter is off")
+def test_a_warm_dvc_matches_a_cold_one(repo: Path) -> None:
+    warm_dir, cold_dir = shim_dir(), Path(sys.executable).parent
+    for args in (["version"], ["status"], ["init", "--no-scm", "-q"], ["status"]):  # outside a project, then in one
+        warm = subprocess.run([str(warm_dir / "dvc"), *args], cwd=repo, capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+        if args[0] == "init":
+            assert warm.returncode == 0 and (repo / ".dvc").is_dir(), warm.stderr
+            continue
+        cold = subprocess.run([str(cold_dir / "dvc"), *args], cwd=repo, capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+        assert (warm.returncode, warm.stdout, warm.stderr) == (cold.returncode, cold.stdout, cold.stderr)
 
 
 @pytest.mark.skipif(os.environ.get("KD_TESTS_COLD_STAGES") is not None, reason="the warm interpreter is off")
