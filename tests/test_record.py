@@ -400,3 +400,14 @@ def test_every_committed_record_is_complete_and_decided_on_a_named_metric() -> N
 
     lacking = {folder.name: incomplete(folder) for folder in sorted((ROOT / "results").iterdir()) if folder.is_dir()}
     assert {name: why for name, why in lacking.items() if why} == {}
+
+
+def test_every_record_the_readme_and_docs_cite_exists() -> None:
+    """A number cited from `results/NAME` whose folder is gone has no source (`results/first_run`
+    was cited for months after it left); `results/NAME-*` names a family and needs one member."""
+    pages = [ROOT / README, *sorted((ROOT / "docs").glob("*.md"))]
+    cited = {(page.name, name) for page in pages
+             for name in re.findall(r"`results/([A-Za-z0-9_.*-]+)[^`]*`", page.read_text())
+             if not name.isupper()}  # `results/NAME` is a placeholder
+    assert len(cited) > 20
+    assert sorted((page, name) for page, name in cited if not list((ROOT / "results").glob(name))) == []
