@@ -4,11 +4,13 @@ Every `python -m stages.NAME` that DVC runs imports torch, timm and scikit-learn
 any work: about 9 s of each stage on a 2-core AVX2 CPU and 99 s of each full `dvc repro`
 (`results/stage_startup-avx2`), most of what the end-to-end tests cost; every `dvc` command
 imports DVC. Here one server process imports them once; `python` and `dvc` shims first on the
-tests' PATH hand each `dvc ...` and `python -m stages.*` command (its argv, working directory,
-environment and standard streams) to the server, which forks a copy that runs the real command
-in the caller's repository and reports its exit status. The stage code, DVC and the files are
-the real ones; only the interpreter start is shared. Cold starts are measured by
-`benchmarks/stage_startup.py` and run by `make repro`.
+tests' PATH hand each `dvc ...`, `python -m stages.*`, `python -m dvc` and `python -m
+kd_pipeline.gate` command (its argv, working directory, environment and standard streams) to the
+server, which forks a copy that runs the real command in the caller's repository and reports its
+exit status. In the copy `sys.executable` is the `python` shim, so what it starts the same way
+(the gate's and DVC's own `sys.executable -m dvc`, DVC's queue workers) comes back warm too. The
+stage code, DVC and the files are the real ones; only the interpreter start is shared. Cold
+starts are measured by `benchmarks/stage_startup.py` and run by `make repro`.
 
 Any other `python`, and any call whose import-time settings (kernel limits, thread counts)
 differ from the server's, runs the real interpreter. A killed caller takes its command with it:
@@ -23,6 +25,7 @@ import contextlib
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -40,24 +43,28 @@ IMPORT_TIME_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_IS
 PRELOAD = ("numpy", "torch", "torchvision", "timm", "sklearn.metrics", "scipy.stats", "onnx", "onnxruntime",
            "PIL.Image", "yaml", "pydantic", "safetensors.torch", "tqdm", "dvclive", "captum.attr",
            "torch_pruning", "matplotlib", "dvc.cli.parser", "dvc.repo")
+WARM_MODULES = ("dvc", "kd_pipeline.gate")  # besides stages.*: what `python -m` runs warm
 STREAMS = 3
 _BASE_PATH: list[str] = []  # the server's sys.path without its own folder and PYTHONPATH
 
 SHIM = '''#!{python} -SE
-"""`{program}` for the tests' DVC runs: `dvc` and `python -m stages.*` run in the warm server."""
+"""`{program}` for the tests' DVC runs: `dvc`, and `python -m` of stages.* or {warm}, run in the warm server."""
 import json, os, signal, socket, sys
 
-PROGRAM, REAL = {program!r}, {real!r}
+PROGRAM, REAL, WARM = {program!r}, {real!r}, {warm!r}
 args = sys.argv[1:]
-if PROGRAM == "python" and (len(args) < 2 or args[0] != "-m" or not args[1].startswith("stages.")):
-    os.execv(REAL, [REAL, *args])
+if PROGRAM == "python" and args[:1] != ["-m"] and args[:1] and args[0].endswith("/dvc/__main__.py"):
+    args = ["-m", "dvc", *args[1:]]  # how DVC starts its own daemons and queue workers
+if PROGRAM == "python" and (len(args) < 2 or args[0] != "-m" or not (args[1].startswith("stages.") or args[1] in WARM)):
+    os.execv(REAL, [REAL, *sys.argv[1:]])
 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 try:
     sock.connect({address!r})
 except OSError:
-    os.execv(REAL, [REAL, *args])
+    os.execv(REAL, [REAL, *sys.argv[1:]])
 argv = args[1:] if PROGRAM == "python" else args
-request = json.dumps({{"program": PROGRAM, "real": REAL, "argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}})
+request = json.dumps({{"program": PROGRAM, "real": REAL, "argv": argv, "cwd": os.getcwd(), "env": dict(os.environ),
+                      "python": os.path.join(os.path.dirname(os.path.abspath(__file__)), "python")}})
 request = request.encode()
 socket.send_fds(sock, [b"!"], [0, 1, 2])
 sock.sendall(len(request).to_bytes(8, "big") + request)
@@ -65,7 +72,7 @@ reply = b""
 while chunk := sock.recv(64):
     reply += chunk
 if reply == b"cold":
-    os.execv(REAL, [REAL, *args])
+    os.execv(REAL, [REAL, *sys.argv[1:]])
 code = int(reply) if reply else 1
 if code < 0:  # killed by a signal: die of the same one, as the stage did
     if -code not in (signal.SIGKILL, signal.SIGSTOP):
@@ -134,6 +141,7 @@ def _run_stage(request: dict, fds: list[int]) -> None:
 def _main(request: dict) -> None:
     """`python -m MODULE ARGS` or `dvc ARGS`, with sys.path as that command would start with."""
     paths = [p for p in request["env"].get("PYTHONPATH", "").split(os.pathsep) if p]
+    sys.executable = request["python"]  # what it starts with `sys.executable -m dvc` comes back here
     if request["program"] == "dvc":
         sys.path[:] = [str(Path(request["real"]).parent), *paths, *_BASE_PATH]
         sys.argv = [request["real"], *request["argv"]]
@@ -230,6 +238,7 @@ def shim_dir() -> Path | None:
         return None
     if "dir" not in _started:
         folder = Path(tempfile.mkdtemp(prefix="kd-warm-"))
+        atexit.register(shutil.rmtree, folder, True)  # runs after the server is killed (last in, first out)
         address = str(folder / "server.sock")
         server = subprocess.Popen([sys.executable, "-m", "tests.forkserver", address, str(os.getpid())],
                                   cwd=Path(__file__).resolve().parents[1], stdin=subprocess.DEVNULL)
@@ -238,7 +247,8 @@ def shim_dir() -> Path | None:
         for program in ("python", "dvc"):
             real = sys.executable if program == "python" else str(Path(sys.executable).parent / "dvc")
             shim = folder / "bin" / program
-            shim.write_text(SHIM.format(python=sys.executable, program=program, real=real, address=address))
+            shim.write_text(SHIM.format(python=sys.executable, program=program, real=real, address=address,
+                                        warm=WARM_MODULES))
             shim.chmod(0o755)
         deadline = time.time() + 300
         while not Path(address).exists():
@@ -247,6 +257,13 @@ def shim_dir() -> Path | None:
             time.sleep(0.1)
         _started["dir"] = folder / "bin"
     return _started["dir"]
+
+
+def warm(program: str) -> str:
+    """The shim for `python` or `dvc` when the server is on, else the real program."""
+    folder = shim_dir()
+    real = Path(sys.executable) if program == "python" else Path(sys.executable).parent / program
+    return str(folder / program if folder is not None else real)
 
 
 def stage_path(path: str) -> str:

@@ -20,6 +20,14 @@ print("helper", __import__("helper").WHERE)
 print("warm", "torch" in sys.modules, file=sys.stderr)
 sys.exit(int(sys.argv[1]))
 '''
+NESTED = '''import os, subprocess, sys
+import dvc
+report = subprocess.run([sys.executable, "-m", "stages.report", "0"], capture_output=True, text=True)
+print("nested", report.stderr.strip())
+main = os.path.join(os.path.dirname(dvc.__file__), "__main__.py")
+for command in ([sys.executable, "-m", "dvc", "version"], [sys.executable, main, "version"]):
+    print(subprocess.run(command, capture_output=True, text=True).stdout.splitlines()[0])
+'''
 WAIT = '''import os, sys, time
 open("pid", "w").write(str(os.getpid()))
 time.sleep(120)
@@ -32,6 +40,7 @@ def repo(tmp_path: Path) -> Path:
     (tmp_path / "stages" / "__init__.py").write_text("")
     (tmp_path / "stages" / "report.py").write_text(REPORT)
     (tmp_path / "stages" / "wait.py").write_text(WAIT)
+    (tmp_path / "stages" / "nested.py").write_text(NESTED)
     (tmp_path / "stages" / "broken.py").write_text("raise ValueError('bad input in broken.py')\n")
     (tmp_path / "stages" / "killed.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGTERM)\n")
     (tmp_path / "helper.py").write_text(f"WHERE = {str(tmp_path)!r}\n")
@@ -75,6 +84,22 @@ def test_a_warm_dvc_matches_a_cold_one(repo: Path) -> None:
         cold = subprocess.run([str(cold_dir / "dvc"), *args], cwd=repo, capture_output=True, text=True, timeout=120,
                               env={**os.environ, "DVC_NO_ANALYTICS": "1"})
         assert (warm.returncode, warm.stdout, warm.stderr) == (cold.returncode, cold.stdout, cold.stderr)
+
+
+@pytest.mark.skipif(os.environ.get("KD_TESTS_COLD_STAGES") is not None, reason="the warm interpreter is off")
+def test_what_a_warm_process_starts_with_sys_executable_runs_warm(repo: Path) -> None:
+    """The gate and DVC start `sys.executable -m dvc` and DVC's queue workers
+    `sys.executable .../dvc/__main__.py`: from a warm copy these come back to the server."""
+    warm_dir, cold_dir = shim_dir(), Path(sys.executable).parent
+    warm = _python(warm_dir, ["-m", "stages.nested"], repo)
+    cold = _python(cold_dir, ["-m", "stages.nested"], repo)
+    assert warm.returncode == cold.returncode == 0, warm.stderr + cold.stderr
+    assert "nested warm True" in warm.stdout and "nested warm False" in cold.stdout
+    version = [line for line in cold.stdout.splitlines() if line.startswith("DVC version")]
+    assert len(version) == 2 and warm.stdout.splitlines()[1:] == version  # as `python -m dvc` prints it
+    for args in (["-m", "dvc", "version"], ["-m", "kd_pipeline.gate", "--help"]):
+        shimmed, real = _python(warm_dir, args, repo), _python(cold_dir, args, repo)
+        assert (shimmed.returncode, shimmed.stdout) == (real.returncode, real.stdout) and real.returncode == 0
 
 
 @pytest.mark.skipif(os.environ.get("KD_TESTS_COLD_STAGES") is not None, reason="the warm interpreter is off")

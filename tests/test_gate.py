@@ -9,6 +9,7 @@ import yaml
 
 from kd_pipeline.core.params import GateParams
 from tests.conftest import ROOT
+from tests.forkserver import stage_path, warm
 
 
 def _git(repo: Path, *args: str) -> None:
@@ -17,8 +18,8 @@ def _git(repo: Path, *args: str) -> None:
 
 
 def _gate(repo: Path, summary: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    cmd = [sys.executable, "-m", "kd_pipeline.gate", "--base", "base", "--summary", str(summary),
+    env = {**os.environ, "PATH": stage_path(os.environ["PATH"])}
+    cmd = [warm("python"), "-m", "kd_pipeline.gate", "--base", "base", "--summary", str(summary),
            "--comment", str(summary.with_name("comment.md"))]
     env["PYTHONPATH"] = str(ROOT)
     return subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=120)
@@ -116,7 +117,7 @@ def _toy_repo(tmp_path: Path) -> Path:
 
 
 def _dvc(repo: Path, *args: str) -> None:
-    subprocess.run([Path(sys.executable).parent / "dvc", *args], cwd=repo, check=True, capture_output=True)
+    subprocess.run([warm("dvc"), *args], cwd=repo, check=True, capture_output=True)
 
 
 def test_gate_passes_unchanged_fails_stale_lock_and_regression(tmp_path: Path) -> None:
@@ -195,7 +196,7 @@ def test_the_gate_pulls_from_the_remote_the_ci_secrets_name(tmp_path: Path, s3_e
     boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
                  region_name="us-east-1").create_bucket(Bucket="team")
     env = {**os.environ, **S3_ENV, "DVC_REMOTE_URL": "s3://team/cache", "DVC_REMOTE_ENDPOINT_URL": s3_endpoint}
-    dvc = [str(Path(sys.executable).parent / "dvc")]
+    dvc = [warm("dvc")]
     for args in (["remote", "add", "team", "s3://team/cache"], ["remote", "modify", "team", "endpointurl", s3_endpoint],
                  ["push", "-q", "-r", "team"], ["remote", "remove", "team"]):
         subprocess.run([*dvc, *args], cwd=repo, env=env, check=True, capture_output=True)
@@ -203,7 +204,7 @@ def test_the_gate_pulls_from_the_remote_the_ci_secrets_name(tmp_path: Path, s3_e
     (repo / "model.bin").unlink()
     shutil.rmtree(tmp_path / "remote")  # the committed remote is gone, as on a hosted runner
     summary = tmp_path / "summary.md"
-    proc = subprocess.run([sys.executable, "-m", "kd_pipeline.gate", "--base", "base", "--summary", str(summary)],
+    proc = subprocess.run([warm("python"), "-m", "kd_pipeline.gate", "--base", "base", "--summary", str(summary)],
                           cwd=repo, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "pulling from $DVC_REMOTE_URL" in proc.stdout and "remote not reachable" not in proc.stdout
