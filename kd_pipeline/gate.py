@@ -74,7 +74,8 @@ def pull() -> str | None:
 
 
 def stale_stages(status: dict[str, Any], pulled: bool) -> tuple[list[str], list[str]]:
-    """(stages whose lock is stale, stages that could not be checked) from `dvc status --json`.
+    """(stages whose lock is stale, stages that could not be checked) from `dvc status --json`;
+    an always-changed stage (cpu) is neither.
 
     Without the remote's data, missing files read as "deleted" or "not in cache": they say nothing about
     staleness, so those stages are only listed as unchecked unless something else changed.
@@ -84,8 +85,9 @@ def stale_stages(status: dict[str, Any], pulled: bool) -> tuple[list[str], list[
         changes: list[str] = []
         missing = False
         for entry in entries:
-            if isinstance(entry, str):  # "always changed", "changed checksum"
-                changes.append(entry)
+            if isinstance(entry, str):  # "changed checksum"; or "always changed" (the cpu stage),
+                if entry != "always changed":  # which re-runs by design and says nothing of the lock
+                    changes.append(entry)
                 continue
             for kind, files in entry.items():
                 for path, state in _flatten(files):

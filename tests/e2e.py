@@ -20,8 +20,9 @@ from tests.forkserver import stage_path
 ROLES = ("teacher", "assistant", "student")
 STAGES = {
     "prepare", "train_teacher", "distill_assistant", "distill_student", "distill_direct", "train_baseline",
-    "prune", "quantize", "evaluate", "visualize", "export",
+    "prune", "quantize", "cpu", "evaluate", "visualize", "export",
 }
+ALWAYS_CHANGED = {"cpu": ["always changed"]}  # what `dvc status` says of the cpu stage after any run
 
 
 def variants_of(repo: Path) -> set[str]:
@@ -32,8 +33,9 @@ def variants_of(repo: Path) -> set[str]:
             f"{source}_onnx", f"{source}_int8"}
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
+def run(cmd: list[str], cwd: Path, check: bool = True, env: dict[str, str] | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ) | (env or {})
     env["PATH"] = stage_path(env.get("PATH", ""))
     env["PYTHONPATH"] = str(cwd)
     env["DVC_NO_ANALYTICS"] = "1"

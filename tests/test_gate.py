@@ -82,6 +82,10 @@ def test_stale_stages_tell_missing_files_from_changes() -> None:
     }
     assert stale_stages(status, pulled=False) == (["train (deps train.py modified)"], ["score"])
     assert stale_stages(status, pulled=True)[0][1] == "score (deps model.bin deleted)"
+    # the cpu stage re-runs by design: `dvc status` always lists it, and that is no stale lock
+    assert stale_stages({"cpu": ["always changed"]}, pulled=True) == ([], [])
+    both = {"cpu": ["always changed", "changed checksum"]}
+    assert stale_stages(both, pulled=True) == (["cpu (changed checksum)"], [])
 
 
 STAGE = """\
