@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -165,6 +166,28 @@ def test_a_benchmark_record_is_stale_when_the_code_it_ran_changes(tmp_path: Path
     assert freshness(tmp_path / "results" / "bench", tmp_path) == "current"
     script.write_text("print(2)\n")
     assert freshness(tmp_path / "results" / "bench", tmp_path).startswith("stale: 1 of 1 code files changed")
+
+
+def test_a_whole_pipeline_benchmark_is_stale_when_a_stage_is_added(tmp_path: Path) -> None:
+    """first_run and repro_check list dvc.yaml's stage code; a stage added since ran in no such record."""
+    from kd_pipeline.records.store import freshness
+
+    for name in ("stages/prepare.py", "stages/export.py", "stages/cpu.py"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(f"# {name}\n")
+    md5 = {n: hashlib.md5((tmp_path / n).read_bytes()).hexdigest() for n in ("stages/prepare.py", "stages/export.py")}
+    folder = tmp_path / "results" / "first_run"
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps({"code_commit": "abcdef0123", "code": md5}))
+    stages = {"prepare": {"deps": ["stages/prepare.py"]}, "export": {"deps": ["stages/export.py", "models"]}}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    assert freshness(folder, tmp_path) == "current"
+    stages["cpu"] = {"deps": ["stages/cpu.py"]}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    assert freshness(folder, tmp_path) == "stale: 1 stage code files added since abcdef0 (stages/cpu.py)"
+    (folder / "run.json").write_text(json.dumps({"code_commit": "abcdef0123", "code": {"stages/export.py": md5[
+        "stages/export.py"]}}))  # one stage's benchmark: not the whole pipeline, no claim about the others
+    assert freshness(folder, tmp_path) == "current"
 
 
 def test_check_names_an_incomplete_record_and_its_field_and_fails(tmp_path: Path, monkeypatch, capsys) -> None:
