@@ -33,9 +33,8 @@ def variants_of(repo: Path) -> set[str]:
             f"{source}_onnx", f"{source}_int8"}
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True, env: dict[str, str] | None = None
-        ) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ) | (env or {})
+def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
     env["PATH"] = stage_path(env.get("PATH", ""))
     env["PYTHONPATH"] = str(cwd)
     env["DVC_NO_ANALYTICS"] = "1"

@@ -53,7 +53,7 @@ import json, os, signal, socket, sys
 
 PROGRAM, REAL, WARM = {program!r}, {real!r}, {warm!r}
 args = sys.argv[1:]
-if PROGRAM == "python" and args[:1] != ["-m"] and args[:1] and args[0].endswith("/dvc/__main__.py"):
+if PROGRAM == "python" and args and args[0].endswith("/dvc/__main__.py"):
     args = ["-m", "dvc", *args[1:]]  # how DVC starts its own daemons and queue workers
 if PROGRAM == "python" and (len(args) < 2 or args[0] != "-m" or not (args[1].startswith("stages.") or args[1] in WARM)):
     os.execv(REAL, [REAL, *sys.argv[1:]])
@@ -245,9 +245,8 @@ def shim_dir() -> Path | None:
         atexit.register(server.kill)
         (folder / "bin").mkdir()
         for program in ("python", "dvc"):
-            real = sys.executable if program == "python" else str(Path(sys.executable).parent / "dvc")
             shim = folder / "bin" / program
-            shim.write_text(SHIM.format(python=sys.executable, program=program, real=real, address=address,
+            shim.write_text(SHIM.format(python=sys.executable, program=program, real=_real(program), address=address,
                                         warm=WARM_MODULES))
             shim.chmod(0o755)
         deadline = time.time() + 300
@@ -259,11 +258,15 @@ def shim_dir() -> Path | None:
     return _started["dir"]
 
 
+def _real(program: str) -> str:
+    """This environment's own `python` or `dvc`."""
+    return sys.executable if program == "python" else str(Path(sys.executable).parent / program)
+
+
 def warm(program: str) -> str:
     """The shim for `python` or `dvc` when the server is on, else the real program."""
     folder = shim_dir()
-    real = Path(sys.executable) if program == "python" else Path(sys.executable).parent / program
-    return str(folder / program if folder is not None else real)
+    return str(folder / program) if folder is not None else _real(program)
 
 
 def stage_path(path: str) -> str:
