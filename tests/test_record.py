@@ -98,7 +98,10 @@ def test_record_copies_a_finished_run_and_refuses_a_stale_one(tmp_path: Path, mo
     (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"evaluate": {
         "cmd": f"{sys.executable} stage.py", "deps": ["stage.py"], "params": ["x"],
         "metrics": [{"metrics/evaluate.json": {"cache": False}}],
-        "outs": [{"reports/summary.md": {"cache": False}}]}}}))
+        "outs": [{"reports/summary.md": {"cache": False}}]},
+        # like the pipeline's `cpu` stage: `dvc status` always lists it, and that is not a stale lock
+        "cpu": {"cmd": f"{sys.executable} -c \"open('cpu.json', 'w').write('{{}}')\"", "always_changed": True,
+                "outs": [{"cpu.json": {"cache": False}}]}}}))
     _run(["git", "init", "-q"], repo)
     _run(["dvc", "init", "-q"], repo)
     with pytest.raises(PipelineError, match="no finished run to record: dvc.lock, metrics/evaluate.json"):
