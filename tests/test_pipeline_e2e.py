@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from kd_pipeline.records.experiments import show
+from kd_pipeline.records.store import record
 from tests.conftest import ROOT, TINY_MODEL
 from tests.e2e import ROLES, STAGES, kill_once_saved, new_repo, run, variants_of, write_params
 from tests.messy_folder import write_messy_folder
@@ -49,7 +50,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return made
 
 
-def test_repro_writes_every_output(repo: Path) -> None:
+def test_repro_writes_every_output(repo: Path, tmp_path: Path) -> None:
     untracked = run(["dvc", "repro"], repo)
     assert "warning: data.root" in untracked.stdout and "is not versioned by DVC" in untracked.stdout
     meta = json.loads((repo / "data/prepared/meta.json").read_text())
@@ -143,6 +144,12 @@ def test_repro_writes_every_output(repo: Path) -> None:
     again = run(["dvc", "repro"], repo)
     assert _ran(again.stdout) == ["cpu"], again.stdout  # the CPU's kernel class is read every time
     assert time.perf_counter() - started < 30
+
+    # The finished run records (what `kd-record` and every `--rerun` end with): the always-changed
+    # `cpu` stage is not a stale lock.
+    folder = record("e2e", "dvc repro", root=repo, results=tmp_path / "results")
+    assert json.loads((folder / "evaluate.json").read_text()) == evaluation
+    assert json.loads((folder / "export.json").read_text()) == exported
 
     # A lock another CPU class made (its reports/cpu.json, committed): evaluate measures again
     # here, so export checks predictions of this CPU's; nothing retrains.
