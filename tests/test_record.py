@@ -258,6 +258,38 @@ def test_a_record_with_retired_keys_reruns_its_data_at_todays_defaults(tmp_path:
     assert plan.seeds == [1, 0, 2, 3, 4]
 
 
+def test_a_failed_rerun_keeps_its_run_and_says_where(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A re-run that fails to record (after hours of training, maybe) keeps its clone, named in the
+    one-line error; one that records removes it."""
+    import tempfile
+    from types import SimpleNamespace
+
+    from kd_pipeline.records import rerun as module
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "params.yaml").write_text("x: 0\n")
+    _run(["git", "init", "-q"], repo)
+    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x", "--allow-empty"], repo)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(module, "recipe", lambda *args: SimpleNamespace(params={"x": 1}, seeds=[0]))
+    monkeypatch.setattr(module, "provenance", lambda repo: {"dirty": False, "code_commit": "abc1234"})
+    monkeypatch.setattr(module, "run_in", lambda cmd, cwd, quiet=False: "")  # dvc: as if it ran
+
+    def stale(*args: object, **kwargs: object) -> Path:
+        raise PipelineError("dvc.lock is stale for evaluate: rerun (`dvc repro`) before recording")
+
+    monkeypatch.setattr(module, "record", stale)
+    with pytest.raises(PipelineError, match=r"before recording \(the run is kept in .+\)$") as failed:
+        module.rerun("run", repo=repo)
+    kept = Path(re.search(r"kept in (.+)\)$", str(failed.value)).group(1))
+    assert yaml.safe_load((kept / "params.yaml").read_text()) == {"x": 1}  # the run's own files
+
+    monkeypatch.setattr(module, "record", lambda name, command, root, results, started: results / name)
+    module.rerun("run", repo=repo)
+    assert [path.name for path in tmp_path.glob("kd-rerun-*")] == [kept.parent.name]  # only the failed one
+
+
 def test_a_rerun_sets_a_budget_on_top_of_todays_defaults_and_refuses_a_bad_setting(tmp_path: Path) -> None:
     """CIFAR-10's record is today's defaults at one epoch: `--set` carries the budget, checked
     by today's schema like the rest of the recipe."""

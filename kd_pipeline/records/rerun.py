@@ -4,10 +4,10 @@ A record's params.yaml is its whole recipe (dvc.yaml and the code are today's), 
 seeds.json names the training seeds it aggregated. In a temporary clone of HEAD (committed code
 only, sharing this repository's DVC cache), those params are written, `dvc repro` runs the first
 seed, every further seed runs as a queued experiment, `kd_pipeline.records.seeds` aggregates them, and
-the record is replaced by the new run. A record made before a params key was retired is re-run
-with `--today-defaults`: today's params.yaml at the full budget (kd_pipeline.budgets) with only
-the record's `data` group and first seed,
-which is the recipe "this dataset at the defaults of that moment"; `--seeds N` sets how many
+the record is replaced by the new run (a failure keeps the clone and names it). A record made
+before a params key was retired is re-run with `--today-defaults`: today's params.yaml at the
+full budget (kd_pipeline.budgets) with only the record's `data` group and first seed, which is
+the recipe "this dataset at the defaults of that moment"; `--seeds N` sets how many
 training seeds it aggregates, and `--set KEY=VALUE` (repeatable) changes one param on top, for a
 recipe that is today's defaults plus a budget (CIFAR-10 at one epoch). Everything that can make
 it fail is checked before any work: a record that cannot be reproduced (unknown name, params
@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -203,15 +204,17 @@ def run_queue(clone: Path) -> None:
 
 def rerun(name: str, results: Path = paths.RESULTS, repo: Path = Path("."), today_defaults: bool = False,
           seeds: int | None = None, settings: Sequence[str] = ()) -> Path:
-    """Reproduce record `name` at HEAD and replace it; returns the record's folder."""
+    """Reproduce record `name` at HEAD and replace it; returns the record's folder. A failure keeps
+    the clone (named in its error): its training is in the shared run cache, its evaluation is not."""
     plan = recipe(name, results, repo, today_defaults, seeds, settings)
     made = provenance(repo)
     if made["dirty"]:  # the clone runs HEAD, and the record must say what ran
         raise PipelineError("uncommitted code changes: commit them first (a re-run runs HEAD)")
     commit = made["code_commit"]
     repo = repo.resolve()
-    with tempfile.TemporaryDirectory(prefix=f"kd-rerun-{name}-", ignore_cleanup_errors=True) as tmp:
-        clone = Path(tmp) / "clone"
+    tmp = Path(tempfile.mkdtemp(prefix=f"kd-rerun-{name}-"))
+    clone = tmp / "clone"
+    try:  # removed once recorded; a failure keeps the run (hours of it, maybe) where its error points
         subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
         run_in([sys.executable, "-m", "dvc", "cache", "dir", "--local", str(repo / ".dvc" / "cache")], clone)
         (clone / "params.yaml").write_text(yaml.safe_dump(plan.params, sort_keys=False))
@@ -226,4 +229,8 @@ def rerun(name: str, results: Path = paths.RESULTS, repo: Path = Path("."), toda
         command = (f"{kernel_prefix()}python -m kd_pipeline.records.record {name} --rerun{flags}: at {commit[:7]},"
                    f" {recipe_text} in a clone, dvc repro, then seeds {plan.seeds[1:] or 'none'} as queued"
                    f" experiments and python -m kd_pipeline.records.seeds ({time.time() - started:.0f} s wall in all)")
-        return record(name, command, root=clone, results=(repo / results).resolve(), started=started)
+        folder = record(name, command, root=clone, results=(repo / results).resolve(), started=started)
+    except PipelineError as err:
+        raise PipelineError(f"{err} (the run is kept in {clone})") from err
+    shutil.rmtree(tmp, ignore_errors=True)
+    return folder
