@@ -19,6 +19,7 @@ instruction set (`ATEN_CPU_CAPABILITY`, `ONEDNN_MAX_CPU_ISA`) is re-run under th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -29,7 +30,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,6 +203,19 @@ def run_queue(clone: Path) -> None:
         raise PipelineError(f"an experiment failed in {clone}: see `dvc queue logs` there")
 
 
+@contextlib.contextmanager
+def kept_on_failure(prefix: str) -> Iterator[Path]:
+    """A temporary clone's path (not made yet), removed once the run is recorded; a failure keeps
+    it, named in its one-line error, since a re-run or a sweep may have trained for hours there and
+    the errors point into it (`dvc queue logs`)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield tmp / "clone"
+    except PipelineError as err:
+        raise PipelineError(f"{err} (the run is kept in {tmp / 'clone'})") from err
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def rerun(name: str, results: Path = paths.RESULTS, repo: Path = Path("."), today_defaults: bool = False,
           seeds: int | None = None, settings: Sequence[str] = ()) -> Path:
     """Reproduce record `name` at HEAD and replace it; returns the record's folder. A failure keeps
@@ -212,9 +226,7 @@ def rerun(name: str, results: Path = paths.RESULTS, repo: Path = Path("."), toda
         raise PipelineError("uncommitted code changes: commit them first (a re-run runs HEAD)")
     commit = made["code_commit"]
     repo = repo.resolve()
-    tmp = Path(tempfile.mkdtemp(prefix=f"kd-rerun-{name}-"))
-    clone = tmp / "clone"
-    try:  # removed once recorded; a failure keeps the run (hours of it, maybe) where its error points
+    with kept_on_failure(f"kd-rerun-{name}-") as clone:
         subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
         run_in([sys.executable, "-m", "dvc", "cache", "dir", "--local", str(repo / ".dvc" / "cache")], clone)
         (clone / "params.yaml").write_text(yaml.safe_dump(plan.params, sort_keys=False))
@@ -229,8 +241,4 @@ def rerun(name: str, results: Path = paths.RESULTS, repo: Path = Path("."), toda
         command = (f"{kernel_prefix()}python -m kd_pipeline.records.record {name} --rerun{flags}: at {commit[:7]},"
                    f" {recipe_text} in a clone, dvc repro, then seeds {plan.seeds[1:] or 'none'} as queued"
                    f" experiments and python -m kd_pipeline.records.seeds ({time.time() - started:.0f} s wall in all)")
-        folder = record(name, command, root=clone, results=(repo / results).resolve(), started=started)
-    except PipelineError as err:
-        raise PipelineError(f"{err} (the run is kept in {clone})") from err
-    shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+        return record(name, command, root=clone, results=(repo / results).resolve(), started=started)

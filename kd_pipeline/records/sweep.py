@@ -46,6 +46,7 @@ from kd_pipeline.records.experiments import ROLE_METRICS, show
 from kd_pipeline.records.provenance import provenance, run_json
 from kd_pipeline.records.rerun import (
     apply_settings,
+    kept_on_failure,
     kernel_prefix,
     nested_set,
     recipe,
@@ -458,8 +459,7 @@ def sweep(name: str, args: argparse.Namespace, repo: Path = Path(".")) -> Path:
         raise PipelineError("uncommitted code changes: commit them first (the sweep runs HEAD)")
     seeds = list(range(args.seeds))
     started = time.time()
-    with tempfile.TemporaryDirectory(prefix=f"kd-sweep-{name}-", ignore_cleanup_errors=True) as tmp:
-        clone = Path(tmp) / "clone"
+    with kept_on_failure(f"kd-sweep-{name}-") as clone:
         subprocess.run(["git", "clone", "-q", str(repo.resolve()), str(clone)], check=True)
         _dvc(["cache", "dir", "--local", str(repo.resolve() / ".dvc" / "cache")], clone)
         nested_set(params, args.seed_key, str(seeds[0]))  # the base is the first seed's run
