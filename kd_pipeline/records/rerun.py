@@ -204,15 +204,21 @@ def run_queue(clone: Path) -> None:
 
 
 @contextlib.contextmanager
-def kept_on_failure(prefix: str) -> Iterator[Path]:
-    """A temporary clone's path (not made yet), removed once the run is recorded; a failure keeps
-    it, named in its one-line error, since a re-run or a sweep may have trained for hours there and
-    the errors point into it (`dvc queue logs`)."""
+def kept_on_failure(prefix: str, repo: Path) -> Iterator[Path]:
+    """A temporary clone of `repo` at HEAD, removed once the run is recorded; a failure keeps it,
+    named in its one-line error, since a re-run or a sweep may have trained for hours there and the
+    errors point into it (`dvc queue logs`). A clone that fails leaves nothing behind."""
     tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    clone = tmp / "clone"
+    cloned = subprocess.run(["git", "clone", "-q", str(repo), str(clone)], capture_output=True, text=True)
+    if cloned.returncode:
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = (cloned.stderr.strip().splitlines() or [f"exit {cloned.returncode}"])[-1]
+        raise PipelineError(f"could not clone {repo} to run in: {reason}")
     try:
-        yield tmp / "clone"
+        yield clone
     except PipelineError as err:
-        raise PipelineError(f"{err} (the run is kept in {tmp / 'clone'})") from err
+        raise PipelineError(f"{err} (the run is kept in {clone})") from err
     shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -226,8 +232,7 @@ def rerun(name: str, results: Path = paths.RESULTS, repo: Path = Path("."), toda
         raise PipelineError("uncommitted code changes: commit them first (a re-run runs HEAD)")
     commit = made["code_commit"]
     repo = repo.resolve()
-    with kept_on_failure(f"kd-rerun-{name}-") as clone:
-        subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+    with kept_on_failure(f"kd-rerun-{name}-", repo) as clone:
         run_in([sys.executable, "-m", "dvc", "cache", "dir", "--local", str(repo / ".dvc" / "cache")], clone)
         (clone / "params.yaml").write_text(yaml.safe_dump(plan.params, sort_keys=False))
         started = time.time()

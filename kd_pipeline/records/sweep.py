@@ -459,8 +459,7 @@ def sweep(name: str, args: argparse.Namespace, repo: Path = Path(".")) -> Path:
         raise PipelineError("uncommitted code changes: commit them first (the sweep runs HEAD)")
     seeds = list(range(args.seeds))
     started = time.time()
-    with kept_on_failure(f"kd-sweep-{name}-") as clone:
-        subprocess.run(["git", "clone", "-q", str(repo.resolve()), str(clone)], check=True)
+    with kept_on_failure(f"kd-sweep-{name}-", repo.resolve()) as clone:
         _dvc(["cache", "dir", "--local", str(repo.resolve() / ".dvc" / "cache")], clone)
         nested_set(params, args.seed_key, str(seeds[0]))  # the base is the first seed's run
         (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
