@@ -129,39 +129,14 @@ def pipeline_code(dvc_yaml: Path = Path("dvc.yaml")) -> list[Path]:
     return sorted({Path(str(dep)) for spec in stages for dep in spec.get("deps", []) if str(dep).endswith(".py")})
 
 
-def head_at(when: float, root: Path = Path(".")) -> str | None:
-    """The commit HEAD named at `when` (the reflog's last move before it), so a benchmark records
-    the code it started with though a commit landed while it ran; None without a reflog."""
-    moves = subprocess.run(["git", "-C", str(root), "log", "-g", "--format=%H %gd", "--date=unix", "HEAD"],
-                           capture_output=True, text=True).stdout.split()
-    for commit, selector in zip(moves[::2], moves[1::2], strict=True):
-        if int(selector.split("{")[1].rstrip("}")) <= when:
-            return commit
-    return None
-
-
-CHANGED_DURING_RUN = "changed during the run"
-
-
 def benchmark_record(out: Path, script: str, args: list[str], result: dict[str, Any],
-                     code: Iterable[Path] = (), started: float | None = None) -> None:
+                     code: Iterable[Path] = ()) -> None:
     """A benchmark's numbers as `out/result.json`, and `out/run.json` (run_json's schema, started
     when the benchmark's process did) with the md5s of the code it ran: the record a README or note
-    number cites, and what `record --check` compares with today's files. The commit is HEAD at the
-    start (`started`, the process's start by default); a file edited while it ran is listed as
-    changed, so the record is dirty and reads stale: its md5 now is not the code that ran."""
+    number cites, and what `record --check` compares with today's files."""
     import psutil
 
-    started = psutil.Process().create_time() if started is None else started
-    made = provenance(Path("."))
-    made["code_commit"] = head_at(started) or made["code_commit"]
-    md5s = code_md5s([Path(script), *code])
-    touched = [path for path in md5s if Path(path).stat().st_mtime > started]
-    md5s.update(dict.fromkeys(touched, CHANGED_DURING_RUN))
-    made["dirty"] = made["dirty"] or bool(touched)
-    if touched:
-        print(f"warning: {', '.join(touched)} changed while the benchmark ran: its record reads stale",
-              file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "result.json", result)
-    write_json(out / "run.json", run_json(" ".join(["python", script, *args]), made, started, code=md5s))
+    write_json(out / "run.json", run_json(" ".join(["python", script, *args]), provenance(Path(".")),
+                                          psutil.Process().create_time(), code=code_md5s([Path(script), *code])))
