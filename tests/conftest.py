@@ -59,23 +59,34 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-# The longest files first, longest to shortest (their seconds on CI's two busy cores in brackets):
-# pytest-xdist hands out whole files (--dist loadfile, --no-loadscope-reorder) in collection
-# order, so a long file collected last would run alone at the end on CI's two workers.
+# The longest files first, longest to shortest (their tests' seconds, summed, in one run of the whole
+# suite alone on a 2-core AVX2-only EPYC, 2026-12-07, in brackets): pytest-xdist hands out whole
+# files (--dist loadfile, --no-loadscope-reorder) in collection order, so a long file collected
+# last would run alone at the end on CI's two workers.
 LONGEST_FIRST = (
-    "test_pipeline_e2e.py",  # (about 400: the messy folder through every stage, resume, queue, browser)
-    "test_chest_e2e.py",  # (250)
-    "test_small_students_e2e.py",  # (185; unlisted, it was handed out near the end)
-    "test_distributed_e2e.py",  # (105)
-    "test_gate.py",  # (90)
-    "test_remote.py",  # (50)
-    "test_team_e2e.py",  # (47)
-    "test_compression.py",  # (40)
-    "test_folder_e2e.py",  # (39)
-    "test_training.py",  # (25)
-    "test_train_throughput.py",  # (17)
-    "test_distributed.py",  # (15)
+    "test_pipeline_e2e.py",  # (221: the messy folder through every stage, resume, queue, bundle, browser)
+    "test_distributed_e2e.py",  # (58)
+    "test_gate.py",  # (58)
+    "test_chest_e2e.py",  # (57)
+    "test_small_students_e2e.py",  # (56)
+    "test_training.py",  # (40)
+    "test_record.py",  # (36)
+    "test_team_e2e.py",  # (35)
+    "test_remote.py",  # (32)
+    "test_small_students.py",  # (32)
+    "test_compression.py",  # (26)
+    "test_distributed.py",  # (19)
+    "test_export.py",  # (16)
+    "test_train_throughput.py",  # (15)
+    "test_mixed_precision.py",  # (15)
 )
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The test modules are loaded: settle this process as the stage server settles its own."""
+    from tests.forkserver import settle
+
+    settle()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

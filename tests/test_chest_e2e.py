@@ -23,7 +23,8 @@ def test_multilabel_chestmnist_end_to_end(tmp_path_factory: pytest.TempPathFacto
     raw = repo / "raw"
     raw.mkdir(exist_ok=True)
     write_medmnist(raw, "chestmnist", sizes=(48, 12, 16), labels_per_image=14)
-    vit = {"model": "test_vit", "model_kwargs": {"img_size": 16, "patch_size": 4}}
+    # two of test_vit's six blocks: every kind of layer, a third of the graph to export and quantize
+    vit = {"model": "test_vit", "model_kwargs": {"img_size": 16, "patch_size": 4, "depth": 2}}
     write_params(repo, data={"name": "medmnist", "subset": "chestmnist", "root": str(raw)},
                  train={"class_weights": True}, kd={"learn_from": "all_above"}, teacher=vit, assistant=vit, student=vit,
                  # every layer in int8 (no accuracy control), so the integer-kernel checks below see full int8

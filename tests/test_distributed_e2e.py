@@ -10,7 +10,7 @@ import pytest
 
 from tests.e2e import kill_once_saved, new_repo, run, write_params
 
-EPOCHS = 4
+EPOCHS = 3  # killed after the first saved epoch, two left to resume
 
 
 def _summary(repo: Path) -> dict:
@@ -31,7 +31,8 @@ def test_two_processes_train_the_teacher_resume_after_a_kill_and_match_one(
     assert "with torchrun" in first
     resumed = run(["dvc", "repro", "train_teacher"], repo)
     out = resumed.stdout + resumed.stderr
-    assert "teacher: resuming after epoch" in out and out.count("teacher epoch 4/4") == 1  # one process prints
+    assert "teacher: resuming after epoch" in out
+    assert out.count(f"teacher epoch {EPOCHS}/{EPOCHS}") == 1  # one process prints
     assert not state.exists()
     two = _summary(repo)
 

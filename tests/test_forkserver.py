@@ -126,3 +126,23 @@ def _alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     return state != "Z"
+
+
+def test_a_settled_process_exports_with_the_table_onnxscript_builds() -> None:
+    """`settle` (the server's and this test process's) caches the ONNX exporter's torchlib table:
+    the cached list holds the very functions a fresh build returns, in order, and loaded modules
+    are frozen out of garbage collection."""
+    import gc
+    import importlib
+
+    from tests.forkserver import settle
+
+    settle()
+    apis = importlib.import_module("onnxscript._framework_apis.torch_2_11")
+    assert hasattr(apis.get_torchlib_ops, "cache_info"), "settle() no longer caches the exporter's table"
+
+    def table(metas: list) -> list[tuple]:
+        return [(m.qualified_name, m.domain, m.name, m.is_complex, id(m.function)) for m in metas]
+
+    assert table(apis.get_torchlib_ops()) == table(apis.get_torchlib_ops.__wrapped__())
+    assert gc.get_freeze_count() > 0
