@@ -33,15 +33,61 @@ def variants_of(repo: Path) -> set[str]:
             f"{source}_onnx", f"{source}_int8"}
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+def _env(cwd: Path) -> dict[str, str]:
+    """A user's shell in `cwd`: the warm stage shims first, the project importable, no analytics."""
     env = dict(os.environ)
     env["PATH"] = stage_path(env.get("PATH", ""))
     env["PYTHONPATH"] = str(cwd)
     env["DVC_NO_ANALYTICS"] = "1"
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    return env
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(cmd, cwd=cwd, env=_env(cwd), capture_output=True, text=True, timeout=900)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def run_queue(repo: Path, queued: int, jobs: int = 1, limit_s: float = 600) -> str:
+    """`dvc queue start -j jobs`, wait for the `queued` experiments, `dvc queue stop`, wait for the
+    workers to exit; the final `dvc queue status`.
+
+    Not `run`: the workers keep `dvc queue start`'s output open, so a captured start returns only
+    when they exit, 10 to 15 s after the queue empties (their idle timeout). This waits on the task
+    results the workers write, then stops them as a user would, and lets nothing outlive the test."""
+    celery = repo / ".dvc/tmp/exps/celery"
+    log = repo / ".dvc/tmp/queue-start.log"
+    with log.open("w") as out:
+        started = subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=repo, env=_env(repo), stdout=out,
+                                 stderr=subprocess.STDOUT, timeout=120)
+    if started.returncode != 0:
+        raise AssertionError(f"dvc queue start failed ({started.returncode}):\n{log.read_text()}")
+    deadline = time.monotonic() + limit_s
+    status = ""
+    while time.monotonic() < deadline:
+        if sum(_task_done(path) for path in (celery / "result").glob("celery-task-meta-*")) >= queued:
+            status = run(["dvc", "queue", "status"], repo).stdout
+            if "Queued" not in status and "Running" not in status:
+                break
+        time.sleep(0.5)
+    else:
+        raise AssertionError(f"queue still busy after {limit_s} s:\n{status}")
+    run(["dvc", "queue", "stop"], repo)
+    for worker in celery.glob("dvc-exp-worker-*.json"):  # DVC writes the worker's exit code here
+        while json.loads(worker.read_text() or "{}").get("returncode") is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{worker.name}: the queue worker did not exit after `dvc queue stop`")
+            time.sleep(0.2)
+    return status
+
+
+def _task_done(path: Path) -> bool:
+    """Whether a celery result file says its experiment's task finished (it may be mid-write)."""
+    try:
+        return json.loads(path.read_text()).get("status") in ("SUCCESS", "FAILURE")
+    except ValueError:
+        return False
 
 
 def write_params(repo: Path, **changes: dict) -> None:
@@ -79,10 +125,8 @@ def new_repo(tmp_path_factory: pytest.TempPathFactory, name: str = "kd-e2e") -> 
 def kill_once_saved(repo: Path, stage: str, state: Path, log: Path, flags: tuple[str, ...] = ()) -> str:
     """`dvc repro [FLAGS] STAGE`, SIGKILLed (its whole process group) once `state` holds a saved
     epoch; returns what it printed."""
-    env = {**os.environ, "PATH": stage_path(os.environ["PATH"]),
-           "PYTHONPATH": str(repo), "DVC_NO_ANALYTICS": "1"}
     with log.open("w") as out:
-        proc = subprocess.Popen(["dvc", "repro", *flags, stage], cwd=repo, env=env, stdout=out,
+        proc = subprocess.Popen(["dvc", "repro", *flags, stage], cwd=repo, env=_env(repo), stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + 300
         while not state.is_file() and proc.poll() is None and time.time() < deadline:

@@ -8,14 +8,17 @@ tests' PATH hand each `dvc ...`, `python -m stages.*`, `python -m dvc` and `pyth
 kd_pipeline.gate` command (its argv, working directory, environment and standard streams) to the
 server, which forks a copy that runs the real command in the caller's repository and reports its
 exit status. In the copy `sys.executable` is the `python` shim, so what it starts the same way
-(the gate's and DVC's own `sys.executable -m dvc`, DVC's queue workers) comes back warm too. The
+(the gate's and DVC's own `sys.executable -m dvc`, DVC's queue workers, `python -m
+torch.distributed.run` and the `python -u -m stages.train` workers it starts) comes back warm too. The
 stage code, DVC and the files are the real ones; only the interpreter start is shared (with
 `settle`'s two savings: the ONNX exporter's table built once, the loaded modules frozen for gc). Cold
 starts are measured by `benchmarks/stage_startup.py` and run by `make repro`.
 
 Any other `python`, and any call whose import-time settings (kernel limits, thread counts)
-differ from the server's, runs the real interpreter. A killed caller takes its command with it:
-the copy runs in its own process group, killed as soon as the caller's connection closes.
+differ from the server's, runs the real interpreter; but for OMP_NUM_THREADS, which torchrun sets
+to 1 for each worker and a copy sets itself. A killed caller takes its command with it: the copy
+runs in its own process group, killed as soon as the caller's connection closes (a torchrun
+worker's shim also dies with its launcher, as the worker asks the kernel in training).
 `KD_TESTS_COLD_STAGES=1` turns the server off.
 """
 
@@ -45,8 +48,10 @@ IMPORT_TIME_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_IS
 PRELOAD = ("numpy", "torch", "torchvision", "timm", "sklearn.metrics", "scipy.stats", "onnx", "onnxruntime",
            "PIL.Image", "yaml", "pydantic", "safetensors.torch", "tqdm", "dvclive", "captum.attr",
            "torch_pruning", "matplotlib", "dvc.cli.parser", "dvc.repo")
-WARM_MODULES = ("dvc", "kd_pipeline.gate")  # besides stages.*: what `python -m` runs warm
+WARM_MODULES = ("dvc", "kd_pipeline.gate", "torch.distributed.run")  # besides stages.*: `python -m` run warm
+THREADS = "OMP_NUM_THREADS"  # the one import-time setting a copy can take itself (torchrun sets it to 1)
 STREAMS = 3
+_SETTINGS: dict[str, str | None] = {}  # the server's import-time settings, inherited by each copy
 _BASE_PATH: list[str] = []  # the server's sys.path without its own folder and PYTHONPATH
 
 SHIM = '''#!{python} -SE
@@ -57,8 +62,17 @@ PROGRAM, REAL, WARM = {program!r}, {real!r}, {warm!r}
 args = sys.argv[1:]
 if PROGRAM == "python" and args and args[0].endswith("/dvc/__main__.py"):
     args = ["-m", "dvc", *args[1:]]  # how DVC starts its own daemons and queue workers
+unbuffered = PROGRAM == "python" and args[:2] == ["-u", "-m"]  # how torchrun starts its workers
+if unbuffered:
+    args = args[1:]
 if PROGRAM == "python" and (len(args) < 2 or args[0] != "-m" or not (args[1].startswith("stages.") or args[1] in WARM)):
     os.execv(REAL, [REAL, *sys.argv[1:]])
+if "TORCHELASTIC_RUN_ID" in os.environ and "LOCAL_RANK" in os.environ:
+    import ctypes  # a torchrun worker dies with its launcher, as kd_pipeline.train.distributed asks
+    launcher = os.getppid()
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != launcher:
+        os._exit(1)
 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 try:
     sock.connect({address!r})
@@ -66,7 +80,8 @@ except OSError:
     os.execv(REAL, [REAL, *sys.argv[1:]])
 argv = args[1:] if PROGRAM == "python" else args
 request = json.dumps({{"program": PROGRAM, "real": REAL, "argv": argv, "cwd": os.getcwd(), "env": dict(os.environ),
-                      "python": os.path.join(os.path.dirname(os.path.abspath(__file__)), "python")}})
+                      "python": os.path.join(os.path.dirname(os.path.abspath(__file__)), "python"),
+                      "unbuffered": unbuffered}})
 request = request.encode()
 socket.send_fds(sock, [b"!"], [0, 1, 2])
 sock.sendall(len(request).to_bytes(8, "big") + request)
@@ -122,6 +137,11 @@ def _run_stage(request: dict, fds: list[int]) -> None:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
+    if request.get("unbuffered"):  # `python -u`
+        sys.stdout.reconfigure(write_through=True)
+        sys.stderr.reconfigure(write_through=True)
+    if os.environ.get(THREADS) != _SETTINGS.get(THREADS):
+        _limit_threads(int(os.environ[THREADS]))
     code = 0
     try:
         _main(request)
@@ -138,6 +158,23 @@ def _run_stage(request: dict, fds: list[int]) -> None:
         sys.stderr.flush()
     finally:
         os._exit(code)
+
+
+def _limit_threads(count: int) -> None:
+    """What OMP_NUM_THREADS=count at import would have set: torch's intra-op threads and every
+    OpenMP and BLAS pool loaded (threadpoolctl, scikit-learn's own dependency)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(count)
+    threadpool_limits(count)
+
+
+def _warm_enough(env: dict[str, str]) -> bool:
+    """Whether a copy of the server can run a command with this environment: the same import-time
+    settings, but for a thread count it can set itself."""
+    differs = {key for key in IMPORT_TIME_ENV if env.get(key) != _SETTINGS[key]}
+    return not differs or (differs == {THREADS} and env.get(THREADS, "").isdigit() and int(env[THREADS]) > 0)
 
 
 def _main(request: dict) -> None:
@@ -214,7 +251,7 @@ def serve(address: str, parent: int) -> None:
     for name in PRELOAD:
         __import__(name)
     settle()
-    settings = {k: os.environ.get(k) for k in IMPORT_TIME_ENV}
+    _SETTINGS.update({k: os.environ.get(k) for k in IMPORT_TIME_ENV})
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # supervisors are reaped by the kernel
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(address + ".tmp")
@@ -234,7 +271,7 @@ def serve(address: str, parent: int) -> None:
         except (OSError, ValueError):
             conn.close()
             continue
-        if {k: request["env"].get(k) for k in IMPORT_TIME_ENV} != settings:
+        if not _warm_enough(request["env"]):
             conn.sendall(b"cold")
             conn.close()
             for fd in fds:

@@ -28,6 +28,15 @@ main = os.path.join(os.path.dirname(dvc.__file__), "__main__.py")
 for command in ([sys.executable, "-m", "dvc", "version"], [sys.executable, main, "version"]):
     print(subprocess.run(command, capture_output=True, text=True).stdout.splitlines()[0])
 '''
+THREADS = '''import sys, torch
+print("threads", torch.get_num_threads(), "unbuffered", sys.stdout.write_through)
+print("warm", "timm" in sys.modules, file=sys.stderr)
+'''
+LAUNCHER = '''import os, subprocess, sys, time
+subprocess.Popen([sys.argv[1], "-u", "-m", "stages.wait"], start_new_session=True,
+                 env={**os.environ, "TORCHELASTIC_RUN_ID": "x", "LOCAL_RANK": "0"})
+time.sleep(120)
+'''
 WAIT = '''import os, sys, time
 open("pid", "w").write(str(os.getpid()))
 time.sleep(120)
@@ -41,6 +50,7 @@ def repo(tmp_path: Path) -> Path:
     (tmp_path / "stages" / "report.py").write_text(REPORT)
     (tmp_path / "stages" / "wait.py").write_text(WAIT)
     (tmp_path / "stages" / "nested.py").write_text(NESTED)
+    (tmp_path / "stages" / "threads.py").write_text(THREADS)
     (tmp_path / "stages" / "broken.py").write_text("raise ValueError('bad input in broken.py')\n")
     (tmp_path / "stages" / "killed.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGTERM)\n")
     (tmp_path / "helper.py").write_text(f"WHERE = {str(tmp_path)!r}\n")
@@ -116,6 +126,33 @@ def test_killing_the_caller_kills_its_stage(repo: Path) -> None:
     deadline = time.time() + 10
     while _alive(stage):
         assert time.time() < deadline, "the stage outlived its killed caller"
+        time.sleep(0.05)
+
+
+@pytest.mark.skipif(os.environ.get("KD_TESTS_COLD_STAGES") is not None, reason="the warm interpreter is off")
+def test_a_torchrun_worker_runs_warm_with_its_thread_count_and_dies_with_its_launcher(repo: Path) -> None:
+    """torchrun starts each worker as `python -u -m MODULE` with OMP_NUM_THREADS=1 in a session of
+    its own: the copy takes that thread count and unbuffered output as a cold worker would, and
+    when the launcher is killed the worker goes too, as the training code asks of the kernel."""
+    warm_dir, cold_dir = shim_dir(), Path(sys.executable).parent
+    args = ["-u", "-m", "stages.threads"]
+    warm = _python(warm_dir, args, repo, OMP_NUM_THREADS="1")
+    cold = _python(cold_dir, args, repo, OMP_NUM_THREADS="1")
+    assert warm.stdout == cold.stdout == "threads 1 unbuffered True\n", warm.stdout + cold.stdout
+    assert warm.stderr == "warm True\n" and cold.stderr == "warm False\n"
+    assert _python(warm_dir, args, repo, OMP_NUM_THREADS="all").stderr.endswith("warm False\n")  # not a count
+
+    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(warm_dir / "python")], cwd=repo)
+    deadline = time.time() + 60
+    while not (repo / "pid").is_file() or not (repo / "pid").read_text():
+        assert time.time() < deadline and launcher.poll() is None
+        time.sleep(0.05)
+    worker = int((repo / "pid").read_text())
+    launcher.kill()  # its worker's shim is in a session of its own: only the kernel's death signal reaches it
+    launcher.wait()
+    deadline = time.time() + 10
+    while _alive(worker):
+        assert time.time() < deadline, "the worker outlived its killed launcher"
         time.sleep(0.05)
 
 

@@ -21,7 +21,7 @@ import yaml
 from kd_pipeline.records.experiments import show
 from kd_pipeline.records.store import record
 from tests.conftest import ROOT, TINY_MODEL
-from tests.e2e import ROLES, STAGES, kill_once_saved, new_repo, run, variants_of, write_params
+from tests.e2e import ROLES, STAGES, kill_once_saved, new_repo, run, run_queue, variants_of, write_params
 from tests.messy_folder import write_messy_folder
 
 # Two epochs for the student and the prune fine-tune, so a kill after the first leaves one to
@@ -281,13 +281,7 @@ def test_queued_sweep_keeps_good_experiments_and_bad_keys_fail(repo: Path) -> No
     # is under test, not training or timing again.
     for value in ("export.max_float_diff=0.0002", "kd.alpha=2"):
         run(["dvc", "exp", "run", "--queue", "-S", value], repo)
-    run(["dvc", "queue", "start", "-j", "1"], repo)
-    deadline = time.time() + 600
-    while time.time() < deadline:
-        status = run(["dvc", "queue", "status"], repo).stdout
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(1)
+    status = run_queue(repo, queued=2)
     assert status.count("Success") == 1 and status.count("Failed") == 1, status
 
     shown = show(repo)  # `dvc exp show --json` with each rev's detail files read from its commit

@@ -8,14 +8,13 @@ pushes it; machine B pulls it and sees its metrics, plots and outputs."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.conftest import S3_ENV
-from tests.e2e import run
+from tests.e2e import run, run_queue
 
 STAGE = """import json, pathlib, yaml
 quality = yaml.safe_load(open("params.yaml"))["quality"]
@@ -32,16 +31,6 @@ DVC_YAML = {"stages": {"score": {
 def _commit(repo: Path, message: str) -> None:
     run(["git", "add", "-A"], repo)
     run(["git", "-c", "user.name=a", "-c", "user.email=a@a", "commit", "-q", "-m", message], repo)
-
-
-def _wait_for_queue(repo: Path, limit_s: float = 240) -> None:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        status = run(["dvc", "queue", "status"], repo).stdout
-        if not any(word in status for word in ("Queued", "Running")):
-            return
-        time.sleep(2)
-    raise AssertionError(f"queue still busy after {limit_s} s:\n{status}")
 
 
 def _experiments(repo: Path) -> dict[str, float]:
@@ -84,8 +73,7 @@ def test_a_sweep_run_on_one_machine_is_pulled_and_compared_on_another(
     run(["dvc", "push"], a)
 
     run(["dvc", "exp", "run", "--queue", "-S", "quality=3,4"], a)
-    run(["dvc", "queue", "start", "-j", "2"], a)
-    _wait_for_queue(a)
+    run_queue(a, queued=2, jobs=2)
     swept = _experiments(a)
     assert sorted(swept.values()) == [0.3, 0.4], run(["dvc", "queue", "status"], a).stdout
     run(["dvc", "exp", "push", "origin", *swept], a)
