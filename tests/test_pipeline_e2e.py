@@ -276,16 +276,16 @@ def test_queued_sweep_keeps_good_experiments_and_bad_keys_fail(repo: Path) -> No
     unknown = run(["dvc", "exp", "run", "-S", "kd.temprature=6"], repo, check=False)
     assert unknown.returncode != 0 and "kd.temprature" in unknown.stderr
 
-    # export.max_float_diff reruns export only, the cheapest stage (everything else is restored from
-    # the run cache): the queue, its temporary workspace and a queued experiment's outputs are what
-    # is under test, not training or timing again.
-    for value in ("export.max_float_diff=0.0002", "kd.alpha=2"):
+    # visualize.images reruns visualize alone (with the always-run cpu stage; everything else is
+    # restored from the run cache): the queue, its temporary workspace and a queued experiment's
+    # outputs are what is under test, not training or timing again.
+    for value in ("visualize.images=2", "kd.alpha=2"):
         run(["dvc", "exp", "run", "--queue", "-S", value], repo)
     status = run_queue(repo, queued=2)
     assert status.count("Success") == 1 and status.count("Failed") == 1, status
 
     shown = show(repo)  # `dvc exp show --json` with each rev's detail files read from its commit
-    tolerances = []
+    drawn = []
     for commit in shown:
         for exp in commit.get("experiments") or []:
             for rev in exp["revs"]:
@@ -293,14 +293,15 @@ def test_queued_sweep_keeps_good_experiments_and_bad_keys_fail(repo: Path) -> No
                 params = data.get("params", {}).get("params.yaml", {}).get("data", {})
                 metrics = data.get("metrics", {})
                 if {"metrics/headline.json", "metrics/evaluate.json"} <= set(metrics) and not rev.get("error"):
-                    tolerances.append(params["export"]["max_float_diff"])
+                    drawn.append(params["visualize"]["images"])
                     assert metrics["metrics/evaluate.json"]["data"]["deployed"] == \
                         metrics["metrics/headline.json"]["data"]["deployed"]
-    assert tolerances == [0.0002], shown
+    assert drawn == [2], shown
 
-    log = run(["dvc", "queue", "logs", next(
-        line.split()[0] for line in status.splitlines() if "Failed" in line)], repo, check=False)
-    assert "kd.alpha = 2 is not allowed" in log.stdout + log.stderr
+    logs = {state: run(["dvc", "queue", "logs", next(line.split()[0] for line in status.splitlines() if state in line)],
+                       repo, check=False) for state in ("Success", "Failed")}
+    assert _ran(logs["Success"].stdout) == ["cpu", "visualize"], logs["Success"].stdout
+    assert "kd.alpha = 2 is not allowed" in logs["Failed"].stdout + logs["Failed"].stderr
 
 
 def test_the_deployed_model_is_a_dvc_artifact_fetched_from_the_remote(repo: Path, tmp_path: Path) -> None:

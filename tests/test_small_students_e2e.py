@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from sklearn.datasets import load_digits
 
+from kd_pipeline.core.params import DataParams
+from kd_pipeline.prepare.sources import load_source
 from tests.e2e import ALWAYS_CHANGED, new_repo, run, write_params
 
 MODELS = {"teacher": {"model": "cifar_resnet14"}, "assistant": {"model": "cifar_resnet8"},
@@ -20,13 +21,12 @@ PER_CLASS = 30  # of the 1,797 digits: what the stages need, at a sixth of the t
 
 
 def write_digits(folder: Path) -> None:
-    """The first PER_CLASS digits of each class as an image folder (0..16 scaled as prepare does)."""
-    digits = load_digits()
+    """The first PER_CLASS digits of each class as an image folder, as prepare reads the digits."""
+    images, labels = load_source(DataParams(name="digits")).pool
     for label in range(10):
         (folder / str(label)).mkdir(parents=True)
-        for k, index in enumerate(np.flatnonzero(digits.target == label)[:PER_CLASS]):
-            pixels = np.round(digits.images[index] * (255.0 / 16.0)).astype(np.uint8)
-            Image.fromarray(pixels).save(folder / str(label) / f"{k}.png")
+        for k, index in enumerate(np.flatnonzero(labels == label)[:PER_CLASS]):
+            Image.fromarray(images[index, ..., 0]).save(folder / str(label) / f"{k}.png")
 
 
 def chain(repo: Path, **models: dict) -> dict:
