@@ -60,24 +60,25 @@ def _one_thread() -> None:
 
 
 # Long files first (their tests' seconds, summed, in one run of the whole suite alone on a 2-core
-# AVX2-only EPYC, 2026-12-07, in brackets): pytest-xdist hands out whole files (--dist loadfile,
-# --no-loadscope-reorder) in collection order, so a long file collected last would run alone at
-# the end on CI's two workers. The torchrun file comes after chest and small students: handed out
-# second, its two gloo processes ran beside the pipeline's first repro, three busy processes on two
-# cores: 81 s and 133 s, against 58 s and 77 s in this order (pytest 528.9 s against 449.5 s).
+# AVX2-only EPYC, 2026-12-07, pytest 428.6 s, in brackets): pytest-xdist hands out whole files
+# (--dist loadfile, --no-loadscope-reorder) in collection order, so a long file collected last would
+# run alone at the end on CI's two workers. The torchrun file comes after chest and small students:
+# handed out second, its two gloo processes ran beside the pipeline's first repro, three busy
+# processes on two cores (81 s and 133 s, against 58 s and 77 s in this order, when its workers
+# still started cold).
 LONGEST_FIRST = (
-    "test_pipeline_e2e.py",  # (221: the messy folder through every stage, resume, queue, bundle, browser)
-    "test_chest_e2e.py",  # (57)
-    "test_small_students_e2e.py",  # (56)
-    "test_distributed_e2e.py",  # (58)
-    "test_gate.py",  # (58)
-    "test_remote.py",  # (32)
-    "test_team_e2e.py",  # (35)
-    "test_compression.py",  # (26)
+    "test_pipeline_e2e.py",  # (212: the messy folder through every stage, resume, queue, bundle, browser)
+    "test_chest_e2e.py",  # (62)
+    "test_small_students_e2e.py",  # (54)
+    "test_distributed_e2e.py",  # (25)
+    "test_gate.py",  # (62)
+    "test_remote.py",  # (35)
+    "test_team_e2e.py",  # (26)
+    "test_compression.py",  # (29)
     "test_folder_e2e.py",  # (12)
-    "test_training.py",  # (40)
-    "test_train_throughput.py",  # (15)
-    "test_distributed.py",  # (19)
+    "test_training.py",  # (45)
+    "test_train_throughput.py",  # (16)
+    "test_distributed.py",  # (18)
 )
 
 
