@@ -12,7 +12,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -140,10 +139,8 @@ def test_repro_writes_every_output(repo: Path, tmp_path: Path) -> None:
     page = (repo / "plots_html/index.html").read_text()
     assert "vega" in page.lower() and "Deployed model, test confusion matrix" in page, html.stdout
 
-    started = time.perf_counter()
     again = run(["dvc", "repro"], repo)
     assert _ran(again.stdout) == ["cpu"], again.stdout  # the CPU's kernel class is read every time
-    assert time.perf_counter() - started < 30
 
     # The finished run records (what `kd-record` and every `--rerun` end with): the always-changed
     # `cpu` stage is not a stale lock.
