@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,9 @@ from kd_pipeline.prepare.preparation import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL = "test_resnet"  # timm's own 0.4M-parameter test network
+# Every `dvc` command would otherwise start a daemon that tries to send usage analytics (about 45
+# per suite run; each a process on CI's two cores, and never the network in tests)
+os.environ["DVC_NO_ANALYTICS"] = "1"
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
