@@ -251,6 +251,46 @@ Worker status: 1 active, 0 idle
     assert sum(queue_counts("Task     Name        Created    Status\n").values()) == 0
 
 
+QUEUED_STAGE = """import json, sys, yaml
+quality = yaml.safe_load(open("params.yaml"))["quality"]
+json.dump({"score": quality}, open("metrics.json", "w"))
+sys.exit(0 if quality else 1)
+"""
+
+
+def test_the_queue_shows_progress_while_it_runs_and_fails_on_a_failed_experiment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`run_queue` (every sweep's and every `record --rerun --seeds`'s): its bar counts an
+    experiment once it finishes, not all of them at the end; it returns with the worker gone and
+    fails, in one line, on a failed experiment."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from kd_pipeline.records.rerun import run_in, run_queue
+    from tests.forkserver import warm
+
+    monkeypatch.setattr(sys, "executable", warm("python"))  # dvc warm, as the e2e tests run it
+    (tmp_path / "stage.py").write_text(QUEUED_STAGE)
+    (tmp_path / "params.yaml").write_text("quality: 1\n")
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"score": {
+        "cmd": "python stage.py", "deps": ["stage.py"], "params": ["quality"],
+        "metrics": [{"metrics.json": {"cache": False}}]}}}))
+    for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base"]):
+        subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True)
+    for quality in ("2", "0"):  # the second fails
+        run_in([sys.executable, "-m", "dvc", "exp", "run", "--queue", "-S", f"quality={quality}"], tmp_path)
+    capsys.readouterr()
+    with pytest.raises(PipelineError, match="an experiment failed in .*dvc queue logs"):
+        run_queue(tmp_path, poll_s=0.5)
+    bar = capsys.readouterr().out
+    assert "1/2" in bar and "2/2" in bar, bar  # one finished while the other waited or ran
+    assert "0 active, 0 idle" in run_in([sys.executable, "-m", "dvc", "queue", "status"], tmp_path, quiet=True)
+
+
 def test_a_sweep_restarts_under_its_base_records_kernels(tmp_path: Path, monkeypatch) -> None:
     """A sweep's runs are compared with its base record's: on one CPU they must run its kernels."""
     import json

@@ -151,12 +151,16 @@ def kernel_prefix() -> str:
     return "".join(f"{key}={os.environ[key]} " for key in KERNEL_ENV if key in os.environ)
 
 
+def _env(cwd: Path) -> dict[str, str]:
+    """The clone's code, with this environment's packages and programs."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PYTHONPATH": str(cwd)}
+
+
 def run_in(cmd: list[str], cwd: Path, quiet: bool = False) -> str:
     """Run a command of the pipeline's own environment; its output goes to the terminal too
     (unless `quiet`)."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           "PYTHONPATH": str(cwd)}  # the clone's code, with this environment's packages
-    proc = subprocess.run(cmd, cwd=cwd, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.run(cmd, cwd=cwd, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(cwd))
     if not quiet:
         print(proc.stdout, end="", flush=True)
     if proc.returncode != 0:
@@ -178,10 +182,21 @@ def queue_counts(status: str) -> Counter[str]:
     return Counter(re.findall(r"^\S+\s+\S.*?\s(Queued|Running|Success|Failed)\s*$", status, re.MULTILINE))
 
 
-def run_queue(clone: Path) -> None:
+def run_queue(clone: Path, poll_s: float = 20.0) -> None:
     """Run the queued experiments one at a time, wait for the last, and fail on a failed one;
-    a progress bar counts finished experiments, with the ETA their pace gives."""
-    run_in([sys.executable, "-m", "dvc", "queue", "start", "-j", "1"], clone)
+    a progress bar counts finished experiments, with the ETA their pace gives.
+
+    `dvc queue start`'s output goes to a file, not a pipe: the worker it starts keeps that output
+    open, so a captured start would return only when the worker exits, after the last experiment,
+    and the bar would jump from 0 to the end."""
+    log = clone / ".dvc" / "tmp" / "queue-start.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as out:
+        started = subprocess.run([sys.executable, "-m", "dvc", "queue", "start", "-j", "1"], cwd=clone,
+                                 stdout=out, stderr=subprocess.STDOUT, env=_env(clone))
+    if started.returncode != 0:
+        last = (log.read_text().strip().splitlines() or ["(no output)"])[-1]
+        raise PipelineError(f"dvc queue start failed in {clone}: {last}")
     with tqdm(desc="experiments", unit="exp", dynamic_ncols=True, file=sys.stdout) as bar:
         while True:
             status = run_in([sys.executable, "-m", "dvc", "queue", "status"], clone, quiet=True)
@@ -191,7 +206,7 @@ def run_queue(clone: Path) -> None:
             bar.set_postfix(failed=counts["Failed"], refresh=True)
             if "Queued" not in status and "Running" not in status:
                 break
-            time.sleep(20)
+            time.sleep(poll_s)
     # The worker outlives its last task and still writes under .dvc/tmp: stop it before the
     # clone is removed (a removal racing it once failed after the record was written).
     run_in([sys.executable, "-m", "dvc", "queue", "stop"], clone)
