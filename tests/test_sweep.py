@@ -251,9 +251,12 @@ Worker status: 1 active, 0 idle
     assert sum(queue_counts("Task     Name        Created    Status\n").values()) == 0
 
 
-QUEUED_STAGE = """import json, sys, yaml
+QUEUED_STAGE = """import json, os, sys, time, yaml
 quality = yaml.safe_load(open("params.yaml"))["quality"]
 json.dump({"score": quality}, open("metrics.json", "w"))
+deadline = time.time() + 120
+while not quality and not os.path.exists(RELEASE) and time.time() < deadline:
+    time.sleep(0.1)  # the failing experiment waits until the test has seen the first one counted
 sys.exit(0 if quality else 1)
 """
 
@@ -262,10 +265,12 @@ def test_the_queue_shows_progress_while_it_runs_and_fails_on_a_failed_experiment
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`run_queue` (every sweep's and every `record --rerun --seeds`'s): its bar counts an
-    experiment once it finishes, not all of them at the end; it returns with the worker gone and
-    fails, in one line, on a failed experiment."""
+    experiment once it finishes, while the next still runs, not all of them at the end; it
+    returns with the worker gone and fails, in one line, on a failed experiment."""
     import subprocess
     import sys
+    import threading
+    import time
 
     import yaml
 
@@ -273,7 +278,8 @@ def test_the_queue_shows_progress_while_it_runs_and_fails_on_a_failed_experiment
     from tests.forkserver import warm
 
     monkeypatch.setattr(sys, "executable", warm("python"))  # dvc warm, as the e2e tests run it
-    (tmp_path / "stage.py").write_text(QUEUED_STAGE)
+    release = tmp_path / "release"
+    (tmp_path / "stage.py").write_text(f"RELEASE = {str(release)!r}\n" + QUEUED_STAGE)
     (tmp_path / "params.yaml").write_text("quality: 1\n")
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"score": {
         "cmd": "python stage.py", "deps": ["stage.py"], "params": ["quality"],
@@ -281,13 +287,28 @@ def test_the_queue_shows_progress_while_it_runs_and_fails_on_a_failed_experiment
     for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"], ["git", "add", "-A"],
                 ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base"]):
         subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True)
-    for quality in ("2", "0"):  # the second fails
+    for quality in ("2", "0"):  # the second waits for `release`, then fails
         run_in([sys.executable, "-m", "dvc", "exp", "run", "--queue", "-S", f"quality={quality}"], tmp_path)
     capsys.readouterr()
-    with pytest.raises(PipelineError, match="an experiment failed in .*dvc queue logs"):
-        run_queue(tmp_path, poll_s=0.5)
-    bar = capsys.readouterr().out
-    assert "1/2" in bar and "2/2" in bar, bar  # one finished while the other waited or ran
+    failures: list[Exception] = []
+
+    def drive() -> None:
+        try:
+            run_queue(tmp_path, poll_s=0.2)
+        except PipelineError as error:
+            failures.append(error)
+
+    runner = threading.Thread(target=drive)
+    runner.start()
+    bar, deadline = "", time.monotonic() + 60
+    while "1/2" not in bar and runner.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+        bar += capsys.readouterr().out
+    release.touch()
+    runner.join(120)
+    bar += capsys.readouterr().out
+    assert "1/2" in bar and "2/2" in bar, bar  # the first counted while the second still ran
+    assert len(failures) == 1 and "an experiment failed in" in str(failures[0]), failures
     assert "0 active, 0 idle" in run_in([sys.executable, "-m", "dvc", "queue", "status"], tmp_path, quiet=True)
 
 
