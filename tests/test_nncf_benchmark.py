@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from kd_pipeline.core.models import create_model, save_checkpoint
 from tests.conftest import ROOT
@@ -24,6 +25,7 @@ def test_both_controls_quantize_the_same_file_and_are_scored_alike(tmp_path: Pat
     card = {"role": "baseline", "timm_name": "cifar_resnet8", "model_kwargs": {}, "num_classes": 4,
             "class_names": list("abcd"), "task": "multiclass", "input_size": [3, 16, 16], "mean": [0.5] * 3,
             "std": [0.25] * 3}
+    torch.manual_seed(0)  # an untrained net's near-ties flip in int8 for some inits: not the test order's pick
     save_checkpoint(create_model("cifar_resnet8", 4), tmp_path / "ckpt", card)
     spec = importlib.util.spec_from_file_location("nncf_accuracy_control", ROOT / "benchmarks"
                                                   / "nncf_accuracy_control.py")
@@ -37,7 +39,12 @@ def test_both_controls_quantize_the_same_file_and_are_scored_alike(tmp_path: Pat
         row = result[tool]
         assert {"val", "test", "val_avx2", "test_avx2"} <= set(row) and 0 < row["integer_mac_share"] <= 1
         assert row["cpu_s"] > 0 and isinstance(row["float_layers"], list)
-    assert result["ours"]["integer_mac_share"] == 1.0 and "kept_float" in result["ours"]  # full int8 on a toy
+    metric, ours = result["decision_metric"], result["ours"]
+    floor = result["float"]["val"][metric] - result["max_accuracy_drop"] - 1e-9
+    assert ours["val"][metric] >= floor and ours["val_avx2"][metric] >= floor  # its promise, in both arithmetics
+    assert result["nncf"]["val"][metric] >= floor  # NNCF's, on this CPU only
+    assert set(ours["kept_float"]) == set(ours["float_layers"])  # what it kept is what runs in float
+    assert ours["integer_mac_share"] == 1.0 and not ours["kept_float"]  # full int8 on this seeded toy
     run = json.loads((out / "run.json").read_text())
     assert run["command"].startswith("python benchmarks/nncf_accuracy_control.py") and run["code"]
 
